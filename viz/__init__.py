@@ -2,3 +2,14 @@
 
 Nothing in here imports streamlit except `viz.cache` and `viz.ui`.
 """
+
+
+def quiet() -> None:
+    """Silence transformers' progress bars and advisory logs (they drown CLI output and test logs)."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()

@@ -1,0 +1,15 @@
+"""Attention Atlas: `streamlit run app.py`. Page setup, navigation and the shared sidebar."""
+
+import streamlit as st
+
+from viz import ui
+
+st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide")
+
+PAGES = [
+    st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
+]
+
+page = st.navigation(PAGES)
+ui.sidebar()
+page.run()

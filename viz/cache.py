@@ -1,0 +1,23 @@
+"""Streamlit caching around the library (the only viz module besides `viz.ui` that imports streamlit).
+
+Models are `cache_resource` (one shared object for every session: hence the bundle lock and the
+ContextVar-gated hooks in `viz.capture`). Captures are `cache_data`: each session gets its own
+unpickled copy, so one session can never mutate another's arrays.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from viz.capture import Capture, capture
+from viz.models import ModelBundle, load_model
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def get_bundle(name: str) -> ModelBundle:
+    return load_model(name)
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the model…")
+def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
+    return capture(get_bundle(name), text, target, with_logits=with_logits)

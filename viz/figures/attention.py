@@ -1,0 +1,101 @@
+"""Attention figures: arrays + tokens in, plotly Figure out (never a model).
+
+Sizes are kept screen-sized (ARCHITECTURE.md §6): a single head is sent as
+float32; the model view (every layer x head) is pooled to small thumbnails and
+sent as one uint8 image, so 12 x 12 heads at 512 tokens stay well under 1 MB of
+JSON where bertviz sends every weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+COLORSCALE = "Blues"
+
+
+def _labels(tokens: list[str]) -> list[str]:
+    """Unique category labels ('the (3)'): repeated tokens would otherwise merge on a categorical axis."""
+    return [f"{t} ({i})" for i, t in enumerate(tokens)]
+
+
+def _axis(tokens: list[str], max_labels: int = 80) -> dict:
+    labels = _labels(tokens)
+    step = max(1, int(np.ceil(len(tokens) / max_labels)))
+    return dict(type="category", tickmode="array", tickvals=labels[::step], ticktext=tokens[::step],
+                tickangle=-60 if len(tokens) > 8 else 0)
+
+
+def head_heatmap(matrix: np.ndarray, q_tokens: list[str], k_tokens: list[str], title: str = "",
+                 zmax: float | None = None) -> go.Figure:
+    """One attention matrix `[query, key]` as a heatmap: rows are the attending token."""
+    z = np.asarray(matrix, dtype=np.float32)
+    nq, nk = z.shape
+    fig = go.Figure(go.Heatmap(
+        z=z, x=_labels(k_tokens), y=_labels(q_tokens), colorscale=COLORSCALE, zmin=0,
+        zmax=zmax or float(z.max() or 1), colorbar=dict(title="weight", thickness=12),
+        hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>"))
+    side = min(900, max(360, 22 * max(nq, nk) + 160))
+    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(title="attended to (key)", side="top", **_axis(k_tokens)),
+                      yaxis=dict(title="attending (query)", autorange="reversed", **_axis(q_tokens)))
+    return fig
+
+
+def pool(attn: np.ndarray, size: int) -> np.ndarray:
+    """Mean-pool the last two axes of `[..., q, k]` down to at most `size` x `size`."""
+    def bins(n: int) -> np.ndarray:
+        return np.unique(np.linspace(0, n, min(n, size) + 1).astype(int))[:-1]
+
+    q_b, k_b = bins(attn.shape[-2]), bins(attn.shape[-1])
+    summed = np.add.reduceat(np.add.reduceat(attn, k_b, axis=-1), q_b, axis=-2)
+    q_n = np.diff(np.append(q_b, attn.shape[-2]))
+    k_n = np.diff(np.append(k_b, attn.shape[-1]))
+    return summed / np.outer(q_n, k_n)
+
+
+def model_view(attn: np.ndarray, tile: int = 40, title: str = "") -> go.Figure:
+    """All layers x heads at a glance: `[layer, head, q, k]` -> one uint8 image of thumbnails.
+
+    Each thumbnail is scaled to its own maximum (patterns, not magnitudes, are what the eye
+    compares across heads). An invisible marker sits on every thumbnail: hover names it and a
+    click selects it (`customdata = [layer, head]`).
+    """
+    L, H = attn.shape[:2]
+    small = pool(attn, tile)
+    tq, tk = small.shape[-2:]
+    peak = small.max(axis=(-2, -1), keepdims=True)
+    small = np.round(255 * small / np.where(peak > 0, peak, 1)).astype(np.uint8)
+    gap = 2
+    img = np.zeros((L * (tq + gap), H * (tk + gap)), dtype=np.uint8)
+    for layer in range(L):
+        for head in range(H):
+            y, x = layer * (tq + gap), head * (tk + gap)
+            img[y:y + tq, x:x + tk] = small[layer, head]
+    cy = (np.arange(L) * (tq + gap) + tq / 2)
+    cx = (np.arange(H) * (tk + gap) + tk / 2)
+    gy, gx = np.meshgrid(cy, cx, indexing="ij")
+    ll, hh = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
+    width = min(1100, max(420, 58 * H + 80))
+    marker = max(6, int((width - 80) / H * 0.9))
+    fig = go.Figure([
+        go.Heatmap(z=img, colorscale=COLORSCALE, showscale=False, hoverinfo="skip", zmin=0, zmax=255),
+        go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", name="heads",
+                   marker=dict(size=marker, symbol="square", color="rgba(0,0,0,0)"),
+                   customdata=np.stack([ll.ravel(), hh.ravel()], axis=1),
+                   hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>click to open<extra></extra>"),
+    ])
+    fig.update_layout(
+        title=title, width=width, height=int(width * img.shape[0] / img.shape[1]) + 80, showlegend=False,
+        margin=dict(l=10, r=10, t=60, b=10), clickmode="event+select", dragmode=False,
+        xaxis=dict(tickmode="array", tickvals=cx, ticktext=[f"H{h}" for h in range(H)], side="top",
+                   showgrid=False, zeroline=False),
+        yaxis=dict(tickmode="array", tickvals=cy, ticktext=[f"L{layer}" for layer in range(L)],
+                   autorange="reversed", showgrid=False, zeroline=False, scaleanchor="x"),
+    )
+    return fig
+
+
+def figure_json_bytes(fig: go.Figure) -> int:
+    """Size of what the browser receives for this figure."""
+    return len(fig.to_json().encode())

@@ -1,0 +1,101 @@
+"""Shared Streamlit widgets: the sidebar, guarded loading, plots with downloads.
+
+Pages stay thin: they read widgets, call these helpers and `viz.cache`, and draw.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from viz import cache
+from viz.capture import Capture, CaptureError
+from viz.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
+
+OTHER = "Other: Hugging Face id or local folder…"
+EXAMPLES = [
+    "The cat sat on the mat because it was tired.",
+    "The keys to the cabinet are on the table.",
+    "She poured a cup of coffee and read the morning paper.",
+    "The animal didn't cross the street because it was too wide.",
+    "Attention is all you need, said the paper from 2017.",
+]
+
+
+def sidebar() -> None:
+    """Model picker and text input shared by every page (state in `st.session_state`)."""
+    st.session_state.setdefault("text", EXAMPLES[0])
+    with st.sidebar:
+        names = builtin_names()
+        choice = st.selectbox("Model", names + [OTHER], index=names.index(DEFAULT_MODEL), key="model_choice",
+                              help="Bundled models work offline. Hub ids need the network or a local HF cache.")
+        if choice == OTHER:
+            st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model")
+        st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example)
+        st.text_area("Text", key="text", height=110)
+
+
+def _use_example() -> None:
+    if st.session_state.example != "—":
+        st.session_state.text = st.session_state.example
+
+
+def model_name() -> str:
+    choice = st.session_state.get("model_choice", DEFAULT_MODEL)
+    return st.session_state.get("model_other", "").strip() if choice == OTHER else choice
+
+
+def bundle_or_stop(name: str | None = None) -> ModelBundle:
+    """The cached model, or an error box and a stopped page (the rest of the app keeps working)."""
+    name = model_name() if name is None else name
+    try:
+        return cache.get_bundle(name)
+    except ModelLoadError as e:
+        st.error(str(e), icon="🚫")
+        st.stop()
+
+
+def capture_or_stop(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
+    try:
+        cap = cache.get_capture(name, text, target, with_logits)
+    except CaptureError as e:
+        st.warning(str(e), icon="✍️")
+        st.stop()
+    if cap.truncated:
+        st.warning(f"The text has {cap.n_input_tokens} tokens; this model takes {len(cap.tokens)}. "
+                   f"Showing the first {len(cap.tokens)} tokens.", icon="✂️")
+    return cap
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "figure"
+
+
+def plot(fig: go.Figure, key: str, stem: str, **kwargs):
+    """Draw a figure with a PNG/SVG camera button and an HTML download beside it."""
+    config = {"toImageButtonOptions": {"format": "png", "filename": slug(stem), "scale": 2},
+              "displaylogo": False}
+    event = st.plotly_chart(fig, key=key, config=config, **kwargs)
+    st.download_button("Figure (HTML)", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                       file_name=f"{slug(stem)}.html", mime="text/html", key=f"{key}_html", on_click="ignore")
+    return event
+
+
+def table_download(df: pd.DataFrame, key: str, stem: str, label: str = "Data (CSV)") -> None:
+    st.download_button(label, data=lambda: df.to_csv().encode(), file_name=f"{slug(stem)}.csv",
+                       mime="text/csv", key=key, on_click="ignore")
+
+
+def npz_download(arrays: dict[str, np.ndarray], key: str, stem: str, label: str = "Data (NPZ)") -> None:
+    def build() -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    st.download_button(label, data=build, file_name=f"{slug(stem)}.npz", mime="application/octet-stream",
+                       key=key, on_click="ignore")
