@@ -15,11 +15,12 @@ import csv
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_PATH = REPO_ROOT / "data" / "sample_sentences.txt"
+SAMPLE_PATH = REPO_ROOT / "data" / "sample_sentences.txt"  # VIZ_SAMPLE_CORPUS overrides it (tests, demos)
 MAX_SENTENCES = 10_000
 MAX_BYTES = 20 * 1024 * 1024
 MAX_CHARS = 1_000
@@ -42,11 +43,15 @@ class Corpus:
     @property
     def key(self) -> str:
         """Content hash: the cache key of everything computed from this corpus."""
-        h = hashlib.sha256()
-        for s in self.sentences:
-            h.update(s.encode())
-            h.update(b"\n")
-        return h.hexdigest()[:16]
+        return corpus_key(self.sentences)
+
+
+def corpus_key(sentences) -> str:
+    h = hashlib.sha256()
+    for s in sentences:
+        h.update(s.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 def _text(data: bytes, filename: str) -> str:
@@ -148,10 +153,11 @@ def read_file(path: str | Path, column: str | None = None, max_sentences: int = 
 
 def sample_corpus(limit: int | None = None) -> Corpus:
     """The bundled sample sentences (data/sample_sentences.txt; licence in its data card), first `limit`."""
-    if not SAMPLE_PATH.is_file():
-        raise CorpusError("The bundled sample corpus (data/sample_sentences.txt) is not in this build; "
+    path = Path(os.environ.get("VIZ_SAMPLE_CORPUS") or SAMPLE_PATH)
+    if not path.is_file():
+        raise CorpusError(f"The bundled sample corpus ({path.name}) is not in this build; "
                           "upload a .txt file with one sentence per line instead.")
-    corpus = read_file(SAMPLE_PATH)
+    corpus = read_file(path)
     if limit is not None and limit < len(corpus):
         corpus = Corpus(corpus.sentences[:limit], source=f"{corpus.source} (first {limit})", clipped=corpus.clipped)
     return corpus
