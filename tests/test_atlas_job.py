@@ -1,0 +1,83 @@
+"""The corpus job on tiny random models and MiniLM: padding and batching never change the numbers."""
+
+import numpy as np
+import pytest
+
+from viz.analysis.head_stats import STATS
+from viz.atlas import AtlasCancelled, TokenClasses, frame, is_punct_token, run_atlas
+from viz.capture import capture, hook_count
+from viz.models import load_model
+
+SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
+             "Yes; no: maybe?", "We walked along the river and the water was cold.", "Is this the way?"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("minilm")
+
+
+def test_batching_and_padding_do_not_change_statistics(minilm):
+    one = run_atlas(minilm, SENTENCES, batch_size=1, words=True)
+    many = run_atlas(minilm, SENTENCES, batch_size=4, chunk=3, words=True)
+    for s in STATS:
+        assert np.allclose(one.stats[s], many.stats[s], atol=1e-5), s
+        assert np.allclose(one.word_stats[s], many.word_stats[s], atol=1e-5), s
+    assert one.n_tokens == many.n_tokens and one.n_sentences == len(SENTENCES)
+
+
+def test_matches_single_sentence_capture(minilm):
+    """The streamed statistic of one sentence == the same statistic computed by hand from capture()."""
+    text = SENTENCES[0]
+    res = run_atlas(minilm, [text])
+    cap = capture(minilm, text)
+    A = cap.attentions["encoder"]  # [L, H, T, T]
+    rows = ~cap.special
+    prev = np.mean([A[:, :, i, i - 1] for i in np.where(rows)[0]], axis=0)
+    ent = np.mean([-(A[:, :, i] * np.log(np.clip(A[:, :, i], 1e-12, None))).sum(-1) for i in np.where(rows)[0]],
+                  axis=0)
+    assert np.allclose(res.stats["prev"], prev, atol=1e-5)
+    assert np.allclose(res.stats["entropy"], ent, atol=1e-4)
+    assert res.roles()[0, 2] == "previous-token"  # MiniLM layer 0 head 2 looks at the previous token
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-t5", "tiny-gpt2", "tiny-bart"])
+def test_families(name):
+    b = load_model(name)
+    res = run_atlas(b, SENTENCES, batch_size=4, words=True)
+    df = frame(res)
+    assert list(df.columns[:10]) == ["layer", "head", *STATS] and len(df) == res.n_layers * res.n_heads
+    assert df[list(STATS)].notna().all().all()
+    shares = df[["cls", "sep", "punct", "self", "prev", "next"]]
+    assert ((shares >= -1e-6) & (shares <= 1 + 1e-6)).all().all()
+    if b.kind == "decoder":
+        assert np.allclose(res.stats["next"], 0, atol=1e-6)  # causal: never attends ahead
+
+
+def test_cancel_progress_and_truncation(minilm):
+    seen = []
+    res = run_atlas(minilm, SENTENCES, batch_size=2, progress=lambda d, t: seen.append((d, t)),
+                    should_stop=lambda: len(seen) >= 1)
+    assert res.cancelled and res.n_sentences == 2 and seen == [(2, 6)]
+    with pytest.raises(AtlasCancelled):
+        run_atlas(minilm, SENTENCES, should_stop=lambda: True, cancel_raises=True)
+    res = run_atlas(minilm, SENTENCES, max_tokens=8)
+    assert res.n_truncated == 3 and res.max_tokens == 8
+
+
+def test_token_classes(minilm):
+    tc = TokenClasses(minilm.tokenizer)
+    ids = minilm.tokenizer(["Hi, [UNK] there!"], return_tensors="pt")["input_ids"]
+    toks = minilm.tokenizer.convert_ids_to_tokens(ids[0])
+    c = tc.classes(ids)[0]
+    assert toks[0] == "[CLS]" and c[0].tolist() == [True, False, False, True]
+    assert toks[-1] == "[SEP]" and c[-1].tolist() == [False, True, False, True]
+    assert c[toks.index(","), 2] and c[toks.index("!"), 2]
+    assert not c[toks.index("[UNK]"), 3]  # unknown words are words
+    assert is_punct_token("##.") and is_punct_token("Ġ«") and not is_punct_token("a.") and not is_punct_token("##")
+
+
+def test_no_hook_left_active(minilm):
+    before = hook_count(minilm.model)
+    run_atlas(minilm, SENTENCES[:2])
+    assert hook_count(minilm.model) == before
