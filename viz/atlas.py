@@ -149,10 +149,9 @@ def atlas_stack(bundle: ModelBundle) -> str:
 
 def iter_batches(bundle: ModelBundle, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH,
                  max_tokens: int = DEFAULT_MAX_TOKENS, chunk: int = 1024, words: bool = False,
-                 stats: dict | None = None) -> Iterator[Batch]:
-    """Tokenize `chunk` sentences at a time, sort them by length, yield right-padded batches.
-
-    `stats` (optional dict) receives `n_truncated`."""
+                 stats: dict | None = None, sort: bool = True) -> Iterator[Batch]:
+    """Tokenize `chunk` sentences at a time, sort them by length (unless `sort=False`: corpus order),
+    yield right-padded batches. `stats` (optional dict) receives `n_truncated`."""
     tok = bundle.tokenizer
     limit = min(max_tokens, bundle.max_tokens)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -167,7 +166,7 @@ def iter_batches(bundle: ModelBundle, sentences: Sequence[str], batch_size: int 
                 if long:  # only sentences at the limit may have been cut: count them exactly
                     full = tok([part[i] for i in long])["input_ids"]
                     stats["n_truncated"] = stats.get("n_truncated", 0) + sum(len(f) > limit for f in full)
-        order = np.argsort([len(r) for r in rows], kind="stable")
+        order = np.argsort([len(r) for r in rows], kind="stable") if sort else np.arange(len(rows))
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             T = max(len(rows[i]) for i in idx)
