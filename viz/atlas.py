@@ -210,6 +210,21 @@ def word_view(batch: Batch, classes: torch.Tensor):
     return index, wmask, ~wcls[..., 3], wcls[..., :3]
 
 
+def process_batch(bundle: ModelBundle, batch: Batch, tc: TokenClasses, acc: HeadStatsAccumulator | None,
+                  wacc: HeadStatsAccumulator | None = None, words: bool = False, top_k: int = 5):
+    """Forward one batch and fold it into the accumulators (created on the first batch) -> (acc, wacc)."""
+    attn = forward_attention(bundle, batch)  # [B, L, H, T, T]
+    if acc is None:
+        acc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k)
+        wacc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k) if words else None
+    classes = tc.classes(batch.ids)  # [B, T, 4]
+    acc.add(attn, batch.mask, ~classes[..., 3], classes[..., :3], batch.sentence_ids)
+    if words:
+        index, wmask, wrows, wgroups = word_view(batch, classes)
+        wacc.add(merge_words(attn.float(), index, wmask.shape[1]), wmask, wrows, wgroups, batch.sentence_ids)
+    return acc, wacc
+
+
 def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int = DEFAULT_BATCH,
               max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int = 1024,
               progress: Callable[[int, int], None] | None = None,
@@ -229,15 +244,7 @@ def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int 
         if should_stop is not None and should_stop():
             cancelled = True
             break
-        attn = forward_attention(bundle, batch)  # [B, L, H, T, T]
-        if acc is None:
-            acc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k)
-            wacc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k) if words else None
-        classes = tc.classes(batch.ids)  # [B, T, 4]
-        acc.add(attn, batch.mask, ~classes[..., 3], classes[..., :3], batch.sentence_ids)
-        if words:
-            index, wmask, wrows, wgroups = word_view(batch, classes)
-            wacc.add(merge_words(attn.float(), index, wmask.shape[1]), wmask, wrows, wgroups, batch.sentence_ids)
+        acc, wacc = process_batch(bundle, batch, tc, acc, wacc, words, top_k)
         done += len(batch.ids)
         n_tokens += int(batch.mask.sum())
         if progress is not None:
