@@ -81,3 +81,25 @@ def test_no_hook_left_active(minilm):
     before = hook_count(minilm.model)
     run_atlas(minilm, SENTENCES[:2])
     assert hook_count(minilm.model) == before
+
+
+def test_word_level_matches_merge_pieces(minilm):
+    """Word statistics == the token->word merge of viz.analysis.words on capture(), computed by hand."""
+    from viz.analysis.words import merge_pieces
+    from viz.atlas import is_punct_token
+
+    text = "Unbelievably, the tokenizer splits antidisestablishmentarianism!"
+    res = run_atlas(minilm, [text], words=True)
+    cap = capture(minilm, text)
+    spans = cap.word_spans
+    assert any(e - s > 1 for s, e in spans)  # some word is split
+    W = merge_pieces(cap.attentions["encoder"], spans, spans)  # [L, H, word, word]
+    special = np.array([cap.special[s] for s, _ in spans])
+    punct = np.array([all(is_punct_token(t) for t in cap.tokens[s:e]) and not cap.special[s] for s, e in spans])
+    rows = np.where(~special)[0]
+    prev = np.mean([W[:, :, i, i - 1] for i in rows], axis=0)
+    pun = np.mean([W[:, :, i][..., punct].sum(-1) for i in rows], axis=0)
+    dist = np.mean([(W[:, :, i] * np.abs(np.arange(len(spans)) - i)).sum(-1) for i in rows], axis=0)
+    assert np.allclose(res.word_stats["prev"], prev, atol=1e-5)
+    assert np.allclose(res.word_stats["punct"], pun, atol=1e-5)
+    assert np.allclose(res.word_stats["distance"], dist, atol=1e-4)

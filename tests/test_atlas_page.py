@@ -106,3 +106,40 @@ def test_cli_bad_corpus_exit_code(tmp_path):
 
     assert main(["atlas", "--model", "tiny-bert", "--corpus", str(bad), "--out", str(tmp_path / "o.csv")]) == 2
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def mlm_folder(tmp_path_factory):
+    """A tiny random BertForMaskedLM saved as a local model folder (safetensors + MiniLM tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from viz.models import minilm_dir
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertForMaskedLM(cfg).save_pretrained(root / "tiny-mlm", safe_serialization=True)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(root / "tiny-mlm")
+    return root / "tiny-mlm"
+
+
+def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypatch):
+    from viz.ui import OTHER
+
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(mlm_folder.parent))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.selectbox(key="model_choice").set_value(OTHER).run()
+    at.text_input(key="model_other").set_value(str(mlm_folder)).run()
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2 layers × 4 heads" in at.success[0].value
+    n = len(at.get("plotly_chart"))
+    at.button(key="atlas_importance").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == n + 1  # the importance grid

@@ -17,8 +17,12 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
     page = browser_page
+    # A fresh server that is first asked for /atlas runs pages/atlas.py on its own (Streamlit's pages/
+    # auto-discovery, before app.py has called st.navigation): open the app once so navigation is set up.
+    page.goto(app_url)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Head atlas").wait_for(timeout=120_000)
     page.goto(f"{app_url}/atlas")
-    page.get_by_text("Head atlas", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_role("heading", name="Head atlas").wait_for(timeout=120_000)
     page.get_by_text("Upload a file").click()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(corpus))
     run = page.get_by_role("button", name="Run atlas")
@@ -28,3 +32,4 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=300_000)
     assert page.get_by_text(f"{len(SENTENCES)} sentences ·").count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stSidebar"]').get_by_text("Model").count() >= 1  # app.py's sidebar ran

@@ -188,26 +188,33 @@ def forward_attention(bundle: ModelBundle, batch: Batch) -> torch.Tensor:
 
 
 def word_view(batch: Batch, classes: torch.Tensor):
-    """Word-level index and masks: ([B, T] word index, [B, W] mask, [B, W] rows, [B, W, 3] groups)."""
+    """Word-level index and masks: ([B, T] word index, [B, W] mask, [B, W] rows, [B, W, 3] groups).
+
+    A word's cls/sep/special class is its first piece's; it is punctuation when all its pieces are."""
     B, T = batch.ids.shape
-    index = torch.full((B, T), -1, dtype=torch.long)
-    spans_all = []
+    index = np.full((B, T), -1, dtype=np.int64)
+    starts = []
+    special = classes[..., 3].numpy()
     for r, wids in enumerate(batch.word_ids):
         n = int(batch.mask[r].sum())
-        wids = [None if classes[r, t, 3] else w for t, w in enumerate(wids[:n])]
-        spans = word_spans(wids)
-        for w, (s, e) in enumerate(spans):
-            index[r, s:e] = w
-        spans_all.append(spans)
-    W = max(len(s) for s in spans_all)
+        spans = word_spans([None if special[r, t] else w for t, w in enumerate(wids[:n])])
+        lengths = [e - s for s, e in spans]
+        index[r, :n] = np.repeat(np.arange(len(spans)), lengths)
+        starts.append([s for s, _ in spans])
+    W = max(len(s) for s in starts)
     wmask = torch.zeros((B, W), dtype=torch.bool)
-    wcls = torch.zeros((B, W, 4), dtype=torch.bool)
-    for r, spans in enumerate(spans_all):
-        wmask[r, :len(spans)] = True
-        for w, (s, e) in enumerate(spans):
-            c = classes[r, s:e]
-            wcls[r, w] = torch.stack([c[0, 0], c[0, 1], c[:, 2].all(), c[0, 3]])
-    return index, wmask, ~wcls[..., 3], wcls[..., :3]
+    first = torch.zeros((B, W), dtype=torch.long)
+    for r, st in enumerate(starts):
+        wmask[r, :len(st)] = True
+        first[r, :len(st)] = torch.as_tensor(st)
+    index_t = torch.from_numpy(index)
+    safe = index_t.clamp_min(0)
+    real = (index_t >= 0).long()
+    pieces = torch.zeros((B, W), dtype=torch.long).scatter_add_(1, safe, real)
+    punct = torch.zeros((B, W), dtype=torch.long).scatter_add_(1, safe, real * classes[..., 2].long())
+    head = classes.gather(1, first[..., None].expand(B, W, 4)) & wmask[..., None]  # first piece's classes
+    groups = torch.stack([head[..., 0], head[..., 1], (punct == pieces) & (pieces > 0)], -1)
+    return index_t, wmask, wmask & ~head[..., 3], groups
 
 
 def process_batch(bundle: ModelBundle, batch: Batch, tc: TokenClasses, acc: HeadStatsAccumulator | None,
