@@ -49,6 +49,7 @@ def _weights_hook(stack: str):
         if rec is not None:
             rec.data[(stack, "attn")].append(output[-1])  # weights are last in every supported family
 
+    hook._viz = True
     return hook
 
 
@@ -63,6 +64,7 @@ def _proj_hook(stack: str, parts: tuple[str, ...]):
         for part, chunk in zip(parts, chunks):
             rec.data[(stack, part)].append(chunk)
 
+    hook._viz = True
     return hook
 
 
@@ -99,8 +101,8 @@ def remove_hooks(bundle: ModelBundle) -> None:
 
 
 def hook_count(model) -> int:
-    """Forward hooks currently attached anywhere in `model` (for leak tests)."""
-    return sum(len(m._forward_hooks) for m in model.modules())
+    """Our forward hooks currently attached anywhere in `model` (for leak tests; transformers has its own)."""
+    return sum(getattr(h, "_viz", False) for m in model.modules() for h in m._forward_hooks.values())
 
 
 @contextmanager
@@ -168,10 +170,13 @@ def word_spans(word_ids: list[int | None]) -> list[tuple[int, int]]:
 
 
 def _encode(tok, text: str, max_tokens: int, target: bool = False):
+    """Tokenize once; only a text over the limit is tokenized again, truncated (keeps the final [SEP])."""
     kw = {"text_target": text} if target else {"text": text}
-    full = tok(**kw)["input_ids"]
-    enc = tok(**kw, truncation=True, max_length=max_tokens, return_tensors="pt")
-    return enc, len(full)
+    enc = tok(**kw, return_tensors="pt")
+    n = enc["input_ids"].shape[1]
+    if n > max_tokens:
+        enc = tok(**kw, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return enc, n
 
 
 def _token_info(tok, enc, ids: list[int]):
