@@ -21,3 +21,17 @@ def get_bundle(name: str) -> ModelBundle:
 @st.cache_data(max_entries=64, show_spinner="Running the model…")
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
     return capture(get_bundle(name), text, target, with_logits=with_logits)
+
+
+@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
+def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
+    from viz.mlm import predict
+
+    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running both variants…")
+def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
+    from viz.compare import compare
+
+    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
