@@ -6,9 +6,13 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from viz.arch import arch_for
-from viz.capture import hook_count
 from viz.importance import NoMaskedLMHead, head_gates, head_importance, mask_tokens
 from viz.models import ModelBundle, load_model, minilm_dir
+
+def hook_count(model) -> int:
+    """Every forward and forward-pre hook on the model (the gates are pre-hooks)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
 
 SENTENCES = ["The cat sat on the mat.", "Dogs bark at night, loudly!", "Is it raining again today?",
              "She read the paper and drank her coffee."]

@@ -23,6 +23,20 @@ def get_capture(name: str, text: str, target: str | None = None, with_logits: bo
     return capture(get_bundle(name), text, target, with_logits=with_logits)
 
 
+@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
+def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
+    from viz.mlm import predict
+
+    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running both variants…")
+def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
+    from viz.compare import compare
+
+    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
+
+
 # ----------------------------------------------------------------------------- head atlas
 # The atlas job runs in the page (it draws a progress bar and can be cancelled), so it cannot run
 # *inside* a cached function: st.cache_data replays elements drawn in there and fails on a progress
