@@ -84,7 +84,7 @@ def paired(bundle, sentences, batch_size, max_tokens, words=False) -> tuple[floa
     shared, so neither side counts it. -> (plain seconds, atlas seconds) summed over batches."""
     from viz.atlas import TokenClasses, iter_batches, process_batch, runner
 
-    model, tc = runner(bundle), TokenClasses(bundle.tokenizer)
+    model, tc = runner(bundle), TokenClasses(bundle.tokenizer, bundle.lock)
     acc = wacc = None
     plain = atlas = 0.0
     for i, b in enumerate(iter_batches(bundle, sentences, batch_size, max_tokens, words=words)):

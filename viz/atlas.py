@@ -12,6 +12,7 @@ runs), the causal self-attention for decoder-only models.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -111,8 +112,9 @@ class TokenClasses:
 
     [UNK] and [MASK] are ordinary tokens here (they stand for words of the sentence)."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, lock=None) -> None:
         self.tok = tokenizer
+        self.lock = lock if lock is not None else contextlib.nullcontext()  # the bundle's: tokenizers aren't thread-safe
         ids = lambda *names: {i for n in names if (i := getattr(tokenizer, n, None)) is not None}  # noqa: E731
         self.cls = ids("cls_token_id", "bos_token_id")
         self.sep = ids("sep_token_id", "eos_token_id") - self.cls
@@ -130,7 +132,11 @@ class TokenClasses:
     def classes(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, T] ids -> [B, T, 4] bool: cls, sep, punct, special."""
         uniq, inv = torch.unique(ids, return_inverse=True)
-        table = torch.tensor([self._row(int(i)) for i in uniq], dtype=torch.bool).view(-1, 4)
+        if any(int(i) not in self._cache for i in uniq):
+            with self.lock:
+                for i in uniq:
+                    self._row(int(i))
+        table = torch.tensor([self._cache[int(i)] for i in uniq], dtype=torch.bool).view(-1, 4)
         return table[inv]
 
 
@@ -242,7 +248,7 @@ def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int 
     stop, the partial result comes back with `cancelled=True` (or AtlasCancelled is raised)."""
     t0 = time.perf_counter()
     cfg = bundle.config
-    tc = TokenClasses(bundle.tokenizer)
+    tc = TokenClasses(bundle.tokenizer, bundle.lock)
     acc = wacc = None
     info: dict = {}
     done = n_tokens = 0

@@ -103,7 +103,7 @@ def head_importance(bundle: ModelBundle, sentences: Sequence[str], *, batch_size
             "statistics above work for every model.")
     model, tok = bundle.model, bundle.tokenizer
     n_heads = int(model.config.num_attention_heads)
-    tc = TokenClasses(tok)
+    tc = TokenClasses(tok, bundle.lock)
     gen = torch.Generator().manual_seed(seed)
     total, n_batches, done = None, 0, 0
     for batch in iter_batches(bundle, sentences, batch_size, max_tokens):
