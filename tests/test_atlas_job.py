@@ -6,15 +6,14 @@ import pytest
 from viz.analysis.head_stats import STATS
 from viz.atlas import AtlasCancelled, TokenClasses, frame, is_punct_token, run_atlas
 from viz.capture import capture, hook_count
-from viz.models import load_model
 
 SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
              "Yes; no: maybe?", "We walked along the river and the water was cold.", "Is this the way?"]
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    return load_model("minilm")
+def minilm(load):
+    return load("minilm")  # conftest's session-wide bundle cache
 
 
 def test_batching_and_padding_do_not_change_statistics(minilm):
@@ -42,8 +41,8 @@ def test_matches_single_sentence_capture(minilm):
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-t5", "tiny-gpt2", "tiny-bart"])
-def test_families(name):
-    b = load_model(name)
+def test_families(name, load):
+    b = load(name)
     res = run_atlas(b, SENTENCES, batch_size=4, words=True)
     df = frame(res)
     assert list(df.columns[:10]) == ["layer", "head", *STATS] and len(df) == res.n_layers * res.n_heads
@@ -105,11 +104,11 @@ def test_word_level_matches_merge_pieces(minilm):
     assert np.allclose(res.word_stats["distance"], dist, atol=1e-4)
 
 
-def test_two_sessions_at_once_do_not_mix():
+def test_two_sessions_at_once_do_not_mix(load):
     """Two threads (two Streamlit sessions) run the atlas on one shared model at the same time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bundle = load_model("tiny-bert")
+    bundle = load("tiny-bert")
     a, b = SENTENCES * 4, [s.upper() for s in SENTENCES] * 4
     alone = [run_atlas(bundle, c, batch_size=3) for c in (a, b)]
     with ThreadPoolExecutor(2) as pool:

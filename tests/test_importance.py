@@ -7,7 +7,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from viz.arch import arch_for
 from viz.importance import NoMaskedLMHead, head_gates, head_importance, mask_tokens
-from viz.models import ModelBundle, load_model, minilm_dir
+from viz.models import ModelBundle, minilm_dir
 
 def hook_count(model) -> int:
     """Every forward and forward-pre hook on the model (the gates are pre-hooks)."""
@@ -82,6 +82,6 @@ def test_bert_masking():
     assert (inputs[chosen] == 103).float().mean() > 0.5
 
 
-def test_no_mlm_head_message():
+def test_no_mlm_head_message(load):
     with pytest.raises(NoMaskedLMHead, match="has no masked-LM head"):
-        head_importance(load_model("tiny-bert"), SENTENCES)
+        head_importance(load("tiny-bert"), SENTENCES)
