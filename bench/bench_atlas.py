@@ -10,8 +10,9 @@
    Rounds alternate (plain, atlas, plain, atlas, ...) and the best of each is kept, because the machine is
    shared; torch runs on one thread. A plain forward over corpus-order (unsorted) batches is shown too:
    it is what length bucketing saves. Target: atlas / plain >= 0.8.
-2. Memory: a fresh process per corpus size runs the whole job and reports its peak RSS (ru_maxrss) and the
-   tracemalloc peak of Python allocations during the job. Target: flat from 1,000 to 10,000 sentences.
+2. Memory: a fresh process per corpus size runs the whole job and reports its peak RSS (ru_maxrss), the
+   peak RSS reached by each tenth of the corpus, and the tracemalloc peak of Python allocations during the
+   job (torch tensors are not Python allocations: RSS covers them). Target: flat from 1,000 to 10,000 sentences.
 
 Sentences are made by recombining clauses of the bundled sample corpus (data/sample_sentences.txt, or a
 small built-in list when it is absent), seeded, so lengths vary like real text.
@@ -136,14 +137,22 @@ def memory_child(n: int, args) -> dict:
     sents = make_sentences(n)
     run_atlas(bundle, sents[:64], batch_size=args.batch_size, max_tokens=args.max_tokens)  # warm-up allocations
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    marks: dict[int, float] = {}
+
+    def progress(done: int, total: int) -> None:  # peak RSS so far at every tenth of the corpus
+        tenth = 10 * done // total
+        if tenth not in marks:
+            marks[tenth] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
     tracemalloc.start()
-    res = run_atlas(bundle, sents, batch_size=args.batch_size, max_tokens=args.max_tokens)
+    res = run_atlas(bundle, sents, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=progress)
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"sentences": n, "tokens": res.n_tokens, "seconds": round(res.seconds, 1),
             "peak_rss_mb_before_job": round(rss_before, 1), "peak_rss_mb": round(rss_peak, 1),
-            "tracemalloc_peak_mb": round(py_peak / 2**20, 2)}
+            "tracemalloc_peak_mb": round(py_peak / 2**20, 2),
+            "peak_rss_mb_by_tenth": [marks[k] for k in sorted(marks)]}
 
 
 def main() -> int:
