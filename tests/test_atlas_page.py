@@ -151,3 +151,22 @@ def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypa
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == n + 1, [i.value for i in at.info] + [w.value for w in at.warning]
+
+
+def test_page_cancel(corpus_file, monkeypatch):
+    """Cancel before a run, and a cancel flag seen between batches: a message, nothing cached, no error."""
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.number_input(key="atlas_limit").set_value(5).run()
+    at.button(key="atlas_cancel_btn").click().run()
+    assert any("Cancelled" in w.value for w in at.warning)
+    # a job in flight whose cancel flag is already up stops at the first batch and keeps nothing
+    at.session_state["atlas_running"] = True
+    at.session_state["atlas_cancel"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert not at.success and len(at.get("plotly_chart")) == 0
+    assert at.session_state["atlas_running"] is False
