@@ -93,10 +93,11 @@ roles = result.roles(use_words)
 
 
 def open_head(fig_key):
-    points = st.session_state[fig_key].selection.get("points", [])
-    if points and points[0].get("customdata") is not None:
-        st.session_state.atlas_layer, st.session_state.atlas_head = map(int, points[0]["customdata"][:2])
-        st.session_state.atlas_top_stat = ROLE_STAT.get(points[0]["customdata"][2], "entropy")
+    """Click on a head in any grid or the map -> open it below, ranked by its role's statistic."""
+    cell = ui.clicked_customdata(fig_key)
+    if cell is not None and len(cell) >= 2:
+        st.session_state.atlas_layer, st.session_state.atlas_head = int(cell[0]), int(cell[1])
+        st.session_state.atlas_top_stat = ROLE_STAT.get(cell[2] if len(cell) > 2 else "", "entropy")
 
 
 left, right = st.columns(2)

@@ -33,3 +33,12 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     assert page.get_by_text(f"{len(SENTENCES)} sentences ·").count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Model").count() >= 1  # app.py's sidebar ran
+
+    # click head (layer 3, head 5) on the statistic grid: one invisible marker per head, in (layer, head) order
+    page.wait_for_timeout(1000)
+    point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(3 * 12 + 5)
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("Layer 3, head 5:").first.wait_for(timeout=120_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
