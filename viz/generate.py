@@ -88,7 +88,7 @@ class Generation:
             input_ids=np.array(self.source_ids), target_ids=np.array(self.decoder_ids),
             n_input_tokens=self.n_source_tokens, truncated=self.truncated)
 
-    def to_json(self, digits: int = 5) -> dict:
+    def to_json(self, digits: int = 6) -> dict:
         """The `python -m viz generate --json` contract: per step, the last layer's cross-attention
         averaged over heads (one weight per source token) and the top-k next-token probabilities."""
         return {
