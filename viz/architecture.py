@@ -13,10 +13,6 @@ a config that does state them (`normalize_before`) wins.
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 from viz.arch import CROSS, DECODER, ENCODER, arch_for
 
 LAYOUTS: dict[str, dict[str, str]] = {
@@ -128,22 +124,3 @@ def sublayer_rows(arch, model=None) -> list[dict]:
             module = next((n for n in names if site.matches(n)), _readable(site.module))
         rows.append({"stack": stack, "sublayer": sub, "attention view": VIEW_LABELS.get(view, "—"), "module": module})
     return rows
-
-
-def encoder_decoder_names(names: list[str], models_root: Path) -> list[str]:
-    """The encoder–decoders among registry names, read from config.json without loading weights."""
-    out = []
-    for n in names:
-        if n.startswith("tiny-"):
-            if n[5:] in ("t5", "bart", "marian"):
-                out.append(n)
-            continue
-        cfg = models_root / n / "config.json"
-        if not cfg.is_file() and re.match(r"^[/~.]", n):
-            cfg = Path(n).expanduser() / "config.json"
-        try:
-            if json.loads(cfg.read_text()).get("is_encoder_decoder"):
-                out.append(n)
-        except (OSError, ValueError):
-            continue
-    return out

@@ -18,7 +18,9 @@ Shapes (numpy):
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ import torch
 from viz.arch import CROSS, DECODER, ENCODER
 from viz.capture import Capture, CaptureError, _check_text, _decoder_inputs, _encode, _token_info, recording, \
     word_spans
-from viz.models import ModelBundle
+from viz.models import REPO_ROOT, ModelBundle
 
 METHODS = ("greedy", "beam", "teacher")
 
@@ -130,7 +132,6 @@ def max_new_tokens_limit(bundle: ModelBundle) -> int:
 def _generation_config(bundle: ModelBundle, max_new: int, num_beams: int = 1):
     gc = copy.deepcopy(bundle.model.generation_config)  # never mutate the shared model's config
     gc.update(max_new_tokens=max_new, num_beams=num_beams, do_sample=False)
-    gc.max_length = max_new + 1  # what generate derives: the decoder starts from one token
     return gc
 
 
@@ -159,6 +160,7 @@ def greedy(bundle: ModelBundle, text: str, max_new_tokens: int = 20, top_k: int 
     with bundle.lock, torch.inference_mode():
         inputs, info = _source(bundle, text)
         gc = _generation_config(bundle, max_new)
+        gc.max_length = max_new + 1  # what generate derives (the decoder starts from one token): forced-EOS uses it
         # the same rules generate() applies (forced BOS/EOS, bad words, ...): built by transformers itself
         procs = model._get_logits_processor(gc, input_ids_seq_length=1, encoder_input_ids=inputs["input_ids"],
                                             device=inputs["input_ids"].device, model_kwargs={})
@@ -237,3 +239,35 @@ def generate(bundle: ModelBundle, text: str, method: str = "greedy", *, target: 
             raise CaptureError("The target text is empty: type the text the decoder should read, or generate.")
         return teacher(bundle, text, target, top_k)
     raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+
+
+# ----------------------------------------------------------------------------- registry helpers
+# what each shipped task's page opens with (models/<name>/task.json names the task)
+TASK_EXAMPLES = {"dates": "3 March 2021", "reverse": "the old man said that we would find the way home"}
+
+
+def _config(name: str, models_root: Path) -> dict:
+    for d in (models_root / name, Path(name).expanduser()):
+        try:
+            return json.loads((d / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def encoder_decoder_names(names: list[str], models_root: Path = REPO_ROOT / "models") -> list[str]:
+    """The encoder–decoders among registry names, read from config.json without loading weights."""
+    tiny = {"tiny-t5", "tiny-bart", "tiny-marian"}
+    return [n for n in names if n in tiny or not n.startswith("tiny-") and _config(n, models_root).get(
+        "is_encoder_decoder")]
+
+
+def example_source(name: str, models_root: Path = REPO_ROOT / "models") -> str | None:
+    """A source text the shipped model was trained on (e.g. a date for seq2seq-dates), else None."""
+    for d in (models_root / name, Path(name).expanduser()):
+        try:
+            task = json.loads((d / "task.json").read_text()).get("task")
+        except (OSError, ValueError):
+            continue
+        return TASK_EXAMPLES.get(task)
+    return None
