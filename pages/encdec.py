@@ -31,6 +31,10 @@ def halt(message: str, kind: str = "warning", icon: str = "✍️"):
     st.stop()
 
 
+def move_step(delta: int, n: int):
+    st.session_state.ed_step = min(max(st.session_state.get("ed_step", 0) + delta, 0), n - 1)
+
+
 def use_model():
     st.session_state.model_choice = st.session_state.ed_pick
 
@@ -86,8 +90,12 @@ with tab_steps:
     n = len(gen.steps)
     if st.session_state.get("ed_step", 0) >= n:
         st.session_state.ed_step = n - 1
-    t = st.select_slider("Step", list(range(n)), key="ed_step", format_func=lambda i: f"{i}: {gen.steps[i].token}") \
-        if n > 1 else 0
+    t = 0
+    if n > 1:
+        p1, p2, p3 = st.columns([1, 8, 1], vertical_alignment="bottom")
+        p1.button("◀", key="ed_prev", on_click=move_step, args=(-1, n), help="previous step")
+        p3.button("▶", key="ed_next", on_click=move_step, args=(1, n), help="next step")
+        t = p2.select_slider("Step", list(range(n)), key="ed_step", format_func=lambda i: f"{i}: {gen.steps[i].token}")
     step = gen.steps[t]
     s1, s2 = st.columns(2)
     layer = s1.selectbox("Layer", list(range(L)), index=L - 1, key="ed_step_layer")
@@ -103,8 +111,8 @@ with tab_steps:
         ui.plot(attention_bars(pick(step.cross), gen.source_tokens, f"Cross-attention of step {t} over the source"),
                 key="ed_step_cross", stem=f"step-{t}-cross")
     with b2:
-        ui.plot(attention_bars(pick(step.self_attn), prefix, f"Masked self-attention over the prefix",
-                               COLORS["decoder"], highlight=t), key="ed_step_self", stem=f"step-{t}-self")
+        ui.plot(attention_bars(pick(step.self_attn), prefix, "Masked self-attention over the prefix",
+                               COLORS["decoder"]), key="ed_step_self", stem=f"step-{t}-self")
     with b3:
         ui.plot(topk_figure(step.top_k, step.token), key="ed_step_topk", stem=f"step-{t}-topk")
     rows = [{"step": s.index, "decoder input": s.query_token, "output": s.token, "p(output)": round(s.prob, 4),

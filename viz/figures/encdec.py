@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from viz.figures.attention import _axis, _labels
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
+INK = "#1f1f1f"  # explicit: the app theme's grey annotation text is unreadable on coloured boxes
 
 
 def lookahead_mask(n: int) -> np.ndarray:
@@ -62,9 +63,10 @@ def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-
 
 
 def _box(fig: go.Figure, x0, y0, x1, y1, text, color, hover=None):
-    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#444", width=1), fillcolor=color,
-                  opacity=0.9, layer="below")
-    fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False, font=dict(size=12))
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color=color, width=2), fillcolor=color,
+                  opacity=0.35, layer="below")
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color=color, width=2))
+    fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False, font=dict(size=12, color=INK))
     if hover:  # an invisible marker gives the box a tooltip (shapes have none)
         fig.add_trace(go.Scatter(x=[(x0 + x1) / 2], y=[(y0 + y1) / 2], mode="markers", marker=dict(size=40, opacity=0),
                                  hovertemplate=hover + "<extra></extra>", showlegend=False))
@@ -89,7 +91,7 @@ def architecture_figure(desc: dict, sublayers: list[dict]) -> go.Figure:
             label = f"{norm}<b>{r['sublayer']}</b>{' → Add' if pre else after}"
             if view:
                 label += f"<br><i>view: {r['attention view']}</i>"
-            _box(fig, x0, y, x0 + w, y + h, label, COLORS[view] if view else "#e6e6e6",
+            _box(fig, x0, y, x0 + w, y + h, label, COLORS[view],
                  hover=f"module: {r['module']}" if r["module"] != "—" else None)
             if view == "cross":
                 tops["cross"] = y + h / 2
@@ -98,10 +100,11 @@ def architecture_figure(desc: dict, sublayers: list[dict]) -> go.Figure:
         n = desc[f"{stack}_layers"]
         fig.add_shape(type="rect", x0=x0 - 0.15, y0=0.65, x1=x0 + w + 0.15, y1=y - gap + 0.15,
                       line=dict(color="#666", dash="dot"))
-        fig.add_annotation(x=x0 + w / 2, y=y + 0.1, showarrow=False, font=dict(size=14),
+        fig.add_annotation(x=x0 + w / 2, y=y + 0.1, showarrow=False, font=dict(size=14, color=INK),
                            text=f"<b>{stack.capitalize()}</b> × {n} · d_model {desc['d_model']} · "
                                 f"{desc[f'{stack}_heads']} heads · d_ff {desc[f'{stack}_ffn']}")
-        fig.add_annotation(x=x0 + w / 2, y=0.3, showarrow=False, text=f"{stack} inputs + positions")
+        fig.add_annotation(x=x0 + w / 2, y=0.3, showarrow=False, text=f"{stack} inputs + positions",
+                           font=dict(color=INK))
     fig.add_annotation(x=5.0, y=tops["cross"], ax=3.6, ay=tops["encoder"] - gap, xref="x", yref="y", axref="x", ayref="y",
                        showarrow=True, arrowhead=3, arrowwidth=2, arrowcolor=COLORS["cross"], text="")
     fig.add_annotation(x=4.3, y=tops["encoder"] + 0.3, showarrow=False, font=dict(size=11, color=COLORS["cross"]),
