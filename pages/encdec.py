@@ -24,13 +24,6 @@ SUBLAYER = {"encoder": "encoder layer, sublayer 1 (multi-head self-attention)",
                      "keys and values from the encoder output)"}
 
 
-def halt(message: str, kind: str = "warning", icon: str = "✍️"):
-    if hasattr(ui, "stop"):  # the shared helper, where this build has it
-        ui.stop(message, kind, icon)
-    getattr(st, kind)(message, icon=icon)
-    st.stop()
-
-
 def move_step(delta: int, n: int):
     st.session_state.ed_step = min(max(st.session_state.get("ed_step", 0) + delta, 0), n - 1)
 
@@ -50,7 +43,7 @@ if bundle.kind != "encoder-decoder":
     choices = encoder_decoder_names(builtin_names())
     st.selectbox("Encoder–decoder models", choices, key="ed_pick")
     st.button("Use this model", key="ed_use", on_click=use_model, type="primary")
-    halt("Pick an encoder–decoder model to continue.", "info", "👉")
+    ui.stop("Pick an encoder–decoder model to continue.", "info", "👉")
 
 # the page keeps its own source text, prefilled per model (a date for seq2seq-dates)
 if "ed_source" not in st.session_state or st.session_state.get("ed_source_for", name) != name:
@@ -72,7 +65,7 @@ top_k = c2.slider("Top-k next tokens", 1, 10, 5, key="ed_topk")
 try:
     gen = cache.get_generation(name, source, mode, target or None, int(beams), int(max_new), int(top_k))
 except CaptureError as e:
-    halt(str(e))
+    ui.stop(str(e), "warning", "✍️")
 if gen.truncated:
     st.warning(f"The source has {gen.n_source_tokens} tokens; this model takes {len(gen.source_tokens)}. "
                f"Showing the first {len(gen.source_tokens)}.", icon="✂️")

@@ -29,3 +29,17 @@ def get_generation(name: str, text: str, method: str, target: str | None = None,
                    max_new_tokens: int = 20, top_k: int = 5) -> Generation:
     return generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
                     max_new_tokens=max_new_tokens, top_k=top_k)
+
+
+@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
+def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
+    from viz.mlm import predict
+
+    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running both variants…")
+def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
+    from viz.compare import compare
+
+    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
