@@ -142,7 +142,7 @@ def train_seq2seq(task: str, *, steps: int, seed: int, out_dir: str | Path | Non
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (
         1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))))
     model.train()
-    t0, step, smooth = time.perf_counter(), 0, None
+    t0, cpu0, step, smooth = time.perf_counter(), time.process_time(), 0, None
     for step in range(1, steps + 1):
         batch = encode(tokenizer, spec["make_examples"](batch_size, seed * 1_000_003 + step))
         loss = model(**batch).loss
@@ -159,12 +159,13 @@ def train_seq2seq(task: str, *, steps: int, seed: int, out_dir: str | Path | Non
                              elapsed_s=time.perf_counter() - t0))
         if stop:
             break
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     model.eval()
     metrics = evaluate(model, tokenizer, task, n=eval_n, seed=seed + 777) if eval_n else {}
     info = dict(task=task, description=spec["description"], steps_done=step, steps=steps,
                 seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, final_loss=smooth,
-                train_cpu_minutes=round(train_s / 60, 2), torch_threads=torch.get_num_threads(),
+                train_cpu_minutes=round(train_cpu_s / 60, 2),
+                train_wall_minutes=round(train_s / 60, 2), torch_threads=torch.get_num_threads(),
                 config=dict(d_model=d_model, layers=layers, heads=heads,
                             ffn=model.config.encoder_ffn_dim,
                             params=sum(p.numel() for p in model.parameters())),
@@ -238,7 +239,8 @@ def main(args: argparse.Namespace) -> int:
               f"aligned source {m['alignment']:.3f} (per layer "
               f"{', '.join(f'{x:.3f}' for x in m['per_layer'])}; uniform {m['uniform']:.3f})",
               file=sys.stderr)
-    print(f"saved to {args.out} ({info['train_cpu_minutes']} CPU min)", file=sys.stderr)
+    print(f"saved to {args.out} ({info['train_cpu_minutes']} CPU min, "
+          f"{info['train_wall_minutes']} wall min)", file=sys.stderr)
     return 0
 
 
