@@ -30,10 +30,23 @@ EXAMPLES = {"dates": ("3 March 2021", "2021 - 03 - 03"),
             "reverse": ("the old house near the river", "river the near house old the")}
 
 
+NO_ALIGN = {"dates": "the two `-` and `</s>` have none", "reverse": "only `</s>` has none"}
+LIMITS = {
+    "dates": "Only real calendar dates 1900–2099 in the three formats were trained on; "
+             "`03/04/2021` is read day first (3 April). Impossible dates (`31 February 2021`), "
+             "other years or formats are out of distribution and may be mistranslated.",
+    "reverse": "Trained on 3–12 words: shorter or longer inputs are out of distribution (a "
+               "2-word input such as `Hello World` can come out wrong, e.g. "
+               "`<unk> world world`). Position embeddings stop at 30 tokens.",
+}
+
+
 def model_card(ckpt: Path, info: dict, m: dict, vocab_size: int) -> str:
     """MODEL_CARD.md text: training facts from task.json, figures from this evaluation."""
     c = info["config"]
     src, tgt = EXAMPLES.get(info["task"], ("", ""))
+    cpu = (f"{info['train_cpu_minutes']} CPU minutes (process time)"
+           if info.get("train_cpu_minutes") is not None else "CPU time not recorded for this run")
     mb = sum(f.stat().st_size for f in ckpt.iterdir() if f.is_file()) / 1e6
     heads = "\n".join(f"| {i} | {lay:.3f} | " + " / ".join(f"{h:.3f}" for h in hs) + " |"
                       for i, (lay, hs) in enumerate(zip(m["per_layer"], m["per_head"])))
@@ -62,11 +75,11 @@ to sources). Weights stored in float16 ({mb:.1f} MB for the whole folder); `conf
 
 ## Training
 
-{info['steps_done']} AdamW steps, batch {info['batch_size']}, lr {info['lr']} (warm-up
-{info['warmup']} steps, cosine decay), seed {info['seed']}, fresh synthetic examples every step
-(train split only); final loss {info['final_loss']:.4f}. {info['train_cpu_minutes']} CPU minutes
-({info['train_wall_minutes']} wall minutes, {info['torch_threads']} torch thread, on a 2-core
-machine shared with another training job).
+- {info['steps_done']} AdamW steps, batch {info['batch_size']}, lr {info['lr']} ({info['warmup']} warm-up
+  steps, cosine decay), seed {info['seed']}; fresh synthetic examples every step, train split only
+- final training loss {info['final_loss']:.2g}
+- {cpu}; {info['train_wall_minutes']} wall minutes ({info['torch_threads']} torch thread on a
+  2-core machine shared with another training job)
 
 Reproduce: `python -m viz.train.seq2seq --task {info['task']} --steps {info['steps']} \
 --seed {info['seed']} --out {ckpt.as_posix()}` (the same as `python -m viz train seq2seq ...`).
@@ -84,11 +97,15 @@ Measured by `scripts/eval_seq2seq.py {ckpt.as_posix()} --n {m['n']} --seed {m['s
 
 Alignment = the share of cross-attention that the decoder query predicting target token i
 (teacher-forced on the reference, eager attention) puts on its aligned source token, averaged
-over the {m['aligned_tokens']} target tokens that have one (`-` in dates and `</s>` have none).
+over the {m['aligned_tokens']} target tokens that have one ({NO_ALIGN.get(info['task'], '`</s>` has none')}).
 
 | decoder layer | head mean | per head |
 |---|---|---|
 {heads}
+
+## Limits
+
+{LIMITS.get(info['task'], '')}
 
 ## Use
 
