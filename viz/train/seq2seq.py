@@ -88,7 +88,7 @@ def evaluate(model, tokenizer, task: str, n: int = 500, seed: int = 12345,
         gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                              max_length=enc["labels"].shape[1] + 5)
         for row, ref in zip(gen.tolist(), enc["labels"].tolist()):
-            hits += _strip(row[1:]) == _strip(ref)
+            hits += trim_ids(row[1:]) == trim_ids(ref)
         out = model(**enc, output_attentions=True)
         cross = torch.stack(out.cross_attentions, 1)  # [B, layer, head, T, S]
         src_len = enc["attention_mask"].sum(1)  # [B]
@@ -107,7 +107,7 @@ def evaluate(model, tokenizer, task: str, n: int = 500, seed: int = 12345,
                 aligned_tokens=count)
 
 
-def _strip(ids: list[int]) -> list[int]:
+def trim_ids(ids: list[int]) -> list[int]:
     """Token ids up to and including the first </s>, without padding / -100."""
     out = []
     for t in ids:
