@@ -161,3 +161,28 @@ def test_encode_shapes():
     for ids, row, (src, tgt, _) in zip(b["input_ids"].tolist(), b["labels"].tolist(), T.make_reverse(3, 0)):
         assert ids.index(T.EOS_ID) == len(T.words(src))  # word i == token i, then </s>
         assert [t for t in row if t != -100] == tok(text_target=tgt)["input_ids"]
+
+
+def test_cli_main_saves_fp16_checkpoint_that_reloads_float32(tmp_path, capsys):
+    import argparse
+
+    from safetensors import safe_open
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from viz.train.seq2seq import add_arguments, main
+
+    out = tmp_path / "ckpt"
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--task", "dates", "--steps", "3", "--out", str(out), "--d-model", "32", "--layers", "1",
+         "--heads", "2", "--eval-n", "20"])
+    assert main(args) == 0
+    assert "held-out exact match" in capsys.readouterr().err
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "task.json",
+            "tokenizer.json", "tokenizer_config.json"} <= names
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    model = AutoModelForSeq2SeqLM.from_pretrained(out, attn_implementation="eager")
+    assert model.dtype == torch.float32  # config.json records float32
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.generate(**tok(["3 March 2021"], return_tensors="pt"))[0, 0] == T.BOS_ID
