@@ -92,7 +92,10 @@ def evaluate(model, tokenizer, task: str, n: int = 500, seed: int = 12345,
         out = model(**enc, output_attentions=True)
         cross = torch.stack(out.cross_attentions, 1)  # [B, layer, head, T, S]
         src_len = enc["attention_mask"].sum(1)  # [B]
-        for k, (_, _, align) in enumerate(batch):
+        for k, (src, _, align) in enumerate(batch):
+            if int(src_len[k]) != len(words(src)) + 1:  # the metric assumes word i == token i
+                raise ValueError(f"tokenizer is not word-level for {src!r}: evaluate needs the "
+                                 "tokenizer saved with the checkpoint (build_tokenizer)")
             for i, j in enumerate(align):
                 if j is None:
                     continue
