@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import _axis, _labels
+from viz.figures.attention import token_axis, token_labels
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
 INK = "#1f1f1f"  # explicit: the app theme's grey annotation text is unreadable on coloured boxes
@@ -24,14 +24,16 @@ def mask_figure(tokens: list[str], title: str = "Look-ahead mask") -> go.Figure:
     """The mask itself: allowed (j <= i) in dark, blocked future positions in light."""
     m = lookahead_mask(len(tokens))
     fig = go.Figure(go.Heatmap(
-        z=m, x=_labels(tokens), y=_labels(tokens), zmin=0, zmax=1, showscale=False,
+        z=m, x=token_labels(tokens), y=token_labels(tokens), zmin=0, zmax=1, showscale=False,
         colorscale=[[0, "#f3f3f3"], [0.5, "#f3f3f3"], [0.5, "#2c5d8f"], [1, "#2c5d8f"]],
         customdata=np.where(m == 1, "may attend", "masked (−∞ before softmax)"),
         hovertemplate="%{y} → %{x}<br>%{customdata}<extra></extra>", xgap=1, ygap=1))
     side = min(900, max(360, 22 * len(tokens) + 160))
-    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=dict(title="key (earlier decoder inputs)", side="top", **_axis(tokens)),
-                      yaxis=dict(title="query", autorange="reversed", **_axis(tokens)))
+    # title above the top axis labels, as head_heatmap does (they overlapped otherwise)
+    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=side + 60,
+                      margin=dict(l=10, r=10, t=110, b=10),
+                      xaxis=dict(title="key (earlier decoder inputs)", side="top", **token_axis(tokens)),
+                      yaxis=dict(title="query", autorange="reversed", **token_axis(tokens)))
     return fig
 
 
@@ -42,10 +44,10 @@ def attention_bars(weights: np.ndarray, tokens: list[str], title: str, color: st
     colors = [color] * len(w)
     if highlight is not None and 0 <= highlight < len(w):
         colors[highlight] = "#222222"
-    fig = go.Figure(go.Bar(x=_labels(tokens), y=w, marker_color=colors,
+    fig = go.Figure(go.Bar(x=token_labels(tokens), y=w, marker_color=colors,
                            hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(title="weight", range=[0, 1]),
-                      xaxis=dict(**_axis(tokens)), bargap=0.15)
+                      xaxis=dict(**token_axis(tokens)), bargap=0.15)
     return fig
 
 
@@ -54,11 +56,11 @@ def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-
     toks = [t for t, _ in top_k][::-1]
     probs = [round(p, 4) for _, p in top_k][::-1]
     colors = [COLORS["decoder"] if t == chosen else "#9ecae1" for t in toks]
-    fig = go.Figure(go.Bar(y=_labels(toks), x=probs, orientation="h", marker_color=colors, text=[f"{p:.3f}" for p in probs],
+    fig = go.Figure(go.Bar(y=token_labels(toks), x=probs, orientation="h", marker_color=colors, text=[f"{p:.3f}" for p in probs],
                            textposition="auto", hovertemplate="%{y}<br>p = %{x:.4f}<extra></extra>"))
     fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(title="probability", range=[0, 1]),
-                      yaxis=dict(type="category", tickmode="array", tickvals=_labels(toks), ticktext=toks))
+                      yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks), ticktext=toks))
     return fig
 
 
