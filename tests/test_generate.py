@@ -186,3 +186,16 @@ def test_cli_generate_errors():
     assert r.returncode == 2 and "Attention page" in r.stderr
     r = run("generate", "--model", "tiny-t5", "--text", " ")
     assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_special_tokens_are_escaped_for_plotly():
+    """`<s>` would strike through the rest of the axis and `</s>` vanish: plotly reads text as HTML."""
+    fig = mask_figure(["<s>", "2021", "</s>"])
+    assert list(fig.layout.xaxis.ticktext) == ["&lt;s&gt;", "2021", "&lt;/s&gt;"]
+
+
+def test_too_long_source_is_truncated_with_a_flag(load):
+    name = SHIPPED[0] if SHIPPED else "tiny-bart"
+    bundle = load(name)
+    gen = generate(bundle, "march " * 400, max_new_tokens=3)
+    assert gen.truncated and len(gen.source_tokens) == bundle.max_tokens < gen.n_source_tokens

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import token_axis, token_labels
+from viz.figures.attention import escape, token_axis, token_labels
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
 INK = "#1f1f1f"  # explicit: the app theme's grey annotation text is unreadable on coloured boxes
@@ -60,7 +60,8 @@ def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-
                            textposition="auto", hovertemplate="%{y}<br>p = %{x:.4f}<extra></extra>"))
     fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(title="probability", range=[0, 1]),
-                      yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks), ticktext=toks))
+                      yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks),
+                                 ticktext=[escape(t) for t in toks]))
     return fig
 
 
