@@ -199,3 +199,13 @@ def test_too_long_source_is_truncated_with_a_flag(load):
     bundle = load(name)
     gen = generate(bundle, "march " * 400, max_new_tokens=3)
     assert gen.truncated and len(gen.source_tokens) == bundle.max_tokens < gen.n_source_tokens
+
+
+@pytest.mark.skipif("seq2seq-dates" not in builtin_names(), reason="shipped checkpoint not in this checkout")
+def test_dates_cross_attention_points_at_the_aligned_source_word(load):
+    """Step-by-step cross-attention (last layer, mean over heads) on the trained model: the year attends to the
+    year, the month number to the month name, the day to the day (the task's known alignment)."""
+    gen = generate(load("seq2seq-dates"), "3 March 2021")
+    assert gen.output_tokens == ["2021", "-", "03", "-", "03", "</s>"] and gen.finished
+    looked_at = [gen.source_tokens[int(s.cross[-1].mean(0).argmax())] for s in gen.steps]
+    assert [looked_at[i] for i in (0, 2, 4)] == ["2021", "march", "3"]
