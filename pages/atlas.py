@@ -17,6 +17,7 @@ STAT_LABELS = {"entropy": "entropy (nats)", "distance": "mean distance (position
                "prev": "share on previous token", "next": "share on next token"}
 ROLE_STAT = {v: k for k, v in ROLE_NAMES.items()} | {"broad": "entropy", "mixed": "entropy"}
 
+ui.through_app()
 st.title("Head atlas")
 st.caption("What every head does on average over many sentences: its entropy, how far it looks, and how much "
            "it attends to [CLS], [SEP], punctuation, itself and its neighbours (Clark et al. 2019).")
@@ -126,7 +127,10 @@ if not bundle.has_mlm_head:
 else:
     ikey = (name, key[1], ("importance", int(max_tokens)))
     imp = cache.cached_atlas(*ikey)
-    if imp is None and st.button("Compute importance (|dL/dgate| of the masked-LM loss)", key="atlas_importance"):
+    if imp is None:
+        st.button("Compute importance (|dL/dgate| of the masked-LM loss)", key="atlas_importance",
+                  on_click=lambda: st.session_state.update(atlas_importance_run=True))
+    if imp is None and st.session_state.pop("atlas_importance_run", False):  # a flag survives a rerun
         ibar = st.progress(0.0)
         imp = head_importance(bundle, sentences, max_tokens=int(max_tokens),
                               progress=lambda d, t: ibar.progress(d / t, text=f"{d:,} / {t:,} sentences"))

@@ -134,19 +134,12 @@ def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypa
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/atlas.py")
-    # AppTest runs the page script itself, without app.py's sidebar: choose the model through its state
-    def choose_model():  # set again before every run: AppTest does not keep these keys between runs
-        at.session_state["model_choice"] = OTHER
-        at.session_state["model_other"] = str(mlm_folder)
-
-    choose_model()
-    at.run()
-    choose_model()
+    at.selectbox(key="model_choice").set_value(OTHER).run()
+    at.text_input(key="model_other").set_value(str(mlm_folder)).run()
     at.button(key="atlas_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "2 layers × 4 heads" in at.success[0].value
     n = len(at.get("plotly_chart"))
-    choose_model()
     at.button(key="atlas_importance").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]

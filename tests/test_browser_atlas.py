@@ -17,11 +17,7 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
     page = browser_page
-    # A fresh server that is first asked for /atlas runs pages/atlas.py on its own (Streamlit's pages/
-    # auto-discovery, before app.py has called st.navigation): open the app once so navigation is set up.
-    page.goto(app_url)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Head atlas").wait_for(timeout=120_000)
-    page.goto(f"{app_url}/atlas")
+    page.goto(f"{app_url}/atlas")  # a deep link: the page enters through app.py (ui.through_app)
     page.get_by_role("heading", name="Head atlas").wait_for(timeout=120_000)
     page.get_by_text("Upload a file").click()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(corpus))
