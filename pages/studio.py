@@ -106,6 +106,16 @@ def use_model(path: str) -> None:
     st.session_state.model_choice = path
 
 
+if job is not None and not running:  # outside the fragment: the button must rerun the whole app (sidebar too)
+    if job.status == S.FAILED:
+        st.error(f"Training failed: {job.error}", icon="🚫")
+    elif job.saved_step is not None:
+        verb = "Finished" if job.status == S.DONE else "Cancelled"
+        st.success(f"{verb} at step {job.saved_step}: saved as a Hugging Face checkpoint in `{job.run_dir}`. "
+                   "It is in the sidebar's model picker on every page.", icon="💾")
+        st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
+
+
 @st.fragment(run_every=1.0 if running else None)
 def progress() -> None:
     job = st.session_state.get(JOB)
@@ -116,15 +126,8 @@ def progress() -> None:
     if job.running:
         st.button("Cancel", key="studio_cancel", on_click=job.cancel,
                   help="Stops after the current step, snapshots it and saves that model.")
-        st.progress(len(history) / cfg.steps if history else 0.0,
+        st.progress(min(1.0, history[-1]['step'] / cfg.steps) if history else 0.0,
                     text=f"Training '{cfg.name}': step {history[-1]['step'] if history else 0} of {cfg.steps}")
-    elif job.status == S.FAILED:
-        st.error(f"Training failed: {job.error}", icon="🚫")
-    elif job.saved_step is not None:
-        verb = "Finished" if job.status == S.DONE else "Cancelled"
-        st.success(f"{verb} at step {job.saved_step}: saved as a Hugging Face checkpoint in `{job.run_dir}`. "
-                   "It is in the sidebar's model picker on every page.", icon="💾")
-        st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
     if history:
         last = history[-1]
         top1 = next((s["eval_top1"] for s in reversed(snaps) if s["eval_top1"] is not None), None)
