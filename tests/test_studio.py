@@ -139,3 +139,32 @@ def test_second_job_in_a_session_is_refused(corpus, tmp_path):
     assert first.status == S.CANCELLED
     with pytest.raises(FileExistsError, match="already exists"):  # a finished name is never overwritten
         S.TrainingJob(S.StudioConfig(name="a", steps=5, **TINY), *corpus, root=tmp_path).start()
+
+
+def test_figures(tiny_run):
+    from viz.figures import studio as F
+
+    job, _ = tiny_run
+    history, snaps = job.view()
+    arrays = S.snapshot_arrays(snaps)
+    assert len(F.loss_curve(history).data) == 2
+    assert list(F.accuracy_curve(snaps).data[0].x) == [25, 50, 75, 100]  # no accuracy before training
+    assert len(F.throughput_curve(history * 10).data[0].x) <= F.MAX_POINTS + 1  # long curves are thinned
+    grid = F.probe_grid(arrays["probe_attn"][-1], job.probe_tokens)
+    assert len(grid.data) == 4 and grid.data[0].zmax == 1  # one labelled heatmap per head, fixed colour range
+    big = F.probe_grid(np.random.default_rng(0).dirichlet(np.ones(12), (6, 12, 12)), [f"t{i}" for i in range(12)])
+    assert big.data[0].type == "heatmap" and big.data[0].z.dtype == np.uint8  # many heads: pooled thumbnails
+    lines = F.stat_over_steps(arrays["steps"], arrays["entropy"], "entropy", mark_step=50)
+    assert len(lines.data) == 4 and list(lines.data[0].x) == [0, 25, 50, 75, 100]
+
+
+def test_minilm_start_runs(corpus, tmp_path):
+    """From the bundled MiniLM: its 6 x 12 heads are snapshotted; embeddings stay frozen (tied decoder)."""
+    train, ev, probe = corpus
+    job = S.TrainingJob(S.StudioConfig(name="mini", init="minilm", steps=2, batch_size=8, lr=1e-3,
+                                       snapshot_every=1), train, ev[:20], probe[:4], root=tmp_path)
+    job.start().wait(120)
+    assert job.status == S.DONE, job.error
+    assert [s["step"] for s in job.snapshots] == [0, 1, 2]
+    assert job.snapshots[-1]["probe_attn"].shape[:2] == (6, 12)
+    assert (tmp_path / "mini" / "model.safetensors").exists()

@@ -58,7 +58,10 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "") -> go.Figur
     the pooled thumbnail grid of the Attention page. Colour is fixed to [0, 1] so steps compare by eye."""
     L, H = attn.shape[:2]
     if L * H > GRID_MAX_HEADS:
-        return model_view(attn, title=title)
+        fig = model_view(attn, title=title)
+        fig.update_traces(hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<extra></extra>",
+                          selector=dict(type="scatter"))  # no click-to-open here
+        return fig
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{li} H{h}" for li in range(L) for h in range(H)],
                         horizontal_spacing=0.06, vertical_spacing=0.12 / max(1, L - 1) if L > 1 else 0.1)
     labels = [f"{t} ({i})" for i, t in enumerate(tokens)]
