@@ -128,6 +128,8 @@ def progress() -> None:
                   help="Stops after the current step, snapshots it and saves that model.")
         st.progress(min(1.0, history[-1]['step'] / cfg.steps) if history else 0.0,
                     text=f"Training '{cfg.name}': step {history[-1]['step'] if history else 0} of {cfg.steps}")
+    if job.running and not history:
+        st.info(f"Preparing: tokenizing {len(job.train_sentences):,} sentences and building the model…", icon="⏳")
     if history:
         last = history[-1]
         top1 = next((s["eval_top1"] for s in reversed(snaps) if s["eval_top1"] is not None), None)

@@ -168,3 +168,16 @@ def test_minilm_start_runs(corpus, tmp_path):
     assert [s["step"] for s in job.snapshots] == [0, 1, 2]
     assert job.snapshots[-1]["probe_attn"].shape[:2] == (6, 12)
     assert (tmp_path / "mini" / "model.safetensors").exists()
+
+
+def test_two_sessions_never_write_one_run_folder(corpus, tmp_path):
+    a = S.TrainingJob(S.StudioConfig(name="same", steps=5000, **TINY), *corpus, root=tmp_path).start()
+    try:
+        with pytest.raises(S.JobAlreadyRunning, match="Another job"):
+            S.TrainingJob(S.StudioConfig(name="same", steps=5, **TINY), *corpus, root=tmp_path).start()
+        _wait_for_step(a, 30)  # past the first snapshot: state.pt exists, but the run is busy
+        assert S.resumable_runs(tmp_path) == []
+    finally:
+        a.cancel()
+        a.wait(60)
+    assert S.resumable_runs(tmp_path) == [tmp_path / "same"]

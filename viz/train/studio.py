@@ -53,6 +53,12 @@ class JobAlreadyRunning(RuntimeError):
     """A session may run one job at a time."""
 
 
+# Run folders some job of this process is writing: no second job (another session's resume, the same typed
+# name) may write there at the same time.
+_ACTIVE: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
 @dataclass
 class StudioConfig:
     """Everything a run depends on (saved to training/job.json, so a resume rebuilds the same run)."""
@@ -243,6 +249,11 @@ class TrainingJob:
         if not self.resume and (self.run_dir / "config.json").exists():
             raise FileExistsError(f"A model named '{self.config.name}' already exists in {self.root}; "
                                   "pick another run name.")
+        with _ACTIVE_LOCK:
+            if self.run_dir.resolve() in _ACTIVE:
+                raise JobAlreadyRunning(f"Another job is writing '{self.config.name}' right now (another session?); "
+                                        "pick another run name, or wait for it to finish.")
+            _ACTIVE.add(self.run_dir.resolve())
         self.status = RUNNING
         self._thread = threading.Thread(target=self._run, name=f"studio-{self.config.name}", daemon=True)
         self._thread.start()
@@ -264,6 +275,9 @@ class TrainingJob:
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
+        # train_mlm sets torch's thread count, which is also the default of threads started later (Streamlit's
+        # script threads): put back what this thread inherited when the job ends.
+        inherited = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
         try:
             model, tok = build_model(self.config)
@@ -293,6 +307,9 @@ class TrainingJob:
             self.status = FAILED
         finally:
             self._write_job()
+            torch.set_num_threads(inherited)
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self.run_dir.resolve())
 
     def _should_stop(self) -> bool:
         self._stopping = self._cancel.is_set()  # what train_mlm saw: it stops after this step's progress call
@@ -378,8 +395,10 @@ def resumable_runs(root: str | Path | None = None) -> list[Path]:
     root = Path(root or user_models_dir())
     if not root.is_dir():
         return []
+    with _ACTIVE_LOCK:
+        busy = set(_ACTIVE)
     return sorted(d for d in root.iterdir() if (d / "training" / "state.pt").exists()
-                  and (d / "training" / "job.json").exists())
+                  and (d / "training" / "job.json").exists() and d.resolve() not in busy)
 
 
 def snapshot_arrays(snaps: list[dict]) -> dict[str, np.ndarray]:
