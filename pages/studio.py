@@ -162,7 +162,8 @@ if job is not None and not running and job.snapshots:
     steps_list = [int(s) for s in arrays["steps"]]
     at = st.select_slider("Training step", steps_list, value=steps_list[-1], key="studio_step")
     i = steps_list.index(at)
-    ui.plot(F.probe_grid(arrays["probe_attn"][i], job.probe_tokens, f"“{job.config.probe}” at step {at}"),
+    ui.plot(F.probe_grid(arrays["probe_attn"][i], job.probe_tokens, f"“{job.config.probe}” at step {at}",
+                         zmax=float(arrays["probe_attn"].max())),  # one colour scale for every step
             key="studio_grid", stem=f"{job.config.name}-heads-step-{at}")
     stat = st.radio("Statistic (over the probe corpus)", S.STATS, format_func=S.STAT_LABELS.get,
                     key="studio_stat", horizontal=True)

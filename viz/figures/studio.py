@@ -53,9 +53,10 @@ def throughput_curve(history: list[dict], title: str = "Training speed") -> go.F
     return _line_layout(fig, title, "tokens / s")
 
 
-def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "") -> go.Figure:
+def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float = 1.0) -> go.Figure:
     """The probe sentence's attention `[layer, head, q, k]`: one labelled heatmap per head (small models), else
-    the pooled thumbnail grid of the Attention page. Colour is fixed to [0, 1] so steps compare by eye."""
+    the pooled thumbnail grid of the Attention page. The colour range [0, zmax] is shared by every head; pass the
+    maximum over all snapshots so that steps compare by eye."""
     L, H = attn.shape[:2]
     if L * H > GRID_MAX_HEADS:
         fig = model_view(attn, title=title)
@@ -68,7 +69,7 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "") -> go.Figur
     for li in range(L):
         for h in range(H):
             fig.add_trace(go.Heatmap(z=np.round(attn[li, h].astype(np.float32), 3), x=labels, y=labels,
-                                     colorscale=COLORSCALE, zmin=0, zmax=1, showscale=li == 0 and h == 0,
+                                     colorscale=COLORSCALE, zmin=0, zmax=zmax, showscale=li == 0 and h == 0,
                                      colorbar=dict(title="weight", thickness=10),
                                      hovertemplate=f"L{li} H{h}<br>%{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>"),
                           row=li + 1, col=h + 1)
