@@ -98,8 +98,13 @@ if resumable:
     c1, c2 = st.columns([3, 1])
     pick = c1.selectbox("Resume a cancelled run", resumable, format_func=lambda p: p.name, key="studio_resume_pick")
     if c2.button("Resume", key="studio_resume"):
-        job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
-        running = True
+        try:
+            job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
+            running = True
+        except S.JobAlreadyRunning as e:
+            st.warning(str(e), icon="⏳")
+        except (OSError, ValueError, KeyError) as e:
+            st.error(f"Could not resume '{pick.name}': {e}", icon="🚫")
 
 
 def use_model(path: str) -> None:

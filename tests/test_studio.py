@@ -181,3 +181,14 @@ def test_two_sessions_never_write_one_run_folder(corpus, tmp_path):
         a.cancel()
         a.wait(60)
     assert S.resumable_runs(tmp_path) == [tmp_path / "same"]
+
+
+def test_server_wide_job_limit(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "MAX_JOBS", 1)
+    a = S.TrainingJob(S.StudioConfig(name="one", steps=5000, **TINY), *corpus, root=tmp_path).start()
+    try:
+        with pytest.raises(S.JobAlreadyRunning, match="limit is 1"):
+            S.TrainingJob(S.StudioConfig(name="two", steps=5, **TINY), *corpus, root=tmp_path).start()
+    finally:
+        a.cancel()
+        a.wait(60)

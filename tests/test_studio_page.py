@@ -81,3 +81,22 @@ def test_encoder_decoder_tasks_are_offered_but_disabled(studio):
     assert not at.exception
     assert any("not available" in i.value or "Only masked-LM" in i.value for i in at.info)
     assert at.button(key="studio_start").disabled
+
+
+def test_resume_a_cancelled_run_from_the_page(studio):
+    at = studio
+    at.session_state["studio_name"] = "cut"
+    at.button(key="studio_start").click().run()
+    job = _job(at)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(job.history) < 2:
+        time.sleep(0.05)
+    job.cancel()
+    job.wait(60)
+    at.run()
+    assert at.selectbox(key="studio_resume_pick").value.name == "cut"
+    at.button(key="studio_resume").click().run()
+    assert not at.exception and not at.error
+    again = _job(at)
+    assert again is not job and again.wait(90).status == "done", again.error
+    assert again.history[-1]["step"] == 30 and again.saved_step == 30

@@ -57,6 +57,7 @@ class JobAlreadyRunning(RuntimeError):
 # name) may write there at the same time.
 _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
+MAX_JOBS = int(os.environ.get("VIZ_STUDIO_MAX_JOBS", "2"))  # per server process: the CPU is shared by everyone
 
 
 @dataclass
@@ -204,7 +205,12 @@ def take_snapshot(model, tokenizer, probe: str, probe_corpus: list[str]) -> dict
 # ----------------------------------------------------------------------------------------------- the job
 @dataclass
 class TrainingJob:
-    """One background training run. Read `status`, `history`, `snapshots`, `error` from any thread."""
+    """One background training run. Read `status`, `history`, `snapshots`, `error` from any thread.
+
+    history rows: step, loss, loss_ema, elapsed_s, tokens_per_s (train_mlm's figure since this start, which
+    includes the snapshot time but not the evaluation time), eval_top1/eval_top5 (at snapshot steps only).
+    A job whose session ends keeps running to the end and saves its model.
+    """
 
     config: StudioConfig
     train_sentences: list[str] = field(repr=False)
@@ -253,6 +259,9 @@ class TrainingJob:
             if self.run_dir.resolve() in _ACTIVE:
                 raise JobAlreadyRunning(f"Another job is writing '{self.config.name}' right now (another session?); "
                                         "pick another run name, or wait for it to finish.")
+            if len(_ACTIVE) >= MAX_JOBS:
+                raise JobAlreadyRunning(f"{len(_ACTIVE)} training jobs are already running on this server (the limit "
+                                        f"is {MAX_JOBS}, VIZ_STUDIO_MAX_JOBS); try again when one finishes.")
             _ACTIVE.add(self.run_dir.resolve())
         self.status = RUNNING
         self._thread = threading.Thread(target=self._run, name=f"studio-{self.config.name}", daemon=True)
