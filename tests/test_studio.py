@@ -59,7 +59,8 @@ def test_config_is_checked():
 def test_tiny_run_is_fast_learns_and_changes_heads(tiny_run, monkeypatch):
     job, seconds = tiny_run
     assert job.status == S.DONE, job.error
-    print(f"tiny run: {seconds:.1f} s")
+    losses_ = [h["loss"] for h in job.history]
+    print(f"tiny run: {seconds:.1f} s, loss {np.mean(losses_[:10]):.2f} -> {np.mean(losses_[-10:]):.2f}")
     assert seconds < 60
     history, snaps = job.view()
     assert [h["step"] for h in history] == list(range(1, 101))

@@ -132,13 +132,15 @@ def build_model(cfg: StudioConfig):
     if cfg.init == "minilm":
         return build_minilm_mlm()
     tok = AutoTokenizer.from_pretrained(minilm_dir())
-    torch.manual_seed(cfg.seed)
     bert = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                       num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
                       max_position_embeddings=mlm.MAX_LEN + 64, hidden_dropout_prob=0.0,
                       attention_probs_dropout_prob=0.0, tie_word_embeddings=True, pad_token_id=tok.pad_token_id)
     bert._attn_implementation = "eager"  # attention weights for the snapshots
-    return BertForMaskedLM(bert).eval(), tok
+    with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the process for other sessions
+        torch.manual_seed(cfg.seed)
+        model = BertForMaskedLM(bert)
+    return model.eval(), tok
 
 
 def training_kwargs(cfg: StudioConfig, model) -> dict:
