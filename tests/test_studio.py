@@ -193,3 +193,11 @@ def test_server_wide_job_limit(corpus, tmp_path, monkeypatch):
     finally:
         a.cancel()
         a.wait(60)
+
+
+def test_split_an_uploaded_corpus():
+    lines = [f"sentence number {i} ." for i in range(100)] + ["", "   "]
+    train, held, probe = S.split_corpus(lines)
+    assert len(held) == 10 and len(train) == 90 and probe == held  # 10% held out; the probe comes from it
+    assert not set(train) & set(held) and "" not in train
+    assert S.split_corpus(lines) == (train, held, probe)  # seeded
