@@ -16,11 +16,19 @@ TASK_LABELS = {
 }
 UPLOAD_LIMIT = 20_000_000  # bytes of uploaded text
 
+ui.through_app()
 st.title("Training studio")
 st.caption("Pretrain a small BERT on the bundled corpus or your own text and watch attention heads specialise. "
            "Training runs in the background (one job per session): the page stays usable, other sessions are "
            "unaffected. Every few steps a snapshot records each head's attention on a probe sentence and its "
            "statistics over a small probe corpus; the finished model appears in every page's model picker.")
+
+
+def request(what: str) -> None:
+    """Buttons record what they asked for in session state (a callback), not in their one-run return value:
+    the request survives ui.through_app()'s rerun on a cold deep link."""
+    st.session_state.studio_request = what
+
 
 job: S.TrainingJob | None = st.session_state.get(JOB)
 running = bool(job and job.running)
@@ -56,7 +64,9 @@ with st.expander("New training run", expanded=not running):
                           key="studio_probe")
     name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
                          placeholder="default: studio-<date>-<time>")
-    start = st.button("Start training", key="studio_start", type="primary", disabled=task != "mlm")
+    st.button("Start training", key="studio_start", type="primary", disabled=task != "mlm", on_click=request,
+              args=("start",))
+asked = st.session_state.pop("studio_request", None)
 
 
 def corpus_or_none():
@@ -78,7 +88,7 @@ def corpus_or_none():
     return None
 
 
-if start:
+if asked == "start":
     if running:  # checked before reading the corpus; launch() refuses as well
         st.warning(f"A training job ('{job.config.name}') is already running in this session: wait for it to "
                    "finish or cancel it before starting another.", icon="⏳")
@@ -97,7 +107,8 @@ resumable = [] if running else S.resumable_runs()
 if resumable:
     c1, c2 = st.columns([3, 1])
     pick = c1.selectbox("Resume a cancelled run", resumable, format_func=lambda p: p.name, key="studio_resume_pick")
-    if c2.button("Resume", key="studio_resume"):
+    c2.button("Resume", key="studio_resume", on_click=request, args=("resume",))
+    if asked == "resume":
         try:
             job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
             running = True

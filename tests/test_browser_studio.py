@@ -13,11 +13,6 @@ def _set_number(page, label: str, value: int) -> None:
 
 def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
     page = browser_page
-    # Warm-up: a fresh server that has never run app.py serves a first deep link (/studio) in Streamlit's
-    # legacy pages/ mode, without app.py's navigation and sidebar (seen with streamlit 1.67). One visit to the
-    # root registers st.navigation's pages for the server.
-    page.goto(app_url)
-    page.get_by_text("Training studio").first.wait_for()
     page.goto(f"{app_url}/studio")
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.wait_for()
     page.get_by_text("Training studio").first.wait_for()

@@ -14,6 +14,7 @@ PAGE = "pages/studio.py"
 def studio(tmp_path, monkeypatch):
     monkeypatch.setenv("VIZ_USER_MODELS", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=120)
+    at.run()  # app.py first (st.navigation), then the page: as a browser gets there
     at.switch_page(PAGE)
     for key, value in dict(studio_steps=30, studio_n=200, studio_every=10, studio_batch=16).items():
         at.session_state[key] = value
@@ -42,11 +43,8 @@ def test_tiny_job_runs_and_draws(studio, tmp_path):
     at.select_slider(key="studio_step").set_value(0).run()
     at.radio(key="studio_stat").set_value("prev").run()
     assert not at.exception and len(at.get("plotly_chart")) == 5
-    # the model is in the picker of every page (AppTest's switch_page runs the page without app.py's sidebar,
-    # so the picker's option list is checked at its source; the browser test sees the real sidebar)
-    from viz.models import builtin_names
-
-    assert str(tmp_path / "page-run") in builtin_names()
+    # the model is in the picker of every page
+    assert str(tmp_path / "page-run") in at.sidebar.selectbox(key="model_choice").options
     at.button(key="studio_use").click().run()
     assert at.session_state["model_choice"] == str(tmp_path / "page-run")
 

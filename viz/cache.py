@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from viz.capture import Capture, capture
+from viz.generate import Generation, generate
 from viz.models import ModelBundle, load_model
 
 
@@ -21,6 +22,13 @@ def get_bundle(name: str) -> ModelBundle:
 @st.cache_data(max_entries=64, show_spinner="Running the model…")
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
     return capture(get_bundle(name), text, target, with_logits=with_logits)
+
+
+@st.cache_data(max_entries=64, show_spinner="Decoding…")
+def get_generation(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
+                   max_new_tokens: int = 20, top_k: int = 5) -> Generation:
+    return generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
+                    max_new_tokens=max_new_tokens, top_k=top_k)
 
 
 @st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
