@@ -1,0 +1,136 @@
+"""Attention rollout and attention flow (Abnar & Zuidema 2020, "Quantifying Attention Flow
+in Transformers", ACL, §3).
+
+Both treat the layers as a layered graph: node (l, i) is token i at the output of layer l
+(level 0 = the input embeddings), and an edge (l+1, i) -> (l, j) carries the residual-aware
+attention  Â_l = renorm(0.5 · mean_heads(A_l) + 0.5 · I)  (§3: "we account for residual
+connections by adding the identity matrix ... and re-normalising").
+
+* rollout multiplies these matrices through the layers (proportional routing);
+* flow treats each Â_l[i, j] as an edge capacity and asks for the maximum flow from an
+  output node to an input node (networkx max-flow, one problem per (query, key) pair).
+
+Shapes:
+    attn       [layer, head, query, key]  or already head-averaged [layer, query, key]
+    rollout    [layer, query, key]   row l: output of layer l -> input tokens
+    flow       [query, key]          output of one layer -> input tokens
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import networkx as nx
+import numpy as np
+from networkx.algorithms.flow import build_residual_network, shortest_augmenting_path
+
+# Longest input for which the page computes a full flow matrix (see bench/bench_flow.py).
+FLOW_MAX_TOKENS = 32
+
+
+class FlowTooLong(ValueError):
+    """The sequence is too long for exact max-flow at interactive speed; the message offers rollout."""
+
+
+def _head_mean(attn: np.ndarray) -> np.ndarray:
+    attn = np.asarray(attn, dtype=np.float64)
+    if attn.ndim == 4:
+        return attn.mean(axis=1)
+    if attn.ndim != 3:
+        raise ValueError(f"expected [layer, head, q, k] or [layer, q, k], got shape {attn.shape}")
+    return attn
+
+
+def residual_attention(attn: np.ndarray, residual: float = 0.5) -> np.ndarray:
+    """Â = renorm((1 - residual) · mean_heads(A) + residual · I): [layer, q, q] (Abnar & Zuidema §3).
+
+    Needs square (self-attention) matrices; rows of the result sum to 1.
+    """
+    a = _head_mean(attn)
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError("rollout and flow need self-attention (square) matrices; cross-attention has none.")
+    a = (1.0 - residual) * a + residual * np.eye(a.shape[-1])
+    return a / np.clip(a.sum(axis=-1, keepdims=True), 1e-12, None)
+
+
+def attention_rollout(attn: np.ndarray, residual: float = 0.5) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020, eq. 1): R_0 = Â_0, R_l = Â_l · R_{l-1}.
+
+    attn: [layer, head, q, q] (or [layer, q, q]) -> [layer, q, q]; R_l[i, j] is how much of
+    token i at the output of layer l is attributed to input token j. Rows sum to 1 and
+    R_0 = 0.5·A_0 + 0.5·I (head mean) for the default residual.
+    """
+    a = residual_attention(attn, residual)
+    out = np.empty_like(a)
+    acc = np.eye(a.shape[-1])
+    for layer in range(a.shape[0]):
+        acc = a[layer] @ acc
+        out[layer] = acc
+    return out
+
+
+def path_mass(mats: np.ndarray, token: int, layer: int | None = None) -> np.ndarray:
+    """How much of one token's unit mass passes through each link when routed proportionally
+    down through `mats` [layer, q, k] (the rollout decomposition of one row).
+
+    Returns [layer, q, k]: entry [l, i, j] is the mass on link (l+1, i) -> (l, j); layers above
+    `layer` (default the last) are zero. Each used layer's entries sum to 1 when rows sum to 1.
+    """
+    mats = np.asarray(mats, dtype=np.float64)
+    top = mats.shape[0] - 1 if layer is None else layer
+    out = np.zeros_like(mats)
+    mass = np.zeros(mats.shape[-2])
+    mass[token] = 1.0
+    for lv in range(top, -1, -1):
+        out[lv] = mass[:, None] * mats[lv]
+        mass = out[lv].sum(axis=0)
+    return out
+
+
+def flow_graph(attn: np.ndarray, layer: int | None = None, residual: float = 0.5) -> nx.DiGraph:
+    """The layered capacity graph of §3 up to the output of `layer` (default the last).
+
+    Nodes are (level, token); edges (l+1, i) -> (l, j) with capacity Â_l[i, j] (zeros omitted).
+    """
+    a = residual_attention(attn, residual)
+    top = a.shape[0] - 1 if layer is None else layer
+    g = nx.DiGraph()
+    for lv in range(top + 1):
+        qi, kj = np.nonzero(a[lv] > 0)
+        g.add_edges_from(((lv + 1, int(i)), (lv, int(j)), {"capacity": float(a[lv, i, j])})
+                         for i, j in zip(qi, kj))
+    return g
+
+
+def attention_flow(attn: np.ndarray, layer: int | None = None, queries: list[int] | None = None,
+                   residual: float = 0.5, max_tokens: int | None = FLOW_MAX_TOKENS,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Attention flow (Abnar & Zuidema 2020, §3): max-flow from each output token to each input token.
+
+    attn: [layer, head, q, q] (or [layer, q, q]). Returns [len(queries), q]: entry [a, j] is the
+    maximum flow from node (layer + 1, queries[a]) to input node (0, j) through capacities Â.
+    `layer` defaults to the last; `queries` to every token. Costs len(queries) x q max-flow
+    problems (networkx shortest augmenting path, residual network built once and reused);
+    `progress(done, total)` is called after each query row.
+
+    Raises FlowTooLong when q > max_tokens (pass max_tokens=None to lift the guard).
+    """
+    a = _head_mean(attn)
+    n = a.shape[-1]
+    if max_tokens is not None and n > max_tokens:
+        raise FlowTooLong(
+            f"The sequence has {n} tokens; exact attention flow is limited to {max_tokens} tokens here "
+            f"({n * n} max-flow problems per layer). Use attention rollout instead, shorten the text, "
+            "or pick one token to compute only its row.")
+    top = a.shape[0] - 1 if layer is None else layer
+    queries = list(range(n)) if queries is None else [int(q) for q in queries]
+    g = flow_graph(a, top, residual)
+    res = build_residual_network(g, "capacity")
+    out = np.zeros((len(queries), n))
+    for row, q in enumerate(queries):
+        for j in range(n):
+            if (0, j) in g:
+                out[row, j] = shortest_augmenting_path(g, (top + 1, q), (0, j), residual=res).graph["flow_value"]
+        if progress is not None:
+            progress(row + 1, len(queries))
+    return out
