@@ -8,6 +8,7 @@ st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide"
 
 PAGES = [
     st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
+    st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
 ]
 
 page = st.navigation(PAGES)

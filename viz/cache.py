@@ -21,3 +21,21 @@ def get_bundle(name: str) -> ModelBundle:
 @st.cache_data(max_entries=64, show_spinner="Running the model…")
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
     return capture(get_bundle(name), text, target, with_logits=with_logits)
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")
+def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+    from viz.flowdata import layer_flow
+
+    return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, queries: tuple[int, ...] | None,
+             max_tokens: int | None, _progress=None):
+    """Attention flow (viz.analysis.flow.attention_flow) for one layer; `_progress` is not hashed."""
+    from viz.analysis.flow import attention_flow
+
+    attn = get_capture(name, text, target).attentions[stack]
+    return attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
+                          max_tokens=max_tokens, progress=_progress)

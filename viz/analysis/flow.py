@@ -24,8 +24,10 @@ import networkx as nx
 import numpy as np
 from networkx.algorithms.flow import build_residual_network, shortest_augmenting_path
 
-# Longest input for which the page computes a full flow matrix (see bench/bench_flow.py).
+# Longest inputs for which the page computes a full flow matrix (q x q max-flows) and one
+# token's flow row (q max-flows) at interactive speed; measured in bench/bench_flow.py.
 FLOW_MAX_TOKENS = 32
+FLOW_ROW_MAX_TOKENS = 64
 
 
 class FlowTooLong(ValueError):
