@@ -214,3 +214,17 @@ def test_journey_on_minilm(captured):
     np.testing.assert_allclose(np.diagonal(token_similarity(h), axis1=1, axis2=2), 1, atol=1e-6)
     paths, ratio = pca_paths(h)
     assert paths.shape == (h.shape[0], h.shape[1], 2) and 0 < ratio.sum() <= 1
+
+
+def test_flow_matches_plain_networkx_on_the_full_graph():
+    """The reduced, reused graph gives the same values as max-flow on the paper's full layered graph."""
+    import networkx as nx
+
+    from viz.analysis.flow import flow_graph
+
+    rng = np.random.default_rng(0)
+    attn = rng.dirichlet(np.ones(5) * 0.4, size=(3, 2, 5))  # [layer, head, q, k]
+    for layer in (0, 1, 2):
+        g = flow_graph(attn, layer)
+        ref = [[nx.maximum_flow_value(g, (layer + 1, i), (0, j)) for j in range(5)] for i in range(5)]
+        np.testing.assert_allclose(attention_flow(attn, layer=layer), ref, atol=1e-9)

@@ -104,20 +104,35 @@ def flow_graph(attn: np.ndarray, layer: int | None = None, residual: float = 0.5
     return g
 
 
+def _reduced_graph(a: np.ndarray, layer: int) -> nx.DiGraph:
+    """flow_graph's levels 1..layer plus a source "S" (stands for the query node at level layer+1) and a
+    sink "Z" (stands for the input node at level 0). Their edges get per-problem capacities, so one
+    graph and one residual network serve every (query, key) pair, and no search wanders into the
+    other input nodes (dead ends) or the other output nodes (unreachable)."""
+    n = a.shape[-1]
+    g = nx.DiGraph()
+    g.add_edges_from(("S", (layer, k), {"capacity": 1.0}) for k in range(n))
+    for lv in range(1, layer):
+        qi, kj = np.nonzero(a[lv] > 0)
+        g.add_edges_from(((lv + 1, int(i)), (lv, int(j)), {"capacity": float(a[lv, i, j])}) for i, j in zip(qi, kj))
+    g.add_edges_from(((1, k), "Z", {"capacity": 1.0}) for k in range(n))
+    return g
+
+
 def attention_flow(attn: np.ndarray, layer: int | None = None, queries: list[int] | None = None,
                    residual: float = 0.5, max_tokens: int | None = FLOW_MAX_TOKENS,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Attention flow (Abnar & Zuidema 2020, §3): max-flow from each output token to each input token.
 
     attn: [layer, head, q, q] (or [layer, q, q]). Returns [len(queries), q]: entry [a, j] is the
-    maximum flow from node (layer + 1, queries[a]) to input node (0, j) through capacities Â.
-    `layer` defaults to the last; `queries` to every token. Costs len(queries) x q max-flow
-    problems (networkx shortest augmenting path, residual network built once and reused);
+    maximum flow from node (layer + 1, queries[a]) to input node (0, j) through capacities Â
+    (`flow_graph`). `layer` defaults to the last; `queries` to every token. Costs len(queries) x q
+    max-flow problems (networkx shortest augmenting path on one graph and residual network, reused);
     `progress(done, total)` is called after each query row.
 
     Raises FlowTooLong when q > max_tokens (pass max_tokens=None to lift the guard).
     """
-    a = _head_mean(attn)
+    a = residual_attention(attn, residual)
     n = a.shape[-1]
     if max_tokens is not None and n > max_tokens:
         raise FlowTooLong(
@@ -126,13 +141,25 @@ def attention_flow(attn: np.ndarray, layer: int | None = None, queries: list[int
             "or pick one token to compute only its row.")
     top = a.shape[0] - 1 if layer is None else layer
     queries = list(range(n)) if queries is None else [int(q) for q in queries]
-    g = flow_graph(a, top, residual)
+    if top == 0:  # one edge between each output and input node: the flow is the capacity
+        if progress is not None:
+            progress(len(queries), len(queries))
+        return a[0][queries].copy()
+    g = _reduced_graph(a, top)
     res = build_residual_network(g, "capacity")
+
+    def set_capacity(u, v, c: float) -> None:
+        g[u][v]["capacity"] = c
+        res[u][v]["capacity"] = c
+
     out = np.zeros((len(queries), n))
     for row, q in enumerate(queries):
+        for k in range(n):
+            set_capacity("S", (top, k), float(a[top, q, k]))
         for j in range(n):
-            if (0, j) in g:
-                out[row, j] = shortest_augmenting_path(g, (top + 1, q), (0, j), residual=res).graph["flow_value"]
+            for k in range(n):
+                set_capacity((1, k), "Z", float(a[0, k, j]))
+            out[row, j] = shortest_augmenting_path(g, "S", "Z", residual=res).graph["flow_value"]
         if progress is not None:
             progress(row + 1, len(queries))
     return out
