@@ -26,7 +26,7 @@ from networkx.algorithms.flow import build_residual_network, shortest_augmenting
 
 # Longest inputs for which the page computes a full flow matrix (q x q max-flows) and one
 # token's flow row (q max-flows) at interactive speed; measured in bench/bench_flow.py.
-FLOW_MAX_TOKENS = 32
+FLOW_MAX_TOKENS = 16
 FLOW_ROW_MAX_TOKENS = 64
 
 
