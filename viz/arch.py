@@ -48,16 +48,20 @@ class Arch:
     sites: dict[str, AttentionSite] = field(default_factory=dict)  # stack -> site
     # learned position tables that reserve slots (RoBERTa offsets positions by padding_idx + 1)
     position_offset: int = 0
+    # masked-LM head of the *ForMaskedLM class: child modules applied in order to a hidden state
+    mlm_head: tuple[str, ...] = ()
 
     @property
     def stacks(self) -> tuple[str, ...]:
         return tuple(s for s in STACKS if s in self.sites)
 
 
-def _bert_like(prefix: str = r"encoder\.layer\.\d+\.attention") -> Arch:
+def _bert_like(mlm_head: tuple[str, ...] = ("cls",), position_offset: int = 0) -> Arch:
+    prefix = r"encoder\.layer\.\d+\.attention"
     return Arch(
         kind="encoder",
         sites={ENCODER: AttentionSite(prefix + r"\.self", "query", "key", "value", prefix + r"\.output\.dense")},
+        position_offset=position_offset, mlm_head=mlm_head,
     )
 
 
@@ -87,15 +91,17 @@ def _t5_like() -> Arch:
 
 ARCHS: dict[str, Arch] = {
     "bert": _bert_like(),
-    "electra": _bert_like(),
-    "roberta": Arch("encoder", _bert_like().sites, position_offset=2),
-    "xlm-roberta": Arch("encoder", _bert_like().sites, position_offset=2),
-    "camembert": Arch("encoder", _bert_like().sites, position_offset=2),
+    "electra": _bert_like(("generator_predictions", "generator_lm_head")),
+    "roberta": _bert_like(("lm_head",), position_offset=2),
+    "xlm-roberta": _bert_like(("lm_head",), position_offset=2),
+    "camembert": _bert_like(("lm_head",), position_offset=2),
     "distilbert": Arch("encoder", {ENCODER: AttentionSite(
         r"transformer\.layer\.\d+\.attention", "q_lin", "k_lin", "v_lin",
-        r"transformer\.layer\.\d+\.attention\.out_lin")}),
+        r"transformer\.layer\.\d+\.attention\.out_lin")},
+        mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
     "albert": Arch("encoder", {ENCODER: AttentionSite(
-        r"albert_layers\.\d+\.attention", "query", "key", "value", r"albert_layers\.\d+\.attention\.dense")}),
+        r"albert_layers\.\d+\.attention", "query", "key", "value", r"albert_layers\.\d+\.attention\.dense")},
+        mlm_head=("predictions",)),
     "t5": _t5_like(),
     "mt5": _t5_like(),
     "bart": _bart_like(),

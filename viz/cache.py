@@ -39,3 +39,17 @@ def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, q
     attn = get_capture(name, text, target).attentions[stack]
     return attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
                           max_tokens=max_tokens, progress=_progress)
+
+
+@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
+def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
+    from viz.mlm import predict
+
+    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running both variants…")
+def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
+    from viz.compare import compare
+
+    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from viz.arch import CROSS, DECODER, ENCODER
+from viz.interventions import Intervention, applied
 from viz.models import ModelBundle
 
 
@@ -49,6 +50,7 @@ def _weights_hook(stack: str):
         if rec is not None:
             rec.data[(stack, "attn")].append(output[-1])  # weights are last in every supported family
 
+    hook._viz = True
     return hook
 
 
@@ -63,6 +65,7 @@ def _proj_hook(stack: str, parts: tuple[str, ...]):
         for part, chunk in zip(parts, chunks):
             rec.data[(stack, part)].append(chunk)
 
+    hook._viz = True
     return hook
 
 
@@ -99,8 +102,8 @@ def remove_hooks(bundle: ModelBundle) -> None:
 
 
 def hook_count(model) -> int:
-    """Forward hooks currently attached anywhere in `model` (for leak tests)."""
-    return sum(len(m._forward_hooks) for m in model.modules())
+    """Our forward hooks currently attached anywhere in `model` (for leak tests; transformers has its own)."""
+    return sum(getattr(h, "_viz", False) for m in model.modules() for h in m._forward_hooks.values())
 
 
 @contextmanager
@@ -168,10 +171,13 @@ def word_spans(word_ids: list[int | None]) -> list[tuple[int, int]]:
 
 
 def _encode(tok, text: str, max_tokens: int, target: bool = False):
+    """Tokenize once; only a text over the limit is tokenized again, truncated (keeps the final [SEP])."""
     kw = {"text_target": text} if target else {"text": text}
-    full = tok(**kw)["input_ids"]
-    enc = tok(**kw, truncation=True, max_length=max_tokens, return_tensors="pt")
-    return enc, len(full)
+    enc = tok(**kw, return_tensors="pt")
+    n = enc["input_ids"].shape[1]
+    if n > max_tokens:
+        enc = tok(**kw, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return enc, n
 
 
 def _token_info(tok, enc, ids: list[int]):
@@ -180,7 +186,7 @@ def _token_info(tok, enc, ids: list[int]):
         wids = enc.word_ids(0)
     except (ValueError, AttributeError):  # slow tokenizers have no word ids: one span per token
         wids = list(range(len(ids)))
-    special_ids = set(tok.all_special_ids)
+    special_ids = set(tok.all_special_ids) - {tok.mask_token_id}  # a mask is content
     special = np.array([i in special_ids for i in ids], dtype=bool)
     wids = [None if s else w for w, s in zip(wids, special)]
     return tokens, word_spans(wids), special
@@ -214,25 +220,30 @@ def _decoder_inputs(bundle: ModelBundle, enc, target: str | None):
 
 
 def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_logits: bool = False,
-            max_tokens: int | None = None) -> Capture:
+            max_tokens: int | None = None, mask_positions: tuple[int, ...] = (),
+            intervention: Intervention | None = None) -> Capture:
     """Run `text` (and, for encoder-decoders, `target`) through the bundle and collect everything.
 
     Text longer than the model takes is truncated; `truncated` and `n_input_tokens` say so.
     Encoder-decoders without a target are teacher-forced on their own greedy output.
+    `mask_positions` replaces those input tokens by the tokenizer's mask token; `intervention`
+    (causal mask, ablated heads) changes the computation for this call only.
     """
     text = _check_text(text)
     limit = min(max_tokens or bundle.max_tokens, bundle.max_tokens)
     model, tok = bundle.model, bundle.tokenizer
     with bundle.lock, torch.inference_mode():  # fast tokenizers are not thread-safe either
         enc, n_full = _encode(tok, text, limit)
-        inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        inputs = {"input_ids": enc["input_ids"].clone(), "attention_mask": enc["attention_mask"]}
+        for pos in mask_positions:
+            inputs["input_ids"][0, pos] = tok.mask_token_id
         tgt = None
         if bundle.kind == "encoder-decoder":
             dec_in, tgt = _decoder_inputs(bundle, inputs, target)
             inputs["decoder_input_ids"] = dec_in
-        with recording(bundle) as rec:
+        with recording(bundle) as rec, applied(bundle, intervention):
             out = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-        ids = enc["input_ids"][0].tolist()
+        ids = inputs["input_ids"][0].tolist()
         tokens, spans, special = _token_info(tok, enc, ids)
         cap = Capture(model_name=bundle.name, kind=bundle.kind, tokens=tokens, word_spans=spans, special=special,
                       input_ids=np.array(ids), n_input_tokens=n_full, truncated=n_full > len(ids))
@@ -240,7 +251,7 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
             dec_ids = inputs["decoder_input_ids"][0].tolist()
             cap.target_tokens = tok.convert_ids_to_tokens(dec_ids)
             cap.target_ids = np.array(dec_ids)
-            special_ids = set(tok.all_special_ids)
+            special_ids = set(tok.all_special_ids) - {tok.mask_token_id}  # a mask is content
             cap.target_special = np.array([i in special_ids for i in dec_ids], dtype=bool)
             cap.target_word_spans = word_spans([None if s else i for i, s in enumerate(cap.target_special)])
         _fill(cap, rec, out, bundle)

@@ -114,14 +114,16 @@ def _tiny_config(family: str):
 
 
 TINY_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "t5", "bart", "marian", "gpt2")
+TINY_MLM = ("bert", "roberta", "electra", "albert", "distilbert")  # `tiny-<family>-mlm`
 
 
-def _load_tiny(family: str):
-    """A random model of `family` (seeded, so every load is the same), with the MiniLM WordPiece tokenizer."""
-    from transformers import AutoTokenizer
+def _load_tiny(family: str, mlm: bool = False):
+    """A random model of `family` (seeded, so every load is the same), with the MiniLM WordPiece tokenizer.
+    `mlm=True` gives the encoder its masked-LM head (random too: for testing the plumbing only)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     cfg = _tiny_config(family)
-    cls = _auto_class(cfg)
+    cls = AutoModelForMaskedLM if mlm else _auto_class(cfg)
     torch.manual_seed(0)
     model = cls.from_config(cfg, attn_implementation="eager")
     tok = AutoTokenizer.from_pretrained(minilm_dir())
@@ -239,7 +241,7 @@ def builtin_names() -> list[str]:
     udir = user_models_dir()
     if udir.is_dir():
         names += [str(d) for d in sorted(udir.iterdir()) if (d / "config.json").is_file()]
-    return names + [f"tiny-{f}" for f in TINY_FAMILIES]
+    return names + [f"tiny-{f}" for f in TINY_FAMILIES] + ["tiny-bert-mlm"]
 
 
 def real_names() -> list[str]:
@@ -278,6 +280,9 @@ def load_model(name: str = DEFAULT_MODEL) -> ModelBundle:
         model, tok, arch = BUILTIN[name]()
     elif name.startswith("tiny-") and name[5:] in TINY_FAMILIES:
         model, tok = _load_tiny(name[5:])
+        arch = arch_for(model.config.model_type)
+    elif name.startswith("tiny-") and name.endswith("-mlm") and name[5:-4] in TINY_MLM:
+        model, tok = _load_tiny(name[5:-4], mlm=True)
         arch = arch_for(model.config.model_type)
     elif name in _builtin_dirs():
         model, tok, arch = _builtin_dirs()[name]()

@@ -17,6 +17,12 @@ from viz import cache
 from viz.capture import Capture, CaptureError
 from viz.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
 
+def stop(message: str, kind: str = "error", icon: str = "🚫"):
+    """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
+    getattr(st, kind)(message, icon=icon)
+    st.stop()
+
+
 OTHER = "Other: Hugging Face id or local folder…"
 EXAMPLES = [
     "The cat sat on the mat because it was tired.",
@@ -56,16 +62,14 @@ def bundle_or_stop(name: str | None = None) -> ModelBundle:
     try:
         return cache.get_bundle(name)
     except ModelLoadError as e:
-        st.error(str(e), icon="🚫")
-        st.stop()
+        stop(str(e))
 
 
 def capture_or_stop(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
     try:
         cap = cache.get_capture(name, text, target, with_logits)
     except CaptureError as e:
-        st.warning(str(e), icon="✍️")
-        st.stop()
+        stop(str(e), "warning", "✍️")
     if cap.truncated:
         st.warning(f"The text has {cap.n_input_tokens} tokens; this model takes {len(cap.tokens)}. "
                    f"Showing the first {len(cap.tokens)} tokens.", icon="✂️")
@@ -99,3 +103,46 @@ def npz_download(arrays: dict[str, np.ndarray], key: str, stem: str, label: str 
 
     st.download_button(label, data=build, file_name=f"{slug(stem)}.npz", mime="application/octet-stream",
                        key=key, on_click="ignore")
+
+
+def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str | None = None) -> tuple[int, ...]:
+    """Multiselect over the text's non-special tokens; returns chosen token positions (sorted)."""
+    from viz.mlm import with_mask_token
+
+    if not text.strip():
+        return ()
+    with bundle.lock:  # fast tokenizers are not thread-safe
+        ids = bundle.tokenizer(with_mask_token(text, bundle.tokenizer) if bundle.tokenizer.mask_token else text,
+                               truncation=True, max_length=bundle.max_tokens)["input_ids"]
+        tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
+    special = set(bundle.tokenizer.all_special_ids)
+    options = [i for i, t in enumerate(ids) if t not in special]
+    if key in st.session_state:  # drop choices that no longer exist after the text changed
+        st.session_state[key] = [p for p in st.session_state[key] if p in options]
+    chosen = st.multiselect(label, options, format_func=lambda i: f"{tokens[i]} ({i})", key=key, help=help)
+    return tuple(sorted(chosen))
+
+
+def mlm_or_stop(bundle: ModelBundle) -> None:
+    """Stop a masked-LM page with advice (and a one-click switch) when the model has no MLM head."""
+    from viz.mlm import MaskError, require_mlm_head
+
+    try:
+        require_mlm_head(bundle)
+    except MaskError as e:
+        st.error(str(e), icon="🚫")
+        if "minilm-mlm" in builtin_names():
+            st.button("Switch to minilm-mlm", key="switch_mlm", on_click=_set_model, args=("minilm-mlm",))
+        st.page_link("pages/attention.py", label="Open the Attention page", icon="🔭")
+        st.stop()
+
+
+def _set_model(name: str) -> None:
+    st.session_state.model_choice = name
+
+
+MASK_EXAMPLE = "She poured a cup of [MASK] and read the morning paper."
+
+
+def use_mask_example() -> None:
+    st.session_state.text = MASK_EXAMPLE

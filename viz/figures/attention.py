@@ -14,13 +14,13 @@ import plotly.graph_objects as go
 COLORSCALE = "Blues"
 
 
-def _labels(tokens: list[str]) -> list[str]:
+def token_labels(tokens: list[str]) -> list[str]:
     """Unique category labels ('the (3)'): repeated tokens would otherwise merge on a categorical axis."""
     return [f"{t} ({i})" for i, t in enumerate(tokens)]
 
 
-def _axis(tokens: list[str], max_labels: int = 80) -> dict:
-    labels = _labels(tokens)
+def token_axis(tokens: list[str], max_labels: int = 80) -> dict:
+    labels = token_labels(tokens)
     step = max(1, int(np.ceil(len(tokens) / max_labels)))
     return dict(type="category", tickmode="array", tickvals=labels[::step], ticktext=tokens[::step],
                 tickangle=-60 if len(tokens) > 8 else 0)
@@ -32,13 +32,13 @@ def head_heatmap(matrix: np.ndarray, q_tokens: list[str], k_tokens: list[str], t
     z = np.asarray(matrix, dtype=np.float32)
     nq, nk = z.shape
     fig = go.Figure(go.Heatmap(
-        z=z, x=_labels(k_tokens), y=_labels(q_tokens), colorscale=COLORSCALE, zmin=0,
+        z=z, x=token_labels(k_tokens), y=token_labels(q_tokens), colorscale=COLORSCALE, zmin=0,
         zmax=zmax or float(z.max() or 1), colorbar=dict(title="weight", thickness=12),
         hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>"))
     side = min(900, max(360, 22 * max(nq, nk) + 160))
     fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=dict(title="attended to (key)", side="top", **_axis(k_tokens)),
-                      yaxis=dict(title="attending (query)", autorange="reversed", **_axis(q_tokens)))
+                      xaxis=dict(title="attended to (key)", side="top", **token_axis(k_tokens)),
+                      yaxis=dict(title="attending (query)", autorange="reversed", **token_axis(q_tokens)))
     return fig
 
 

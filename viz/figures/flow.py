@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import _axis, _labels
+from viz.figures.attention import token_axis as _axis, token_labels as _labels
 
 WIDTHS = (1.0, 2.5, 4.5, 7.0)  # line width per weight bucket (quartiles of the drawn range)
 

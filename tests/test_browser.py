@@ -1,0 +1,31 @@
+"""Real browser against a real server: Playwright drives Debian chromium."""
+
+from conftest import wait_for_chart
+
+
+def test_type_a_sentence_and_see_the_heatmap(app_url, browser_page):
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    box = page.get_by_label("Text")
+    box.fill("Colorless green ideas sleep furiously.")
+    box.press("Control+Enter")  # commit the text area
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .xtick text')]
+                 .some(t => t.textContent.includes('furious'))""", timeout=120_000)
+    heatmaps = page.locator('[data-testid="stPlotlyChart"] .main-svg .heatmaplayer')
+    assert heatmaps.count() >= 2
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_empty_text_shows_a_message_and_keeps_the_sidebar(app_url, browser_page):
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    box = page.get_by_label("Text")
+    box.fill("")
+    box.press("Control+Enter")
+    page.get_by_text("The text is empty").wait_for()
+    page.wait_for_timeout(1500)
+    assert page.get_by_label("Text").count() == 1  # the sidebar is still there to fix the input
+    assert page.locator('[data-testid="stSelectbox"]').count() >= 1

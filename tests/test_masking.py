@@ -1,0 +1,130 @@
+"""Masked-LM predictions and masking comparisons on tiny random masked-LMs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from viz.capture import capture
+from viz.compare import compare, js_divergence, kl_divergence
+from viz.interventions import Intervention, applied
+from viz.mlm import MaskError, mask_sweep, predict
+
+TEXT = "The cat sat on the mat because it was tired."
+MLMS = ["tiny-bert-mlm", "tiny-roberta-mlm", "tiny-distilbert-mlm", "tiny-albert-mlm", "tiny-electra-mlm"]
+
+
+@pytest.mark.parametrize("name", MLMS)
+def test_causal_mask_zeros_future_attention(load, name):
+    bundle = load(name)
+    cap = capture(bundle, TEXT, intervention=Intervention(causal=True))
+    a = cap.attentions["encoder"]
+    assert np.abs(np.triu(a, k=1)).max() == 0.0
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(np.triu(capture(bundle, TEXT).attentions["encoder"], k=1)).max() > 0  # and only for that call
+
+
+@pytest.mark.parametrize("name", MLMS)
+def test_ablated_head_output_really_is_zero(load, name):
+    bundle = load(name)
+    seen = []
+    site = bundle.arch.sites["encoder"]
+    import re
+
+    outs = [m for n, m in bundle.model.named_modules() if re.search(r"(^|\.)" + site.output + "$", n)]
+    handles = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone())) for m in outs]
+    try:
+        with torch.inference_mode(), applied(bundle, Intervention(ablate=frozenset({(1, 2)}))):
+            bundle.model(**bundle.tokenizer(TEXT, return_tensors="pt"))
+        seen_ablated = list(seen)
+        seen.clear()
+        with torch.inference_mode():
+            bundle.model(**bundle.tokenizer(TEXT, return_tensors="pt"))
+    finally:
+        [h.remove() for h in handles]
+    d = seen_ablated[1].shape[-1] // 4
+    assert torch.count_nonzero(seen_ablated[1][..., 2 * d:3 * d]) == 0  # layer 1, head 2 silenced
+    assert torch.count_nonzero(seen_ablated[1][..., :2 * d]) > 0  # its neighbours are not
+    assert torch.count_nonzero(seen[1][..., 2 * d:3 * d]) > 0  # and the next plain call is untouched
+
+
+def test_unmasked_vs_masked_is_zero_when_nothing_is_masked(load):
+    cmp = compare(load("tiny-bert-mlm"), TEXT, "mask", positions=())
+    assert np.abs(cmp.diff).max() == 0 and cmp.head_js.max() == 0 and np.abs(cmp.kl).max() < 1e-9
+
+
+def test_masking_changes_attention_and_predictions(load):
+    cmp = compare(load("tiny-bert-mlm"), TEXT, "mask", positions=(2,))
+    assert cmp.other.tokens[2] == "[MASK]" and cmp.base.tokens[2] == "cat"
+    assert cmp.head_js.max() > 0 and cmp.kl[2] > 0
+    assert cmp.top_heads(3)[0][2] == cmp.head_js.max()
+
+
+def test_ablation_changes_only_later_layers(load):
+    cmp = compare(load("tiny-bert-mlm"), TEXT, "ablate", heads=frozenset({(0, 1)}))
+    assert cmp.head_js[0].max() == 0 and cmp.head_js[1].max() > 0
+
+
+def test_divergences_hand_cases():
+    p, q = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert js_divergence(p, q) == pytest.approx(np.log(2))
+    assert js_divergence(p, p) == 0
+    assert kl_divergence(np.log(np.array([[0.5, 0.5]])), np.log(np.array([[0.9, 0.1]])))[0] == pytest.approx(
+        0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1))
+
+
+def test_predictions_and_per_layer_shapes(load):
+    bundle = load("tiny-bert-mlm")
+    # tokens: [CLS] the [MASK] sat on the [MASK] . [SEP]; position 4 ('on') is masked by choice
+    r = predict(bundle, "The [MASK] sat on the <mask>.", positions=(4,), top_k=4, layers=True)
+    assert [p.position for p in r.predictions] == [2, 4, 6]
+    first = r.predictions[0]
+    assert len(first.top) == 4 and first.original is None
+    assert len(first.layer_top) == bundle.n_layers + 1 and all(len(row) == 4 for row in first.layer_top)
+    on = next(p for p in r.predictions if p.position == 4)
+    assert on.original == "on" and len(on.layer_original_rank) == bundle.n_layers + 1
+    # the last layer of the logit lens is the model's own prediction
+    assert on.layer_top[-1][0][0] == on.top[0][0]
+
+
+def test_mask_sweep_scores_every_word(load):
+    bundle = load("tiny-bert-mlm")
+    s = mask_sweep(bundle, TEXT, batch_size=4)
+    assert len(s.positions) == len(s.prob) == len(s.tokens) - 2
+    assert np.all((s.prob > 0) & (s.prob < 1)) and np.all(s.rank >= 1)
+    assert s.pll == pytest.approx(np.log(s.prob).sum())
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("no mask anywhere", "No mask"),
+    ("[MASK] [MASK] [MASK]", "Every token is masked"),
+    ("word " * 300 + "[MASK]", "at most 128"),
+])
+def test_bad_mask_input(load, text, expected):
+    with pytest.raises(MaskError, match=expected):
+        predict(load("tiny-bert-mlm"), text)
+
+
+def test_model_without_mlm_head_is_refused_with_names(load):
+    with pytest.raises(MaskError, match="minilm-mlm"):
+        predict(load("minilm"), "a [MASK] here")
+    with pytest.raises(MaskError, match="no masked-LM head"):
+        mask_sweep(load("tiny-bert"), TEXT)
+
+
+def test_mask_cli_json(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "viz", "mask", "--model", "tiny-bert-mlm", "--text",
+                        "a [MASK] b [MASK] c", "--top-k", "3", "--json", "--layers"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [m["position"] for m in out["masks"]] == [2, 4]
+    assert len(out["masks"][0]["top_k"]) == 3 and {"token", "prob"} <= set(out["masks"][0]["top_k"][0])
+    assert len(out["masks"][0]["layers"]) == 3
+    r = subprocess.run([sys.executable, "-m", "viz", "mask", "--model", "minilm", "--text", "a [MASK]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "minilm-mlm" in r.stderr

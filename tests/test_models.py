@@ -1,0 +1,84 @@
+"""Safe loading: every refusal comes with a message that says what to do."""
+
+import json
+import time
+
+import pytest
+
+from viz.models import ModelLoadError, builtin_names, load_model
+
+
+def test_default_is_the_real_bundled_minilm(load):
+    bundle = load("minilm")
+    assert bundle.kind == "encoder" and bundle.n_layers == 6
+    assert bundle.model.config.num_attention_heads == 12
+    assert not bundle.model.training
+    assert bundle.model.config._attn_implementation == "eager"
+    assert not bundle.has_mlm_head  # its cls.* head does not exist: never show MLM predictions from it
+
+
+@pytest.mark.parametrize("name", ["", "no such model!", "definitely-not/a-real-model-xyz"])
+def test_unknown_names_fail_fast_with_advice(name):
+    t = time.time()
+    with pytest.raises(ModelLoadError) as e:
+        load_model(name)
+    assert time.time() - t < 20
+    assert "minilm" in str(e.value)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(tmp_path))
+    return tmp_path
+
+
+def _save_tiny(path, **kw):
+    bundle = load_model("tiny-bert")
+    bundle.model.save_pretrained(path, **kw)
+    bundle.tokenizer.save_pretrained(path)
+
+
+def test_local_folder_under_allowed_root_loads(root):
+    _save_tiny(root / "m")
+    bundle = load_model(str(root / "m"))
+    assert bundle.kind == "encoder" and bundle.model.config._attn_implementation == "eager"
+
+
+def test_folder_outside_allowed_roots_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIZ_MODEL_ROOTS", raising=False)
+    _save_tiny(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="outside the allowed"):
+        load_model(str(tmp_path / "m"))
+
+
+def test_remote_code_is_refused(root):
+    d = root / "custom"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "my_custom", "architectures": ["MyModel"],
+        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModel": "modeling_my.MyModel"}}))
+    (d / "modeling_my.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ModelLoadError, match="custom code"):
+        load_model(str(d))
+
+
+def test_pickle_only_weights_are_refused(root):
+    import torch
+
+    _save_tiny(root / "pkl")
+    bundle = load_model("tiny-bert")
+    (root / "pkl" / "model.safetensors").unlink()
+    torch.save(bundle.model.state_dict(), root / "pkl" / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="pickle"):
+        load_model(str(root / "pkl"))
+
+
+def test_folder_without_config(root):
+    (root / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(root / "empty"))
+
+
+def test_picker_lists_bundled_and_tiny_models():
+    names = builtin_names()
+    assert names[0] == "minilm" and "tiny-t5" in names and "tiny-gpt2" in names
