@@ -228,3 +228,11 @@ def test_flow_matches_plain_networkx_on_the_full_graph():
         g = flow_graph(attn, layer)
         ref = [[nx.maximum_flow_value(g, (layer + 1, i), (0, j)) for j in range(5)] for i in range(5)]
         np.testing.assert_allclose(attention_flow(attn, layer=layer), ref, atol=1e-9)
+        np.testing.assert_allclose(attention_flow(attn, layer=layer, solver="networkx"), ref, atol=1e-9)
+
+
+def test_dinic_matches_networkx_on_minilm(captured):
+    attn = captured["minilm"][1].attentions["encoder"]
+    q = [0, 3, attn.shape[-1] - 1]
+    np.testing.assert_allclose(attention_flow(attn, queries=q, max_tokens=None),
+                               attention_flow(attn, queries=q, max_tokens=None, solver="networkx"), atol=1e-9)
