@@ -6,7 +6,8 @@ One run per size, torch and BLAS pinned to one thread (the machine is shared; se
 ARCHITECTURE.md). Prints, per token count:
   rollout    all layers, [layer, q, q]
   flow row   one token's flow to every input token at the last layer (q max-flow problems):
-             what the page computes when a token is followed
+             what the page computes when a token is followed (our Dinic solver)
+  nx row     the same with networkx's shortest augmenting path (the reference), up to 64 tokens
   flow full  the whole [q, q] flow matrix at the last layer (q^2 problems): measured while the
              estimate (row time x q) is under --full-budget seconds, else printed as an estimate
 """
@@ -47,7 +48,7 @@ def main() -> int:
     from viz.models import load_model
 
     bundle = load_model("minilm")
-    print(f"{'tokens':>6} {'rollout ms':>11} {'flow row s':>11} {'flow full s':>14}")
+    print(f"{'tokens':>6} {'rollout ms':>11} {'flow row s':>11} {'nx row s':>9} {'flow full s':>14}")
     rows = []
     for n in args.sizes:
         attn = capture(bundle, TEXT, max_tokens=n).attentions["encoder"]
@@ -58,6 +59,11 @@ def main() -> int:
         t = time.perf_counter()
         attention_flow(attn, queries=[n // 2], max_tokens=None)
         t_row = time.perf_counter() - t
+        t_nx = float("nan")
+        if n <= 64:
+            t = time.perf_counter()
+            attention_flow(attn, queries=[n // 2], max_tokens=None, solver="networkx")
+            t_nx = time.perf_counter() - t
         est = t_row * n
         if est <= args.full_budget:
             t = time.perf_counter()
@@ -66,7 +72,7 @@ def main() -> int:
         else:
             full, mark = est, " (est.)"
         rows.append((n, t_roll, t_row, full))
-        print(f"{n:>6} {1000 * t_roll:>11.2f} {t_row:>11.2f} {full:>10.1f}{mark:<7}", flush=True)
+        print(f"{n:>6} {1000 * t_roll:>11.2f} {t_row:>11.2f} {t_nx:>9.2f} {full:>10.1f}{mark:<7}", flush=True)
     row_ok = [n for n, _, r, _ in rows if r <= INTERACTIVE_S]
     full_ok = [n for n, _, _, f in rows if f <= INTERACTIVE_S]
     print(f"interactive (<= {INTERACTIVE_S:.0f} s): flow row up to {max(row_ok, default=0)} tokens, "

@@ -1,0 +1,27 @@
+"""Real browser against a real server: the Layer flow page draws, and switching to attention flow works."""
+
+from conftest import wait_for_chart
+
+
+def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
+    page = browser_page
+    # Enter through the app and its navigation: a cold deep link to f"{app_url}/flow" makes this
+    # Streamlit run pages/flow.py as a legacy pages/ script without app.py (no sidebar, empty text);
+    # the Attention page's /attention link behaves the same.
+    page.goto(app_url)
+    wait_for_chart(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Layer flow").click()
+    page.get_by_role("heading", name="Layer flow").wait_for()
+    assert page.url.rstrip("/").endswith("/flow")
+    # flow view, rollout heatmap, raw/norm heads, journey: wait until they have all drawn
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 8""",
+        timeout=120_000)
+    assert page.locator('[data-testid="stPlotlyChart"] .main-svg .heatmaplayer').count() >= 4
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    page.locator('[data-testid="stRadio"]').filter(has_text="rollout").get_by_text("flow", exact=True).click()
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent.includes('Attention flow'))""", timeout=120_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
