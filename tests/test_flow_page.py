@@ -53,13 +53,19 @@ def test_flow_page_follow_token_and_flow_method():
     assert '"name":"flow"' in _specs(at).replace(" ", "")  # the max-flow bars beside rollout
 
 
-@pytest.mark.parametrize("model", ["tiny-bart", "tiny-gpt2"])
+@pytest.mark.parametrize("model", ["tiny-bart", "tiny-t5", "tiny-gpt2"])
 def test_flow_page_other_kinds(model):
     at = _flow_page(model_choice=model)
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) >= 8
-    if model == "tiny-bart":
+    if model != "tiny-gpt2":  # encoder-decoder: decoder rollout, and cross-attention raw vs norm
         assert any("self-attention only" in i.value for i in at.info)
+        at.radio(key="flow_stack").set_value("decoder")
+        at.radio(key="flow_norm_stack").set_value("cross")
+        _run(at, model_choice=model)
+        assert not at.exception, at.exception
+        assert "Decoder masked self-attention" in " ".join(c.value for c in at.caption)
+        assert len(at.get("plotly_chart")) >= 8
 
 
 def test_flow_page_empty_text_warns():
