@@ -47,38 +47,45 @@ c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
 kind = c1.selectbox("Links weighted by", kinds, format_func=WEIGHTS.get, key="flow_weights")
 threshold = c2.slider("Threshold", 0.0, 0.5, 0.05, 0.01, key="flow_threshold")
 top_k = c3.slider("Top-k per token", 1, 10, 3, key="flow_topk")
-picked = c4.selectbox("Follow token (last layer)", [None] + list(range(T)), key="flow_token",
-                      format_func=lambda i: "— all links —" if i is None else labels[i])
+if st.session_state.get("flow_token") not in [None, *range(T)]:  # the text changed under the selection
+    st.session_state.flow_token = None
+picked = c4.selectbox("Follow token", [None] + list(range(T)), key="flow_token",
+                      format_func=lambda i: "— all links —" if i is None else labels[i],
+                      on_change=lambda: st.session_state.update(flow_level=L))
+level = min(int(st.session_state.get("flow_level", L)), L)  # level of the followed node; a click sets it
+if level < 1:  # an embedding node has nothing flowing into it
+    level = L
 mats = {"graph": lf.graph, "raw": lf.raw_mean, "norm": None if lf.norm_summed is None else row_normalise(lf.norm_summed),
         "norm_res": None if lf.norm_res is None else row_normalise(lf.norm_res)}[kind]
-shown = mats if picked is None else path_mass(mats, picked)
+shown = mats if picked is None else path_mass(mats, picked, level - 1)
 st.caption("Columns are levels (embeddings, then each layer's output); a link joins token j one level down to "
            "token i it feeds. Following a token shows how its unit of mass splits over the links when routed "
-           "proportionally downwards (the rollout decomposition). Click a node in the last column to follow it.")
+           "proportionally downwards (the rollout decomposition). Click a node to follow it.")
 
 
 def _follow():
     pts = st.session_state.flow_view.selection.get("points", [])
     if pts and pts[0].get("customdata") is not None:
-        st.session_state.flow_token = int(pts[0]["customdata"][1])
+        st.session_state.flow_level, st.session_state.flow_token = (int(v) for v in pts[0]["customdata"][:2])
 
 
-ui.plot(flow_view(shown, tokens, threshold, top_k, picked, title=WEIGHTS[kind]), key="flow_view",
+ui.plot(flow_view(shown, tokens, threshold, top_k, picked, level, title=WEIGHTS[kind]), key="flow_view",
         stem=f"flow-view-{stack}-{kind}", on_select=_follow, selection_mode="points")
 ui.npz_download({"links": shown, "tokens": np.array(tokens)}, key="flow_view_npz", stem=f"flow-links-{stack}-{kind}",
                 label="Links (NPZ, [layer, to, from])")
 if picked is not None:
-    series = {"rollout": lf.rollout[-1, picked], "raw attention, last layer": lf.raw_mean[-1, picked]}
+    node = f"{labels[picked]} at the output of layer {level - 1}"
+    series = {"rollout": lf.rollout[level - 1, picked], f"raw attention of layer {level - 1} (head mean)": lf.raw_mean[level - 1, picked]}
     if T <= FLOW_ROW_MAX_TOKENS:
-        bar = st.progress(0.0, text=f"Attention flow into {labels[picked]}…")
-        series["flow"] = cache.get_flow(name, text, target, stack, L - 1, (picked,), None,
+        bar = st.progress(0.0, text=f"Attention flow into {node}…")
+        series["flow"] = cache.get_flow(name, text, target, stack, level - 1, (picked,), None,
                                         _progress=lambda d, n: bar.progress(d / n))[0]
         bar.empty()
     else:
         st.info(f"{T} tokens: attention flow for one token is limited to {FLOW_ROW_MAX_TOKENS}; showing rollout.")
-    ui.plot(into_token_bars(series, tokens, f"What flows into {labels[picked]} from the input tokens"),
-            key="flow_into", stem=f"flows-into-{picked}")
-    ui.table_download(pd.DataFrame(series, index=labels), key="flow_into_csv", stem=f"flows-into-{picked}")
+    ui.plot(into_token_bars(series, tokens, f"What flows into {node} from the input tokens"),
+            key="flow_into", stem=f"flows-into-{picked}-L{level - 1}")
+    ui.table_download(pd.DataFrame(series, index=labels), key="flow_into_csv", stem=f"flows-into-{picked}-L{level - 1}")
 
 # ----------------------------------------------------------------------------- rollout / flow heatmaps
 st.header("Rollout and flow per layer")

@@ -53,6 +53,13 @@ def test_flow_page_follow_token_and_flow_method():
     assert '"name":"flow"' in _specs(at).replace(" ", "")  # the max-flow bars beside rollout
 
 
+def test_flow_page_follow_a_node_below_the_top():
+    at = _flow_page()
+    _run(at, flow_token=2, flow_level=3)  # what a click on node (level 3, token 2) sets
+    assert not at.exception, at.exception
+    assert "output of layer 2" in _specs(at)
+
+
 @pytest.mark.parametrize("model", ["tiny-bart", "tiny-t5", "tiny-gpt2"])
 def test_flow_page_other_kinds(model):
     at = _flow_page(model_choice=model)

@@ -30,11 +30,12 @@ def select_links(mats: np.ndarray, threshold: float, top_k: int) -> list[tuple[i
 
 
 def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_k: int = 3,
-              selected: int | None = None, title: str = "", level_names: list[str] | None = None) -> go.Figure:
+              selected: int | None = None, selected_level: int | None = None, title: str = "",
+              level_names: list[str] | None = None) -> go.Figure:
     """Tokens x levels with links: mats[l][i, j] links token j at level l to token i at level l+1.
 
-    `selected` marks one token of the top level (its node is ringed). Every node carries
-    customdata [level, token] so a click can select it.
+    `selected` marks one token at `selected_level` (default the top; its node is ringed). Every
+    node carries customdata [level, token] so a click can select it.
     """
     mats = np.asarray(mats, dtype=np.float64)
     L, T = mats.shape[0], mats.shape[-1]
@@ -65,7 +66,8 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
         text=[f"{tokens[t]} · {names[lv]}" for lv, t in zip(lvl.ravel(), tok.ravel())],
         hovertemplate="%{text}<br>click to follow this token<extra></extra>"))
     if selected is not None:
-        fig.add_trace(go.Scatter(x=[L], y=[selected], mode="markers", showlegend=False, hoverinfo="skip",
+        x_sel = L if selected_level is None else selected_level
+        fig.add_trace(go.Scatter(x=[x_sel], y=[selected], mode="markers", showlegend=False, hoverinfo="skip",
                                  marker=dict(size=16, color="rgba(214,39,40,0.35)",
                                              line=dict(width=2, color="#d62728"))))
     step = max(1, int(np.ceil(T / 60)))
