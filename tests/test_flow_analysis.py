@@ -223,8 +223,10 @@ def test_flow_matches_plain_networkx_on_the_full_graph():
     from viz.analysis.flow import flow_graph
 
     rng = np.random.default_rng(0)
-    attn = rng.dirichlet(np.ones(5) * 0.4, size=(3, 2, 5))  # [layer, head, q, k]
-    for layer in (0, 1, 2):
+    dense = rng.dirichlet(np.ones(5) * 0.4, size=(3, 2, 5))  # [layer, head, q, k]
+    causal = np.tril(rng.random((4, 2, 5, 5)) ** 3)  # decoder-style: nodes a source cannot reach
+    causal /= causal.sum(-1, keepdims=True)
+    for attn, layer in [(dense, 0), (dense, 1), (dense, 2), (causal, 3)]:
         g = flow_graph(attn, layer)
         ref = [[nx.maximum_flow_value(g, (layer + 1, i), (0, j)) for j in range(5)] for i in range(5)]
         np.testing.assert_allclose(attention_flow(attn, layer=layer), ref, atol=1e-9)

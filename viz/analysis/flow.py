@@ -123,14 +123,16 @@ class _Dinic:
     """Dinic's max-flow (Dinic 1970) on `_reduced_graph`'s layout, in flat Python lists.
 
     The same algorithm networkx offers, without its per-edge dict views: on MiniLM's graphs
-    (16k edges, ~1000 augmenting paths per problem) it is ~10x faster than networkx's
+    (16k edges, ~1000 augmenting paths per problem) it is 4-8x faster than networkx's
     shortest-augmenting-path, which stays the reference in the tests. Edge e and e ^ 1 are
     a pair (forward, reverse); residual capacities below EPS count as saturated.
     """
 
     EPS = 1e-12
 
-    def __init__(self, g: nx.DiGraph):
+    def __init__(self, g: nx.DiGraph, depth: dict | None = None):
+        """`depth`: node -> distance from the source along the layered DAG. The first phase's level
+        graph is then known without a search: every forward arc goes one level down."""
         self.index = {u: i for i, u in enumerate(g.nodes)}
         self.adj: list[list[int]] = [[] for _ in self.index]
         self.to: list[int] = []
@@ -145,6 +147,11 @@ class _Dinic:
             self.adj[iv].append(len(self.to))
             self.to.append(iu)
             self.base.append(0.0)
+        self.depth = None
+        if depth is not None:
+            self.depth = [depth[u] for u in self.index]
+            self.down = [[e for e in arcs if e % 2 == 0 and self.depth[self.to[e]] == self.depth[u] + 1]
+                         for u, arcs in enumerate(self.adj)]
 
     def set_capacity(self, u, v, c: float) -> None:
         self.base[self.edge[(u, v)]] = c
@@ -152,24 +159,29 @@ class _Dinic:
     def max_flow(self, s, t) -> float:
         s, t = self.index[s], self.index[t]
         cap, to, adj, eps = self.base[:], self.to, self.adj, self.EPS
-        total = 0.0
-        while True:
-            level = [-1] * len(adj)  # BFS levels in the residual graph
-            level[s], frontier = 0, [s]
-            while frontier and level[t] < 0:
-                nxt = []
-                for u in frontier:
-                    for e in adj[u]:
-                        v = to[e]
-                        if level[v] < 0 and cap[e] > eps:
-                            level[v] = level[u] + 1
-                            nxt.append(v)
-                frontier = nxt
-            if level[t] < 0:
-                return total
-            # the level graph: per node, the arcs one level down (saturation is checked during the DFS)
-            arcs_of = [[e for e in arcs if level[to[e]] == lu + 1] if lu >= 0 else []
-                       for arcs, lu in zip(adj, level)]
+        # no flow exceeds what leaves s or what enters t: stop there instead of proving it by search
+        bound = min(sum(cap[e] for e in adj[s] if e % 2 == 0), sum(cap[e ^ 1] for e in adj[t] if e % 2))
+        total, first = 0.0, self.depth is not None
+        while total < bound - eps:
+            if first:  # phase 1: the layered DAG itself is the level graph
+                level, arcs_of, first = self.depth[:], self.down, False
+            else:
+                level = [-1] * len(adj)  # BFS levels in the residual graph
+                level[s], frontier = 0, [s]
+                while frontier and level[t] < 0:
+                    nxt = []
+                    for u in frontier:
+                        for e in adj[u]:
+                            v = to[e]
+                            if level[v] < 0 and cap[e] > eps:
+                                level[v] = level[u] + 1
+                                nxt.append(v)
+                    frontier = nxt
+                if level[t] < 0:
+                    return total
+                # the level graph: per node, the arcs one level down (saturation is checked in the DFS)
+                arcs_of = [[e for e in arcs if level[to[e]] == lu + 1] if lu >= 0 else []
+                           for arcs, lu in zip(adj, level)]
             ptr = [0] * len(adj)  # current arc: blocking flow by repeated DFS
             while True:
                 path, u = [], s
@@ -195,6 +207,7 @@ class _Dinic:
                     cap[e] -= f
                     cap[e ^ 1] += f
                 total += f
+        return total
 
 
 def attention_flow(attn: np.ndarray, layer: int | None = None, queries: list[int] | None = None,
@@ -226,7 +239,8 @@ def attention_flow(attn: np.ndarray, layer: int | None = None, queries: list[int
         return a[0][queries].copy()
     g = _reduced_graph(a, top)
     if solver == "dinic":
-        dinic = _Dinic(g)
+        depth = {u: (0 if u == "S" else top + 1 if u == "Z" else top + 1 - u[0]) for u in g.nodes}
+        dinic = _Dinic(g, depth)
         set_capacity, solve = dinic.set_capacity, dinic.max_flow
     elif solver == "networkx":
         res = build_residual_network(g, "capacity")
