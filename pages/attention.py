@@ -52,21 +52,20 @@ st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads · {len(c
 
 def open_head():
     """Click on a model-view thumbnail -> select that layer and head."""
-    points = st.session_state.attn_model_view.selection.get("points", [])
-    if points and points[0].get("customdata") is not None:
-        layer, head = points[0]["customdata"][:2]
-        st.session_state.attn_layer, st.session_state.attn_head = int(layer), int(head)
+    cell = ui.clicked_customdata("attn_model_view")
+    if cell is not None and len(cell) >= 2:
+        st.session_state.attn_layer, st.session_state.attn_head = int(cell[0]), int(cell[1])
 
+
+st.subheader("Model view")
+st.caption("Every layer × head; each thumbnail scaled to its own maximum. Click one to open it below.")
+ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
+        selection_mode="points")
+ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
+                key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
 
 left, right = st.columns([1, 1])
 with left:
-    st.subheader("Model view")
-    st.caption("Every layer × head; each thumbnail scaled to its own maximum. Click one to open it.")
-    ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
-            selection_mode="points")
-    ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
-                    key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
-with right:
     st.subheader("One head")
     s1, s2 = st.columns(2)
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
@@ -76,13 +75,14 @@ with right:
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")
     ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="attn_head_csv",
                       stem=f"{stack}-L{layer}-H{head}")
-
-st.subheader("Aggregate")
-a1, a2 = st.columns(2)
-how = a1.radio("Over heads by", ["mean", "max"], horizontal=True, key="attn_agg")
-scope = a2.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], key="attn_agg_layer")
-agg = aggregate(A, how) if scope == "all layers" else aggregate(A[int(scope.split()[1])], how, axis=0)
-ui.plot(head_heatmap(agg, q_lab, k_lab, f"{how} over heads · {scope}"), key="attn_agg_fig",
-        stem=f"{stack}-{how}-{scope}")
-ui.table_download(pd.DataFrame(agg, index=q_lab, columns=k_lab), key="attn_agg_csv", stem=f"{stack}-{how}-{scope}")
+with right:
+    st.subheader("Aggregate")
+    a1, a2 = st.columns(2)
+    how = a1.radio("Over heads by", ["mean", "max"], horizontal=True, key="attn_agg")
+    scope = a2.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], key="attn_agg_layer")
+    agg = aggregate(A, how) if scope == "all layers" else aggregate(A[int(scope.split()[1])], how, axis=0)
+    ui.plot(head_heatmap(agg, q_lab, k_lab, f"{how} over heads · {scope}"), key="attn_agg_fig",
+            stem=f"{stack}-{how}-{scope}")
+    ui.table_download(pd.DataFrame(agg, index=q_lab, columns=k_lab), key="attn_agg_csv",
+                      stem=f"{stack}-{how}-{scope}")
 ui.npz_download(to_arrays(cap), key="attn_capture_npz", stem="capture", label="Whole capture (NPZ)")

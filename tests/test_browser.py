@@ -29,3 +29,19 @@ def test_empty_text_shows_a_message_and_keeps_the_sidebar(app_url, browser_page)
     page.wait_for_timeout(1500)
     assert page.get_by_label("Text").count() == 1  # the sidebar is still there to fix the input
     assert page.locator('[data-testid="stSelectbox"]').count() >= 1
+
+
+def test_click_a_model_view_thumbnail_opens_that_head(app_url, browser_page):
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    page.wait_for_timeout(1000)
+    # thumbnails carry an invisible marker each, in (layer, head) order: 12 heads per layer on MiniLM
+    point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(2 * 12 + 5)
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        """() => { const v = [...document.querySelectorAll('[data-testid="stNumberInput"] input')].map(i => i.value);
+                   return v[0] === '2' && v[1] === '5'; }""", timeout=60_000)
+    page.get_by_text("layer 2 · head 5").first.wait_for()

@@ -90,6 +90,18 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
     return event
 
 
+def clicked_customdata(chart_key: str) -> list | None:
+    """customdata of the first point selected on a chart (Streamlit sends arrays as lists or index-keyed dicts)."""
+    state = st.session_state.get(chart_key)
+    points = (state or {}).get("selection", {}).get("points", []) if state else []
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    if isinstance(data, dict):
+        data = [data[k] for k in sorted(data, key=lambda k: int(k))]
+    return list(data) if data is not None else None
+
+
 def table_download(df: pd.DataFrame, key: str, stem: str, label: str = "Data (CSV)") -> None:
     st.download_button(label, data=lambda: df.to_csv().encode(), file_name=f"{slug(stem)}.csv",
                        mime="text/csv", key=key, on_click="ignore")

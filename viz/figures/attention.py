@@ -36,7 +36,8 @@ def head_heatmap(matrix: np.ndarray, q_tokens: list[str], k_tokens: list[str], t
         zmax=zmax or float(z.max() or 1), colorbar=dict(title="weight", thickness=12),
         hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>"))
     side = min(900, max(360, 22 * max(nq, nk) + 160))
-    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=side + 60,
+                      margin=dict(l=10, r=10, t=110, b=10),
                       xaxis=dict(title="attended to (key)", side="top", **token_axis(k_tokens)),
                       yaxis=dict(title="attending (query)", autorange="reversed", **token_axis(q_tokens)))
     return fig
@@ -76,7 +77,7 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "") -> go.Figure:
     cx = (np.arange(H) * (tk + gap) + tk / 2)
     gy, gx = np.meshgrid(cy, cx, indexing="ij")
     ll, hh = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
-    width = min(1100, max(420, 58 * H + 80))
+    width = min(1300, max(500, 90 * H + 80))
     marker = max(6, int((width - 80) / H * 0.9))
     fig = go.Figure([
         go.Heatmap(z=img, colorscale=COLORSCALE, showscale=False, hoverinfo="skip", zmin=0, zmax=255),

@@ -27,6 +27,7 @@ def diff_heatmap(diff: np.ndarray, q_tokens: list[str], k_tokens: list[str], tit
                                zmin=-lim, zmax=lim, colorbar=dict(title="Δ", thickness=12),
                                hovertemplate="%{y} → %{x}<br>Δ %{z:+.3f}<extra></extra>"))
     side = min(900, max(360, 22 * max(z.shape) + 160))
-    fig.update_layout(title=title, height=side, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=side + 60,
+                      margin=dict(l=10, r=10, t=110, b=10),
                       xaxis=dict(side="top", **token_axis(k_tokens)), yaxis=dict(autorange="reversed", **token_axis(q_tokens)))
     return fig
