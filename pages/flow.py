@@ -64,9 +64,10 @@ st.caption("Columns are levels (embeddings, then each layer's output); a link jo
 
 
 def _follow():
-    pts = st.session_state.flow_view.selection.get("points", [])
-    if pts and pts[0].get("customdata") is not None:
-        st.session_state.flow_level, st.session_state.flow_token = (int(v) for v in pts[0]["customdata"][:2])
+    """Click on a node -> follow that token from that level."""
+    node = ui.clicked_customdata("flow_view")
+    if node is not None and len(node) >= 2:
+        st.session_state.flow_level, st.session_state.flow_token = int(node[0]), int(node[1])
 
 
 ui.plot(flow_view(shown, tokens, threshold, top_k, picked, level, title=WEIGHTS[kind]), key="flow_view",
@@ -79,7 +80,7 @@ if picked is not None:
     if T <= FLOW_ROW_MAX_TOKENS:
         bar = st.progress(0.0, text=f"Attention flow into {node}…")
         series["flow"] = cache.get_flow(name, text, target, stack, level - 1, (picked,), None,
-                                        _progress=lambda d, n: bar.progress(d / n))[0]
+                                        progress=lambda d, n: bar.progress(d / n))[0]
         bar.empty()
     else:
         st.info(f"{T} tokens: attention flow for one token is limited to {FLOW_ROW_MAX_TOKENS}; showing rollout.")
@@ -101,7 +102,7 @@ if method == "flow":
     else:
         bar = st.progress(0.0, text="Attention flow (max-flow per token pair)…")
         M = cache.get_flow(name, text, target, stack, layer, None, FLOW_MAX_TOKENS,
-                           _progress=lambda d, n: bar.progress(d / n))
+                           progress=lambda d, n: bar.progress(d / n))
         bar.empty()
         title = f"Attention flow · layer {layer} → input tokens"
 ui.plot(head_heatmap(M, tokens, tokens, title), key="flow_heat", stem=f"{method}-{stack}-L{layer}")

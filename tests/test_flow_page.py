@@ -51,6 +51,9 @@ def test_flow_page_follow_token_and_flow_method():
     assert not at.exception, at.exception
     assert "What flows into" in _specs(at) and "Attention flow" in _specs(at)
     assert '"name":"flow"' in _specs(at).replace(" ", "")  # the max-flow bars beside rollout
+    _run(at)  # memoised flow with a progress bar: a second run must not replay element calls
+    assert not at.exception, at.exception
+    assert "What flows into" in _specs(at)
 
 
 def test_flow_page_follow_a_node_below_the_top():
