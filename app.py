@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
+    st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
 ]
 
 page = st.navigation(PAGES)

@@ -12,6 +12,7 @@ from viz.figures.attention import head_heatmap, model_view
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
                 "cross": "Cross-attention (decoder → encoder)"}
 
+ui.through_app()
 st.title("Attention")
 name, text = ui.model_name(), st.session_state.get("text", "")
 bundle = ui.bundle_or_stop(name)

@@ -10,6 +10,7 @@ from viz.figures.attention import head_heatmap
 from viz.figures.compare import diff_heatmap, head_change_grid
 from viz.figures.mlm import sweep_bars
 
+ui.through_app()
 st.title("Compare masking")
 name, text = ui.model_name(), st.session_state.get("text", "")
 bundle = ui.bundle_or_stop(name)

@@ -16,6 +16,7 @@ STACKS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-a
 WEIGHTS = {"graph": "attention + residual (rollout graph Â)", "raw": "raw attention (head mean)",
            "norm": "norm-based ‖Σₕ α f(x)‖", "norm_res": "norm-based, residual-aware"}
 
+ui.through_app()
 st.title("Layer flow")
 name, text = ui.model_name(), st.session_state.get("text", "")
 bundle = ui.bundle_or_stop(name)

@@ -7,6 +7,7 @@ from viz import cache, ui
 from viz.figures.mlm import layer_rank_heatmap, original_by_layer, sweep_bars, topk_bars
 from viz.mlm import MaskError, mask_sweep
 
+ui.through_app()
 st.title("Masked LM")
 name, text = ui.model_name(), st.session_state.get("text", "")
 bundle = ui.bundle_or_stop(name)

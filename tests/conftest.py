@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -48,12 +49,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """A real `streamlit run app.py` on loopback, started once per test session."""
+@contextlib.contextmanager
+def streamlit_server(log_dir: Path, user_models: Path):
+    """A real `streamlit run app.py` on loopback; yields its base URL and stops it afterwards."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "VIZ_USER_MODELS": str(tmp_path_factory.mktemp("user_models"))}
+    log = log_dir / "server.log"
+    env = {**os.environ, "VIZ_USER_MODELS": str(user_models)}
     with open(log, "w") as out:
         # Popen on the interpreter itself: the PID we stop is the server's, not a shell's.
         proc = subprocess.Popen(
@@ -61,24 +62,32 @@ def app_url(tmp_path_factory):
              "--server.address", "127.0.0.1", "--server.headless", "true"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError("streamlit exited:\n" + log.read_text())
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not become healthy:\n" + log.read_text())
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+            if proc.poll() is not None:
+                raise RuntimeError("streamlit exited:\n" + log.read_text())
+        else:
+            raise RuntimeError("streamlit did not become healthy:\n" + log.read_text())
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """One real server for the whole test session."""
+    with streamlit_server(tmp_path_factory.mktemp("streamlit"), tmp_path_factory.mktemp("user_models")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -45,3 +45,17 @@ def test_click_a_model_view_thumbnail_opens_that_head(app_url, browser_page):
         """() => { const v = [...document.querySelectorAll('[data-testid="stNumberInput"] input')].map(i => i.value);
                    return v[0] === '2' && v[1] === '5'; }""", timeout=60_000)
     page.get_by_text("layer 2 · head 5").first.wait_for()
+
+
+def test_cold_deep_link_gets_navigation_and_sidebar(tmp_path, browser_page):
+    """The first request to a fresh server is a deep link: the page must still come with app.py's
+    navigation and sidebar (Streamlit would otherwise run pages/mlm.py on its own)."""
+    from conftest import streamlit_server
+
+    with streamlit_server(tmp_path, tmp_path) as url:
+        page = browser_page
+        page.goto(f"{url}/compare")
+        page.get_by_label("Text").wait_for()
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Compare masking" in nav and "Masked LM" in nav and "app" not in nav.split()
+        page.get_by_role("heading", name="Compare masking").wait_for()

@@ -5,14 +5,10 @@ from conftest import wait_for_chart
 
 def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
     page = browser_page
-    # Enter through the app and its navigation: a cold deep link to f"{app_url}/flow" makes this
-    # Streamlit run pages/flow.py as a legacy pages/ script without app.py (no sidebar, empty text);
-    # the Attention page's /attention link behaves the same.
-    page.goto(app_url)
+    page.goto(f"{app_url}/flow")  # a deep link: ui.through_app() makes it run through app.py
     wait_for_chart(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Layer flow").click()
     page.get_by_role("heading", name="Layer flow").wait_for()
-    assert page.url.rstrip("/").endswith("/flow")
+    assert "Layer flow" in page.locator('[data-testid="stSidebarNav"]').inner_text()
     # flow view, rollout heatmap, raw/norm heads, journey: wait until they have all drawn
     page.wait_for_function(
         """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg .heatmaplayer').length >= 6""",

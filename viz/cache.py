@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from viz.capture import Capture, capture
+from viz.generate import Generation, generate
 from viz.models import ModelBundle, load_model
 
 
@@ -59,6 +60,13 @@ def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, q
         while len(store["items"]) > 64:
             store["items"].popitem(last=False)
     return out.copy()
+
+
+@st.cache_data(max_entries=64, show_spinner="Decoding…")
+def get_generation(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
+                   max_new_tokens: int = 20, top_k: int = 5) -> Generation:
+    return generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
+                    max_new_tokens=max_new_tokens, top_k=top_k)
 
 
 @st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")

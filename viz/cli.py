@@ -110,7 +110,54 @@ def add_train(sub) -> None:
         tp.set_defaults(func=mod.main)
 
 
-COMMANDS = [add_capture, add_mask, add_train]
+def _generate(args) -> int:
+    import json
+
+    from viz.capture import CaptureError
+    from viz.generate import generate
+    from viz.models import ModelLoadError, load_model
+
+    try:
+        bundle = load_model(args.model)
+        gen = generate(bundle, args.text, "beam" if args.num_beams > 1 else "greedy", num_beams=args.num_beams,
+                       max_new_tokens=args.max_new_tokens, top_k=args.top_k)
+    except (ModelLoadError, CaptureError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if gen.truncated:
+        print(f"warning: source truncated from {gen.n_source_tokens} to {len(gen.source_tokens)} tokens",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(gen.to_json()))
+        return 0
+    print("source:", " ".join(gen.source_tokens))
+    print("output:", " ".join(gen.output_tokens))
+    for s in gen.steps:
+        cross = s.cross[-1].mean(axis=0)
+        j = int(cross.argmax())
+        print(f"{s.index:3d} {s.token:>14s} p={s.prob:.3f}{' (forced)' if s.forced else ''}  "
+              f"most attended source: {gen.source_tokens[j]} ({cross[j]:.2f})")
+    return 0
+
+
+def add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="decode step by step (encoder-decoders) and print what each step attended to",
+        description="Generate from SRC one token at a time and report, per step, the token, its top-k "
+                    "probabilities and the cross-attention over the source tokens.",
+        epilog="--json prints {source_tokens, output_tokens, finished, steps: [{token, prob, forced, "
+               "cross_attention: [one weight per source token: last layer, mean over heads], "
+               "top_k: [{token, prob}]}]}.")
+    p.add_argument("--model", default="tiny-bart", help="an encoder-decoder: seq2seq-dates, tiny-t5, tiny-bart, ...")
+    p.add_argument("--text", required=True, help="source text")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="longest output (default 20)")
+    p.add_argument("--num-beams", type=int, default=1, help="1: greedy (default); more: beam search")
+    p.add_argument("--top-k", type=int, default=5, help="next-token candidates to report per step")
+    p.add_argument("--json", action="store_true", help="machine-readable output (see below)")
+    p.set_defaults(func=_generate)
+
+
+COMMANDS = [add_capture, add_mask, add_train, add_generate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,18 @@ EXAMPLES = [
 ]
 
 
+def through_app() -> None:
+    """Call first in every page. On a fresh server whose first request is a deep link (/mlm), Streamlit
+    1.67 runs the pages/ file on its own (the legacy pages-directory mode): no sidebar, no navigation.
+    Switch that mode off and rerun: app.py then runs and resolves the same page by its URL path
+    (a page's hash is the hash of its URL path in both modes)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
+        st.rerun()
+
+
 def sidebar() -> None:
     """Model picker and text input shared by every page (state in `st.session_state`)."""
     st.session_state.setdefault("text", EXAMPLES[0])

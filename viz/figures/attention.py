@@ -14,15 +14,21 @@ import plotly.graph_objects as go
 COLORSCALE = "Blues"
 
 
+def escape(token: str) -> str:
+    """Plotly renders text as pseudo-HTML: `<s>` starts a strike-through and `</s>` vanishes. Escape it."""
+    return token.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def token_labels(tokens: list[str]) -> list[str]:
     """Unique category labels ('the (3)'): repeated tokens would otherwise merge on a categorical axis."""
-    return [f"{t} ({i})" for i, t in enumerate(tokens)]
+    return [f"{escape(t)} ({i})" for i, t in enumerate(tokens)]
 
 
 def token_axis(tokens: list[str], max_labels: int = 80) -> dict:
     labels = token_labels(tokens)
     step = max(1, int(np.ceil(len(tokens) / max_labels)))
-    return dict(type="category", tickmode="array", tickvals=labels[::step], ticktext=tokens[::step],
+    return dict(type="category", tickmode="array", tickvals=labels[::step],
+                ticktext=[escape(t) for t in tokens[::step]],
                 tickangle=-60 if len(tokens) > 8 else 0)
 
 
