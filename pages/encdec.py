@@ -32,6 +32,7 @@ def use_model():
     st.session_state.model_choice = st.session_state.ed_pick
 
 
+ui.through_app()
 st.title("Encoder–decoder")
 name = ui.model_name()
 bundle = ui.bundle_or_stop(name)
