@@ -51,6 +51,8 @@ def test_config_is_checked():
         S.StudioConfig(heads=3, hidden=64).check()
     with pytest.raises(ValueError, match="task"):
         S.StudioConfig(task="gpt").check()
+    with pytest.raises(ValueError, match="every 50 steps"):
+        S.StudioConfig(steps=10_000, snapshot_every=1).check()
     assert S.run_name("../../etc/x y") == "etc-x-y"  # a typed name never escapes the user folder
     with pytest.raises(ValueError, match="at least 20"):
         S.split_corpus(["one line"] * 5)

@@ -46,6 +46,7 @@ CORPUS_TRAIN = REPO / "data" / "corpus" / "train.txt.gz"
 CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
 TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)"}
 INITS = {"scratch": "Random weights (a small BERT)", "minilm": "Bundled MiniLM (6 layers, 12 heads, 384 wide)"}
+MAX_SNAPSHOTS = 200  # each snapshot also runs the held-out evaluation and writes train_mlm's resumable state
 RUNNING, DONE, CANCELLED, FAILED, PENDING = "running", "done", "cancelled", "failed", "pending"
 
 
@@ -87,6 +88,10 @@ class StudioConfig:
             raise ValueError(f"Width {self.hidden} is not divisible by {self.heads} heads; pick a multiple.")
         if self.steps < 1 or self.snapshot_every < 1 or self.batch_size < 1:
             raise ValueError("Steps, batch size and snapshot interval must be at least 1.")
+        if self.steps / self.snapshot_every > MAX_SNAPSHOTS:
+            raise ValueError(f"{self.steps} steps with a snapshot every {self.snapshot_every} would take more than "
+                             f"{MAX_SNAPSHOTS} snapshots (each also evaluates and checkpoints); snapshot every "
+                             f"{-(-self.steps // MAX_SNAPSHOTS)} steps or more.")
         if not self.probe.strip():
             raise ValueError("The probe sentence is empty: type one whose attention you want to watch.")
         self.name = run_name(self.name)
