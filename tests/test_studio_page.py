@@ -52,8 +52,10 @@ def test_tiny_job_runs_and_draws(studio, tmp_path):
 def test_second_start_is_refused_and_cancel_saves(studio):
     at = studio
     at.session_state["studio_steps"] = 5000
+    at.session_state["studio_every"] = 100
     at.session_state["studio_name"] = "long"
     at.button(key="studio_start").click().run()
+    assert not at.error
     job = _job(at)
     assert job.running
     try:
@@ -70,6 +72,11 @@ def test_second_start_is_refused_and_cancel_saves(studio):
     assert job.wait(60).status == "cancelled", job.error
     at.run()
     assert any("Cancelled at step" in s.value for s in at.success)
+
+    at.session_state["studio_every"] = 1  # 5000 steps, a snapshot each: refused with the interval that works
+    at.session_state["studio_name"] = "too-many"
+    at.button(key="studio_start").click().run()
+    assert any("every 25 steps or more" in e.value for e in at.error) and _job(at) is job
     assert at.selectbox(key="studio_resume_pick").value.name == "long"
 
 
