@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
+    st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
 ]
 
 page = st.navigation(PAGES)
