@@ -24,6 +24,44 @@ def get_capture(name: str, text: str, target: str | None = None, with_logits: bo
     return capture(get_bundle(name), text, target, with_logits=with_logits)
 
 
+@st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")
+def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+    from viz.flowdata import layer_flow
+
+    return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
+
+
+@st.cache_resource
+def _flow_store() -> dict:
+    """Attention-flow results shared by all sessions. Not st.cache_data: the page draws a progress
+    bar from inside the computation, and cache_data would try to replay those element calls."""
+    import threading
+    from collections import OrderedDict
+
+    return {"lock": threading.Lock(), "items": OrderedDict()}
+
+
+def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, queries: tuple[int, ...] | None,
+             max_tokens: int | None, progress=None):
+    """Attention flow (viz.analysis.flow.attention_flow) for one layer, memoised (64 entries, LRU)."""
+    from viz.analysis.flow import attention_flow
+
+    store, key = _flow_store(), (name, text, target, stack, layer, queries, max_tokens)
+    with store["lock"]:
+        hit = store["items"].get(key)
+        if hit is not None:
+            store["items"].move_to_end(key)
+            return hit.copy()
+    attn = get_capture(name, text, target).attentions[stack]
+    out = attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
+                         max_tokens=max_tokens, progress=progress)
+    with store["lock"]:
+        store["items"][key] = out
+        while len(store["items"]) > 64:
+            store["items"].popitem(last=False)
+    return out.copy()
+
+
 @st.cache_data(max_entries=64, show_spinner="Decoding…")
 def get_generation(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
                    max_new_tokens: int = 20, top_k: int = 5) -> Generation:

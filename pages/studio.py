@@ -1,0 +1,200 @@
+"""Training studio: pretrain a small model on your text in the background and watch its heads form."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from viz import ui
+from viz.figures import studio as F
+from viz.train import studio as S
+
+JOB = "studio_job"  # the session's one TrainingJob (viz.train.studio.launch enforces one at a time)
+TASK_LABELS = {
+    "mlm": S.TASKS["mlm"],
+    "denoise": "Denoising / span corruption (BART, encoder–decoder) — not available yet",
+    "seq2seq": "Synthetic seq2seq tasks (dates, reversal) — not available yet",
+}
+UPLOAD_LIMIT = 20_000_000  # bytes of uploaded text
+
+ui.through_app()
+st.title("Training studio")
+st.caption("Pretrain a small BERT on the bundled corpus or your own text and watch attention heads specialise. "
+           "Training runs in the background (one job per session): the page stays usable, other sessions are "
+           "unaffected. Every few steps a snapshot records each head's attention on a probe sentence and its "
+           "statistics over a small probe corpus; the finished model appears in every page's model picker.")
+
+
+def request(what: str) -> None:
+    """Buttons record what they asked for in session state (a callback), not in their one-run return value:
+    the request survives ui.through_app()'s rerun on a cold deep link."""
+    st.session_state.studio_request = what
+
+
+job: S.TrainingJob | None = st.session_state.get(JOB)
+running = bool(job and job.running)
+
+with st.expander("New training run", expanded=not running):
+    c1, c2 = st.columns(2)
+    task = c1.selectbox("Pretext task", list(TASK_LABELS), format_func=TASK_LABELS.get, key="studio_task")
+    init = c2.radio("Start from", list(S.INITS), format_func=S.INITS.get, key="studio_init", horizontal=True)
+    if task != "mlm":
+        st.info("Only masked-LM pretraining is wired to the shared training loop so far. BART-style denoising and "
+                "the synthetic seq2seq tasks need an encoder–decoder loop with the same progress/stop/resume "
+                "callbacks; until then use `python -m viz train` for them.", icon="🚧")
+    scratch = init == "scratch"
+    c1, c2, c3 = st.columns(3)
+    layers = c1.slider("Layers", 1, 6, 2, key="studio_layers", disabled=not scratch)
+    heads = c2.select_slider("Heads", [1, 2, 4, 8], value=2, key="studio_heads", disabled=not scratch)
+    hidden = c3.select_slider("Width", [32, 64, 128, 256], value=64, key="studio_hidden", disabled=not scratch,
+                              help="Hidden size; the feed-forward layer is 4x wider.")
+    c1, c2, c3, c4 = st.columns(4)
+    steps = c1.number_input("Steps", 1, 100_000, 300, step=50, key="studio_steps")
+    lr = c2.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=3e-3, key="studio_lr",
+                          format_func=lambda v: f"{v:g}")
+    batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=32, key="studio_batch")
+    every = c4.number_input("Snapshot every K steps", 1, 10_000, 25, key="studio_every")
+    c1, c2 = st.columns(2)
+    source = c1.radio("Corpus", ["bundled", "upload"], key="studio_corpus", horizontal=True,
+                      format_func={"bundled": "Bundled (250k sentences)", "upload": "Upload a .txt"}.get)
+    n_train = c2.number_input("Training sentences (bundled)", 100, 250_000, 2000, step=500, key="studio_n",
+                              disabled=source != "bundled")
+    upload = st.file_uploader("Your corpus: plain text, one sentence per line", type=["txt"], key="studio_upload") \
+        if source == "upload" else None
+    probe = st.text_input("Probe sentence (its attention is recorded at every snapshot)", S.PROBE_SENTENCE,
+                          key="studio_probe")
+    name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
+                         placeholder="default: studio-<date>-<time>")
+    st.button("Start training", key="studio_start", type="primary", disabled=task != "mlm", on_click=request,
+              args=("start",))
+asked = st.session_state.pop("studio_request", None)
+
+
+def corpus_or_none():
+    if source == "bundled":
+        return S.bundled_corpus(int(n_train), seed=0)
+    if upload is None:
+        st.warning("Upload a .txt corpus first (one sentence per line), or pick the bundled corpus.", icon="📄")
+        return None
+    if upload.size > UPLOAD_LIMIT:
+        st.warning(f"The file has {upload.size / 1e6:.0f} MB; the studio takes at most "
+                   f"{UPLOAD_LIMIT / 1e6:.0f} MB of text.", icon="📄")
+        return None
+    try:
+        return S.split_corpus(upload.getvalue().decode("utf-8").splitlines())
+    except UnicodeDecodeError:
+        st.warning("The file is not UTF-8 text; save it as plain UTF-8 text and upload again.", icon="📄")
+    except ValueError as e:
+        st.warning(str(e), icon="📄")
+    return None
+
+
+if asked == "start":
+    if running:  # checked before reading the corpus; launch() refuses as well
+        st.warning(f"A training job ('{job.config.name}') is already running in this session: wait for it to "
+                   "finish or cancel it before starting another.", icon="⏳")
+    elif (data := corpus_or_none()) is not None:
+        cfg = S.StudioConfig(name=name, init=init, layers=layers, heads=heads, hidden=hidden, steps=int(steps),
+                             batch_size=batch, lr=lr, snapshot_every=int(every), probe=probe)
+        try:
+            job = S.launch(st.session_state, S.TrainingJob(cfg, *data), JOB)
+            running = True
+        except S.JobAlreadyRunning as e:
+            st.warning(str(e), icon="⏳")
+        except (ValueError, FileExistsError) as e:
+            st.error(str(e), icon="🚫")
+
+resumable = [] if running else S.resumable_runs()
+if resumable:
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Resume a cancelled run", resumable, format_func=lambda p: p.name, key="studio_resume_pick")
+    c2.button("Resume", key="studio_resume", on_click=request, args=("resume",))
+    if asked == "resume":
+        try:
+            job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
+            running = True
+        except S.JobAlreadyRunning as e:
+            st.warning(str(e), icon="⏳")
+        except (OSError, ValueError, KeyError) as e:
+            st.error(f"Could not resume '{pick.name}': {e}", icon="🚫")
+
+
+def use_model(path: str) -> None:
+    st.session_state.model_choice = path
+
+
+if job is not None and not running:  # outside the fragment: the button must rerun the whole app (sidebar too)
+    if job.status == S.FAILED:
+        st.error(f"Training failed: {job.error}", icon="🚫")
+    elif job.saved_step is not None:
+        verb = "Finished" if job.status == S.DONE else "Cancelled"
+        st.success(f"{verb} at step {job.saved_step}: saved as a Hugging Face checkpoint in `{job.run_dir}`. "
+                   "It is in the sidebar's model picker on every page.", icon="💾")
+        st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
+
+
+@st.fragment(run_every=1.0 if running else None)
+def progress() -> None:
+    job = st.session_state.get(JOB)
+    if job is None:
+        return
+    history, snaps = job.view()
+    cfg = job.config
+    if job.running:
+        st.button("Cancel", key="studio_cancel", on_click=job.cancel,
+                  help="Stops after the current step, snapshots it and saves that model.")
+        st.progress(min(1.0, history[-1]['step'] / cfg.steps) if history else 0.0,
+                    text=f"Training '{cfg.name}': step {history[-1]['step'] if history else 0} of {cfg.steps}")
+    if job.running and not history:
+        st.info(f"Preparing: tokenizing {len(job.train_sentences):,} sentences and building the model…", icon="⏳")
+    if history:
+        last = history[-1]
+        top1 = next((s["eval_top1"] for s in reversed(snaps) if s["eval_top1"] is not None), None)
+        m = st.columns(4)
+        m[0].metric("Step", f"{last['step']} / {cfg.steps}")
+        m[1].metric("Loss (moving average)", f"{last['loss_ema']:.3f}")
+        m[2].metric("Held-out top-1", "—" if top1 is None else f"{100 * top1:.1f}%")
+        m[3].metric("Tokens / s", f"{last['tokens_per_s']:.0f}")
+        cols = st.columns(3)
+        with cols[0]:
+            ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
+        with cols[1]:
+            ui.plot(F.accuracy_curve(snaps), key="studio_acc", stem=f"{cfg.name}-accuracy")
+        with cols[2]:
+            ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")
+    if job.running and snaps:
+        st.subheader(f"Heads now (snapshot at step {snaps[-1]['step']})")
+        ui.plot(F.probe_grid(snaps[-1]["probe_attn"], job.probe_tokens, cfg.probe), key="studio_live_grid",
+                stem=f"{cfg.name}-heads-live")
+    if running and not job.running:
+        st.rerun()  # the job ended: redraw the whole page with the replay section
+
+
+progress()
+
+if job is not None and not running and job.snapshots:
+    history, snaps = job.view()
+    arrays = S.snapshot_arrays(snaps)
+    st.header("Replay: how each head changed")
+    steps_list = [int(s) for s in arrays["steps"]]
+    at = st.select_slider("Training step", steps_list, value=steps_list[-1], key="studio_step")
+    i = steps_list.index(at)
+    ui.plot(F.probe_grid(arrays["probe_attn"][i], job.probe_tokens, f"“{job.config.probe}” at step {at}",
+                         zmax=float(arrays["probe_attn"].max())),  # one colour scale for every step
+            key="studio_grid", stem=f"{job.config.name}-heads-step-{at}")
+    stat = st.radio("Statistic (over the probe corpus)", S.STATS, format_func=S.STAT_LABELS.get,
+                    key="studio_stat", horizontal=True)
+    ui.plot(F.stat_over_steps(arrays["steps"], arrays[stat], S.STAT_LABELS[stat], mark_step=at),
+            key="studio_stat_fig", stem=f"{job.config.name}-{stat}")
+    L, H = arrays[stat].shape[1:]
+    long = pd.DataFrame([{"step": s, "layer": li, "head": h, **{k: float(arrays[k][j, li, h]) for k in S.STATS}}
+                         for j, s in enumerate(steps_list) for li in range(L) for h in range(H)])
+    d = st.columns(3)
+    with d[0]:
+        ui.table_download(pd.DataFrame(history), key="studio_history_csv", stem=f"{job.config.name}-history",
+                          label="Loss per step (CSV)")
+    with d[1]:
+        ui.table_download(long, key="studio_stats_csv", stem=f"{job.config.name}-head-stats",
+                          label="Head statistics per snapshot (CSV)")
+    with d[2]:
+        ui.npz_download({**arrays, "probe_tokens": np.array(job.probe_tokens)}, key="studio_npz",
+                        stem=f"{job.config.name}-snapshots", label="Snapshots (NPZ)")

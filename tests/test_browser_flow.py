@@ -1,0 +1,33 @@
+"""Real browser against a real server: the Layer flow page draws, and switching to attention flow works."""
+
+from conftest import wait_for_chart
+
+
+def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
+    page = browser_page
+    page.goto(f"{app_url}/flow")  # a deep link: ui.through_app() makes it run through app.py
+    wait_for_chart(page)
+    page.get_by_role("heading", name="Layer flow").wait_for()
+    assert "Layer flow" in page.locator('[data-testid="stSidebarNav"]').inner_text()
+    # flow view, rollout heatmap, raw/norm heads, journey: wait until they have all drawn
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg .heatmaplayer').length >= 6""",
+        timeout=120_000)
+    page.wait_for_timeout(1000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    # click the third-from-last node of the flow view (last column = last layer): its flow bars appear
+    nodes = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point")
+    box = nodes.nth(nodes.count() - 3).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent.includes('What flows into'))""", timeout=120_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    page.locator('[data-testid="stRadio"]').filter(has_text="rollout").get_by_text("flow", exact=True).click()
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                 .some(t => t.textContent.includes('Attention flow'))""", timeout=120_000)
+    assert page.locator('[data-testid="stException"]').count() == 0

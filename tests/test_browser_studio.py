@@ -1,0 +1,37 @@
+"""Real browser, real server: start a tiny training job on /studio and watch the page refresh itself to the end."""
+
+from conftest import wait_for_chart
+
+
+def _set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(500)  # let the rerun settle before the next widget
+    assert box.input_value() == str(value)
+
+
+def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
+    page = browser_page
+    page.goto(f"{app_url}/studio")
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.wait_for()
+    page.get_by_text("Training studio").first.wait_for()
+    _set_number(page, "Steps", 30)
+    _set_number(page, "Snapshot every K steps", 10)
+    _set_number(page, "Training sentences (bundled)", 200)
+    page.get_by_role("button", name="Start training").click()
+    wait_for_chart(page)  # the live loss curve, drawn by the auto-refreshing fragment
+    # no interaction from here: the fragment polls the job and reruns the page when it ends
+    page.get_by_text("Finished at step 30").wait_for(timeout=240_000)  # the shared CPU can be very busy
+    page.get_by_text("Replay: how each head changed").wait_for()
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 5""",
+        timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    # the new model is in the sidebar's picker on every page
+    page.get_by_role("button", name="Use this model in the other pages").click()
+    page.wait_for_timeout(1000)
+    picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"] input[aria-label="Model"]')
+    page.wait_for_function("""() => document.querySelector('[data-testid="stSidebar"] input[aria-label="Model"]')
+                                        .value.includes('studio-')""", timeout=30_000)
+    assert "user_models" in picker.input_value()

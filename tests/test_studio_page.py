@@ -1,0 +1,107 @@
+"""The Training studio page through AppTest: a tiny job runs in the background and draws its charts; a second
+start in the same session is refused; cancel saves a model the picker lists."""
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import APP
+
+PAGE = "pages/studio.py"
+
+
+@pytest.fixture
+def studio(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZ_USER_MODELS", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()  # app.py first (st.navigation), then the page: as a browser gets there
+    at.switch_page(PAGE)
+    for key, value in dict(studio_steps=30, studio_n=200, studio_every=10, studio_batch=16).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _job(at):
+    return at.session_state["studio_job"]
+
+
+def test_tiny_job_runs_and_draws(studio, tmp_path):
+    at = studio
+    assert at.button(key="studio_start").disabled is False
+    at.session_state["studio_name"] = "page-run"
+    at.button(key="studio_start").click().run()
+    assert not at.exception and not at.error
+    job = _job(at)
+    assert job.wait(90).status == "done", job.error
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 5  # loss, accuracy, tokens/s, head grid, statistic over steps
+    assert any("Finished at step 30" in s.value for s in at.success)
+    assert at.select_slider(key="studio_step").value == 30
+    at.select_slider(key="studio_step").set_value(0).run()
+    at.radio(key="studio_stat").set_value("prev").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 5
+    # the model is in the picker of every page
+    assert str(tmp_path / "page-run") in at.sidebar.selectbox(key="model_choice").options
+    at.button(key="studio_use").click().run()
+    assert at.session_state["model_choice"] == str(tmp_path / "page-run")
+
+
+def test_second_start_is_refused_and_cancel_saves(studio):
+    at = studio
+    at.session_state["studio_steps"] = 5000
+    at.session_state["studio_every"] = 100
+    at.session_state["studio_name"] = "long"
+    at.button(key="studio_start").click().run()
+    assert not at.error
+    job = _job(at)
+    assert job.running
+    try:
+        at.session_state["studio_name"] = "another"
+        at.button(key="studio_start").click().run()
+        assert not at.exception
+        assert any("already running" in w.value for w in at.warning)
+        assert _job(at) is job
+    finally:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(job.history) < 2:
+            time.sleep(0.05)
+        at.button(key="studio_cancel").click().run()
+    assert job.wait(60).status == "cancelled", job.error
+    at.run()
+    assert any("Cancelled at step" in s.value for s in at.success)
+
+    at.session_state["studio_every"] = 1  # 5000 steps, a snapshot each: refused with the interval that works
+    at.session_state["studio_name"] = "too-many"
+    at.button(key="studio_start").click().run()
+    assert any("every 25 steps or more" in e.value for e in at.error) and _job(at) is job
+    assert at.selectbox(key="studio_resume_pick").value.name == "long"
+
+
+def test_encoder_decoder_tasks_are_offered_but_disabled(studio):
+    at = studio
+    at.selectbox(key="studio_task").set_value("denoise").run()
+    assert not at.exception
+    assert any("not available" in i.value or "Only masked-LM" in i.value for i in at.info)
+    assert at.button(key="studio_start").disabled
+
+
+def test_resume_a_cancelled_run_from_the_page(studio):
+    at = studio
+    at.session_state["studio_name"] = "cut"
+    at.button(key="studio_start").click().run()
+    job = _job(at)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(job.history) < 2:
+        time.sleep(0.05)
+    job.cancel()
+    job.wait(60)
+    at.run()
+    assert at.selectbox(key="studio_resume_pick").value.name == "cut"
+    at.button(key="studio_resume").click().run()
+    assert not at.exception and not at.error
+    again = _job(at)
+    assert again is not job and again.wait(90).status == "done", again.error
+    assert again.history[-1]["step"] == 30 and again.saved_step == 30

@@ -1,0 +1,95 @@
+"""Training studio figures: curves over steps, the probe sentence's heads at one step, statistics over steps.
+
+Arrays and rows in, plotly Figure out (never a model). Long curves are thinned to at most `MAX_POINTS`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from viz.figures.attention import COLORSCALE, model_view
+
+MAX_POINTS = 600
+GRID_MAX_HEADS = 16  # up to this many heads: one labelled heatmap each; more: the pooled thumbnail grid
+
+
+def _thin(rows: list[dict]) -> list[dict]:
+    step = max(1, int(np.ceil(len(rows) / MAX_POINTS)))
+    return rows[::step] + ([rows[-1]] if rows and (len(rows) - 1) % step else [])
+
+
+def _line_layout(fig: go.Figure, title: str, ytitle: str, height: int = 300) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis_title="step", yaxis_title=ytitle, legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
+    """Per-step masked-LM loss (faint) and its moving average (EMA 0.95)."""
+    rows = _thin(history)
+    x = [r["step"] for r in rows]
+    fig = go.Figure([
+        go.Scatter(x=x, y=[round(r["loss"], 4) for r in rows], mode="lines", name="loss (step)",
+                   line=dict(width=1, color="rgba(31,119,180,0.35)")),
+        go.Scatter(x=x, y=[round(r["loss_ema"], 4) for r in rows], mode="lines", name="moving average",
+                   line=dict(width=2, color="#1f77b4")),
+    ])
+    return _line_layout(fig, title, "cross-entropy (nats)")
+
+
+def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy") -> go.Figure:
+    """Top-1 accuracy on the held-out split at each snapshot (a fixed masking, see evaluate_mlm)."""
+    pts = [(s["step"], s["eval_top1"]) for s in snapshots if s.get("eval_top1") is not None]
+    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[round(100 * p[1], 2) for p in pts], mode="lines+markers",
+                               name="top-1", line=dict(color="#2ca02c")))
+    return _line_layout(fig, title, "top-1 accuracy (%)")
+
+
+def throughput_curve(history: list[dict], title: str = "Training speed") -> go.Figure:
+    rows = _thin(history)
+    fig = go.Figure(go.Scatter(x=[r["step"] for r in rows], y=[round(r["tokens_per_s"]) for r in rows],
+                               mode="lines", name="tokens/s", line=dict(color="#ff7f0e")))
+    return _line_layout(fig, title, "tokens / s")
+
+
+def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float = 1.0) -> go.Figure:
+    """The probe sentence's attention `[layer, head, q, k]`: one labelled heatmap per head (small models), else
+    the pooled thumbnail grid of the Attention page. The colour range [0, zmax] is shared by every head; pass the
+    maximum over all snapshots so that steps compare by eye."""
+    L, H = attn.shape[:2]
+    if L * H > GRID_MAX_HEADS:
+        fig = model_view(attn, title=title)
+        fig.update_traces(hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<extra></extra>",
+                          selector=dict(type="scatter"))  # no click-to-open here
+        return fig
+    fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{li} H{h}" for li in range(L) for h in range(H)],
+                        horizontal_spacing=0.06, vertical_spacing=0.12 / max(1, L - 1) if L > 1 else 0.1)
+    labels = [f"{t} ({i})" for i, t in enumerate(tokens)]
+    for li in range(L):
+        for h in range(H):
+            fig.add_trace(go.Heatmap(z=np.round(attn[li, h].astype(np.float32), 3), x=labels, y=labels,
+                                     colorscale=COLORSCALE, zmin=0, zmax=zmax, showscale=li == 0 and h == 0,
+                                     colorbar=dict(title="weight", thickness=10),
+                                     hovertemplate=f"L{li} H{h}<br>%{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>"),
+                          row=li + 1, col=h + 1)
+    ticks = dict(tickmode="array", tickvals=labels, ticktext=tokens, tickfont=dict(size=9), tickangle=-60)
+    fig.update_xaxes(**ticks)
+    fig.update_yaxes(autorange="reversed", **ticks)
+    side = 230 if H > 2 else 300
+    fig.update_layout(title=title, height=side * L + 120, margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def stat_over_steps(steps: np.ndarray, values: np.ndarray, label: str, mark_step: int | None = None,
+                    title: str = "") -> go.Figure:
+    """One line per head: `values [S, L, H]` against `steps [S]`; a dotted line marks the replayed step."""
+    S, L, H = values.shape
+    fig = go.Figure()
+    for li in range(L):
+        for h in range(H):
+            fig.add_trace(go.Scatter(x=steps, y=np.round(values[:, li, h], 4), mode="lines+markers",
+                                     name=f"L{li} H{h}", marker=dict(size=4)))
+    if mark_step is not None:
+        fig.add_vline(x=mark_step, line=dict(dash="dot", color="grey"))
+    return _line_layout(fig, title or f"{label} per head over training", label, height=380)

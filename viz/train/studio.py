@@ -1,0 +1,446 @@
+"""Training studio: a masked-LM pretraining job that runs in a background thread and records how heads form.
+
+`TrainingJob` wraps `viz.train.mlm.train_mlm` (the loop behind `python -m viz train mlm`; there is no second
+loop): its `on_progress` callback keeps the live curve and, every `snapshot_every` steps, takes a *snapshot*:
+the attention of one fixed probe sentence for every head, and per-head statistics over a small probe corpus.
+Cancel goes through train_mlm's `should_stop`; the job then saves the model as it was at that last snapshot.
+
+The job owns its model (never the `st.cache_resource` bundle other sessions read) and its own state; a page
+keeps one job per session with `launch(store, ...)`. When it ends the model is saved with `save_pretrained`
+(safetensors) + tokenizer into `user_models_dir()/<name>`, where every page's model picker finds it.
+
+Layout of a run folder (user_models_dir()/<name>):
+    config.json, model.safetensors, tokenizer*   the Hugging Face checkpoint (written when the job stops)
+    training/job.json                            StudioConfig, history (one row per step), status
+    training/snapshots.npz                       steps [S], probe_attn [S, L, H, T, T], <stat> [S, L, H]
+    training/{train,eval,probe}.txt              the sentences used (so a resume sees the same data)
+    training/state.pt                            train_mlm's resumable state (removed when a run completes)
+
+Shapes: S = snapshots, L = layers, H = heads, T = probe tokens, B = probe sentences.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from viz.train import mlm
+
+STATS = ("entropy", "prev", "next", "cls", "sep")  # same names as viz.analysis.head_stats (atlas branch)
+STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
+               "cls": "[CLS] share", "sep": "[SEP] share"}
+PROBE_SENTENCE = "The cat sat on the mat because it was tired."
+REPO = Path(__file__).resolve().parent.parent.parent
+CORPUS_TRAIN = REPO / "data" / "corpus" / "train.txt.gz"
+CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
+TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)"}
+INITS = {"scratch": "Random weights (a small BERT)", "minilm": "Bundled MiniLM (6 layers, 12 heads, 384 wide)"}
+MAX_SNAPSHOTS = 200  # each snapshot also runs the held-out evaluation and writes train_mlm's resumable state
+RUNNING, DONE, CANCELLED, FAILED, PENDING = "running", "done", "cancelled", "failed", "pending"
+
+
+class JobAlreadyRunning(RuntimeError):
+    """A session may run one job at a time."""
+
+
+# Run folders some job of this process is writing: no second job (another session's resume, the same typed
+# name) may write there at the same time.
+_ACTIVE: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+MAX_JOBS = int(os.environ.get("VIZ_STUDIO_MAX_JOBS", "2"))  # per server process: the CPU is shared by everyone
+
+
+@dataclass
+class StudioConfig:
+    """Everything a run depends on (saved to training/job.json, so a resume rebuilds the same run)."""
+
+    name: str = ""
+    task: str = "mlm"
+    init: str = "scratch"  # "scratch" | "minilm"
+    layers: int = 2
+    heads: int = 2
+    hidden: int = 64
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    snapshot_every: int = 25
+    seed: int = 0
+    probe: str = PROBE_SENTENCE
+    threads: int = 1  # the machine is shared: one torch thread (see train_mlm)
+
+    def check(self) -> "StudioConfig":
+        if self.task not in TASKS:
+            raise ValueError(f"Unknown pretext task '{self.task}'; available: {', '.join(TASKS)}.")
+        if self.init not in INITS:
+            raise ValueError(f"Unknown start '{self.init}'; pick one of {', '.join(INITS)}.")
+        if self.init == "scratch" and self.hidden % self.heads:
+            raise ValueError(f"Width {self.hidden} is not divisible by {self.heads} heads; pick a multiple.")
+        if self.steps < 1 or self.snapshot_every < 1 or self.batch_size < 1:
+            raise ValueError("Steps, batch size and snapshot interval must be at least 1.")
+        if self.steps / self.snapshot_every > MAX_SNAPSHOTS:
+            raise ValueError(f"{self.steps} steps with a snapshot every {self.snapshot_every} would take more than "
+                             f"{MAX_SNAPSHOTS} snapshots (each also evaluates and checkpoints); snapshot every "
+                             f"{-(-self.steps // MAX_SNAPSHOTS)} steps or more.")
+        if not self.probe.strip():
+            raise ValueError("The probe sentence is empty: type one whose attention you want to watch.")
+        self.name = run_name(self.name)
+        return self
+
+
+def run_name(name: str) -> str:
+    """A safe folder name: letters, digits, '-', '_' (a typed name is data, never a path)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", name or "").strip("-")[:60]
+    return name or time.strftime("studio-%Y%m%d-%H%M%S")
+
+
+# ----------------------------------------------------------------------------------------------- data
+def bundled_corpus(n_train: int, n_eval: int = 200, n_probe: int = 32, seed: int = 0):
+    """(train, eval, probe) sentence lists from data/corpus: a seeded sample of train.txt.gz; the held-out
+    evaluation and the probe corpus come from disjoint parts of test.txt."""
+    train = mlm.read_sentences(str(CORPUS_TRAIN))
+    train = random.Random(seed).sample(train, min(n_train, len(train)))
+    test = mlm.read_sentences(str(CORPUS_TEST))
+    return train, test[:n_eval], test[n_eval:n_eval + n_probe]
+
+
+def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: int = 0):
+    """(train, eval, probe) from one user text (one sentence per line): up to 10% held out for evaluation,
+    the probe corpus taken from the held-out part."""
+    lines = [x.strip() for x in lines if x.strip()]
+    if len(lines) < 20:
+        raise ValueError(f"The corpus has {len(lines)} non-empty lines; give at least 20 (one sentence a line).")
+    lines = lines[:]
+    random.Random(seed).shuffle(lines)
+    k = max(2, min(n_eval, len(lines) // 10))
+    held, train = lines[:k], lines[k:]
+    return train, held, held[:n_probe]
+
+
+# ----------------------------------------------------------------------------------------------- model
+def build_model(cfg: StudioConfig):
+    """(BertForMaskedLM in eager attention, MiniLM WordPiece tokenizer) for the config's start."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from viz.train.delta import build_minilm_mlm, minilm_dir
+
+    if cfg.init == "minilm":
+        return build_minilm_mlm()
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    bert = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
+                      max_position_embeddings=mlm.MAX_LEN + 64, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0, tie_word_embeddings=True, pad_token_id=tok.pad_token_id)
+    bert._attn_implementation = "eager"  # attention weights for the snapshots
+    with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the process for other sessions
+        torch.manual_seed(cfg.seed)
+        model = BertForMaskedLM(bert)
+    return model.eval(), tok
+
+
+def training_kwargs(cfg: StudioConfig, model) -> dict:
+    """train_mlm options: a scratch model trains everything; MiniLM keeps its embeddings (tied to the decoder)
+    and trains its encoder at a tenth of the head's rate."""
+    if cfg.init == "minilm":
+        return dict(unfreeze_layers=model.config.num_hidden_layers, lr_head=cfg.lr, lr_encoder=cfg.lr / 10)
+    return dict(unfreeze_layers=None, lr_head=cfg.lr, lr_encoder=cfg.lr)
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+def head_stats(attn: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, cls_id: int, sep_id: int) -> dict:
+    """Per-head statistics of a padded batch (Clark et al. 2019, "What does BERT look at?", §3).
+
+    attn [B, L, H, T, T] (rows sum to 1 over real keys), mask [B, T] bool, ids [B, T] -> {stat: [L, H] numpy}.
+    Per query row i over its real keys j (weights renormalised over real keys):
+        entropy -sum_j a_ij ln a_ij;  prev a_i,i-1;  next a_i,i+1;  cls/sep: sum of a_ij over [CLS]/[SEP] keys.
+    Rows of [CLS]/[SEP] are not counted; prev/next count only rows whose neighbour is a real token.
+    A head's value is the mean over all counted rows (token-weighted). Same definitions as the atlas's
+    viz.analysis.head_stats.
+    """
+    a = attn.float() * mask[:, None, None, None, :].float()
+    a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+    special = (ids == cls_id) | (ids == sep_id)
+    rows = (mask & ~special).float()  # [B, T]
+    has_prev, has_next = torch.zeros_like(mask), torch.zeros_like(mask)
+    has_prev[:, 1:], has_next[:, :-1] = mask[:, :-1], mask[:, 1:]
+    zero = a.new_zeros(a.shape[:-2] + (1,))
+    per_row = {  # [B, L, H, T]
+        "entropy": -torch.special.xlogy(a, a).sum(-1),
+        "prev": torch.cat([zero, torch.diagonal(a, offset=-1, dim1=-2, dim2=-1)], -1),
+        "next": torch.cat([torch.diagonal(a, offset=1, dim1=-2, dim2=-1), zero], -1),
+        "cls": (a * (ids == cls_id)[:, None, None, None, :]).sum(-1),
+        "sep": (a * (ids == sep_id)[:, None, None, None, :]).sum(-1),
+    }
+    weights = {s: rows for s in STATS}
+    weights["prev"], weights["next"] = rows * has_prev.float(), rows * has_next.float()
+    out = {}
+    for s in STATS:
+        w = weights[s][:, None, None, :]  # [B, 1, 1, T]
+        out[s] = ((per_row[s] * w).sum((0, 3)) / w.sum((0, 3)).clamp_min(1)).numpy()  # [L, H]
+    return out
+
+
+@torch.inference_mode()
+def take_snapshot(model, tokenizer, probe: str, probe_corpus: list[str]) -> dict:
+    """The model's heads now -> dict(probe_attn [L, H, T, T] float32, <stat> [L, H]). Leaves train/eval mode
+    as it found it (eval inside: no dropout in what we record)."""
+    was_training = model.training
+    model.eval()
+    try:
+        enc = tokenizer([probe], truncation=True, max_length=mlm.MAX_LEN, return_tensors="pt")
+        out = model.base_model(**enc, output_attentions=True)
+        probe_attn = torch.stack([a[0] for a in out.attentions]).float().numpy()  # [L, H, T, T]
+        ids, mask = mlm.collate(mlm.encode(tokenizer, probe_corpus or [probe]), tokenizer.pad_token_id)
+        out = model.base_model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        attn = torch.stack(list(out.attentions), dim=1)  # [B, L, H, T, T]
+        stats = head_stats(attn, mask.bool(), ids, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    finally:
+        model.train(was_training)
+    return dict(probe_attn=probe_attn, **stats)
+
+
+# ----------------------------------------------------------------------------------------------- the job
+@dataclass
+class TrainingJob:
+    """One background training run. Read `status`, `history`, `snapshots`, `error` from any thread.
+
+    history rows: step, loss, loss_ema, elapsed_s, tokens_per_s (train_mlm's figure since this start, which
+    includes the snapshot time but not the evaluation time), eval_top1/eval_top5 (at snapshot steps only).
+    A job whose session ends keeps running to the end and saves its model.
+    """
+
+    config: StudioConfig
+    train_sentences: list[str] = field(repr=False)
+    eval_sentences: list[str] = field(repr=False)
+    probe_corpus: list[str] = field(repr=False)
+    root: Path | None = None  # default: user_models_dir()
+    status: str = PENDING
+    error: str | None = None
+    history: list[dict] = field(default_factory=list, repr=False)  # one row per step
+    snapshots: list[dict] = field(default_factory=list, repr=False)  # step, eval_top1, probe_attn, <stat>
+    probe_tokens: list[str] = field(default_factory=list)
+    saved_step: int | None = None  # the step the HF checkpoint in run_dir holds
+    resume: bool = False
+
+    def __post_init__(self):
+        from viz.models import user_models_dir
+
+        self.config.check()
+        self.root = Path(self.root or user_models_dir())
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def run_dir(self) -> Path:
+        return self.root / self.config.name
+
+    @property
+    def train_dir(self) -> Path:
+        return self.run_dir / "training"
+
+    @property
+    def running(self) -> bool:
+        return self.status in (PENDING, RUNNING) and self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> "TrainingJob":
+        if self._thread is not None:
+            raise JobAlreadyRunning("This job has already been started.")
+        if not self.resume and (self.run_dir / "config.json").exists():
+            raise FileExistsError(f"A model named '{self.config.name}' already exists in {self.root}; "
+                                  "pick another run name.")
+        with _ACTIVE_LOCK:
+            if self.run_dir.resolve() in _ACTIVE:
+                raise JobAlreadyRunning(f"Another job is writing '{self.config.name}' right now (another session?); "
+                                        "pick another run name, or wait for it to finish.")
+            if len(_ACTIVE) >= MAX_JOBS:
+                raise JobAlreadyRunning(f"{len(_ACTIVE)} training jobs are already running on this server (the limit "
+                                        f"is {MAX_JOBS}, VIZ_STUDIO_MAX_JOBS); try again when one finishes.")
+            _ACTIVE.add(self.run_dir.resolve())
+        self.status = RUNNING
+        self._thread = threading.Thread(target=self._run, name=f"studio-{self.config.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Stop after the current step; the model of that step is snapshotted and saved."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> "TrainingJob":
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def view(self) -> tuple[list[dict], list[dict]]:
+        """Copies of (history, snapshots), safe to read while the job appends."""
+        with self._lock:
+            return list(self.history), list(self.snapshots)
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        # train_mlm sets torch's thread count, which is also the default of threads started later (Streamlit's
+        # script threads): put back what this thread inherited when the job ends.
+        inherited = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads)
+        try:
+            model, tok = build_model(self.config)
+            self.probe_tokens = tok.convert_ids_to_tokens(
+                tok(self.config.probe, truncation=True, max_length=mlm.MAX_LEN)["input_ids"])
+            if self.config.init == "scratch":  # start at word frequencies (overwritten by a resumed state)
+                mlm.init_output_bias(model, mlm.token_counts(mlm.encode(tok, self.train_sentences), len(tok)))
+            self._prepare_dir()
+            if not self.snapshots:
+                self._snapshot(model, tok, step=0, eval_top1=None)
+            cfg = self.config
+            state = mlm.train_mlm(
+                model, tok, self.train_sentences, self.eval_sentences, steps=cfg.steps,
+                batch_size=cfg.batch_size, seed=cfg.seed, out_dir=str(self.train_dir),
+                eval_every=cfg.snapshot_every, on_progress=lambda p: self._progress(p, model, tok),
+                should_stop=self._should_stop, resume=self.resume, threads=cfg.threads,
+                **training_kwargs(cfg, model))
+            self._save_model(model, tok, state["step"])
+            if state["step"] >= cfg.steps:
+                (self.train_dir / "state.pt").unlink(missing_ok=True)  # nothing left to resume; ~3x model size
+                self.status = DONE
+            else:
+                self.status = CANCELLED
+        except Exception as e:  # shown on the page; the thread must never die silently
+            self.error = f"{type(e).__name__}: {e}"
+            self._trace = traceback.format_exc()
+            self.status = FAILED
+        finally:
+            self._write_job()
+            torch.set_num_threads(inherited)
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self.run_dir.resolve())
+
+    def _should_stop(self) -> bool:
+        self._stopping = self._cancel.is_set()  # what train_mlm saw: it stops after this step's progress call
+        return self._stopping
+
+    def _progress(self, p: dict, model, tok) -> None:
+        row = {k: p[k] for k in ("step", "loss", "loss_ema", "elapsed_s", "tokens_per_s", "eval_top1", "eval_top5")}
+        with self._lock:
+            self.history.append(row)
+        if p["step"] % self.config.snapshot_every == 0 or p["step"] == p["steps"] or self._stopping:
+            self._snapshot(model, tok, p["step"], p["eval_top1"])
+            self._write_job()
+
+    def _snapshot(self, model, tok, step: int, eval_top1: float | None) -> None:
+        snap = take_snapshot(model, tok, self.config.probe, self.probe_corpus)
+        snap.update(step=step, eval_top1=eval_top1)
+        with self._lock:
+            self.snapshots.append(snap)
+
+    # ------------------------------------------------------------------ files
+    def _prepare_dir(self) -> None:
+        self.train_dir.mkdir(parents=True, exist_ok=True)
+        for stem, lines in (("train", self.train_sentences), ("eval", self.eval_sentences),
+                            ("probe", self.probe_corpus)):
+            (self.train_dir / f"{stem}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _write_job(self) -> None:
+        history, snaps = self.view()
+        info = dict(config=asdict(self.config), status=self.status, error=self.error, history=history,
+                    probe_tokens=self.probe_tokens, saved_step=self.saved_step)
+        try:
+            self.train_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.train_dir / "job.json.tmp"
+            tmp.write_text(json.dumps(info), encoding="utf-8")
+            os.replace(tmp, self.train_dir / "job.json")
+            if snaps:
+                arrays = snapshot_arrays(snaps)
+                with open(self.train_dir / "snapshots.tmp.npz", "wb") as f:
+                    np.savez_compressed(f, **arrays)
+                os.replace(self.train_dir / "snapshots.tmp.npz", self.train_dir / "snapshots.npz")
+        except OSError:
+            pass  # the in-memory job is still complete; a full disk must not kill the training thread
+
+    def _save_model(self, model, tok, step: int) -> None:
+        """save_pretrained (safetensors) + tokenizer; files moved in with config.json last, so the model picker
+        never lists a half-written folder."""
+        tmp = self.run_dir / ".saving"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.eval()
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
+        for n in names:
+            os.replace(tmp / n, self.run_dir / n)
+        tmp.rmdir()
+        self.saved_step = step
+
+    # ------------------------------------------------------------------ resume
+    @classmethod
+    def resume_from(cls, run_dir: str | Path) -> "TrainingJob":
+        """A job that continues a cancelled run (its training/ folder) where it stopped; call start()."""
+        run_dir = Path(run_dir)
+        tdir = run_dir / "training"
+        if not (tdir / "state.pt").exists():
+            raise FileNotFoundError(f"{run_dir} has no resumable state (training/state.pt): it finished, or it "
+                                    "never reached its first snapshot.")
+        info = json.loads((tdir / "job.json").read_text(encoding="utf-8"))
+        cfg = StudioConfig(**{f.name: info["config"][f.name] for f in fields(StudioConfig)
+                              if f.name in info["config"]})
+        read = lambda stem: mlm.read_sentences(str(tdir / f"{stem}.txt"))  # noqa: E731
+        job = cls(cfg, read("train"), read("eval"), read("probe"), root=run_dir.parent, resume=True)
+        step = torch.load(tdir / "state.pt", weights_only=False)["state"]["step"]
+        job.history = [h for h in info["history"] if h["step"] <= step]
+        job.snapshots = [s for s in load_snapshots(tdir / "snapshots.npz") if s["step"] <= step]
+        job.probe_tokens = info.get("probe_tokens", [])
+        return job
+
+
+def resumable_runs(root: str | Path | None = None) -> list[Path]:
+    """Run folders under the user model directory that a cancelled job left resumable."""
+    from viz.models import user_models_dir
+
+    root = Path(root or user_models_dir())
+    if not root.is_dir():
+        return []
+    with _ACTIVE_LOCK:
+        busy = set(_ACTIVE)
+    return sorted(d for d in root.iterdir() if (d / "training" / "state.pt").exists()
+                  and (d / "training" / "job.json").exists() and d.resolve() not in busy)
+
+
+def snapshot_arrays(snaps: list[dict]) -> dict[str, np.ndarray]:
+    """Snapshots -> arrays: steps [S], eval_top1 [S] (NaN where none), probe_attn [S, L, H, T, T], <stat> [S, L, H]."""
+    out = {"steps": np.array([s["step"] for s in snaps]),
+           "eval_top1": np.array([np.nan if s["eval_top1"] is None else s["eval_top1"] for s in snaps]),
+           "probe_attn": np.stack([s["probe_attn"] for s in snaps]).astype(np.float32)}
+    for stat in STATS:
+        out[stat] = np.stack([s[stat] for s in snaps])
+    return out
+
+
+def load_snapshots(path: str | Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    z = np.load(path)
+    return [dict(step=int(z["steps"][i]), eval_top1=None if np.isnan(z["eval_top1"][i]) else float(z["eval_top1"][i]),
+                 probe_attn=z["probe_attn"][i], **{s: z[s][i] for s in STATS}) for i in range(len(z["steps"]))]
+
+
+def launch(store: MutableMapping, job: TrainingJob, key: str = "studio_job") -> TrainingJob:
+    """Start `job` as the session's job (`store` is st.session_state or a dict); refuse while one is running."""
+    current = store.get(key)
+    if current is not None and current.running:
+        raise JobAlreadyRunning(f"A training job ('{current.config.name}') is already running in this session: "
+                                "wait for it to finish or cancel it before starting another.")
+    job.start()
+    store[key] = job
+    return job
