@@ -50,7 +50,9 @@ max_tokens = o2.number_input("Tokens per sentence", 8, bundle.max_tokens, min(12
                              key="atlas_max_tokens")
 words = o3.toggle("Word level too", key="atlas_words", help="Also merge word pieces (sum over key pieces, "
                   "mean over query pieces) and measure words.")
-st.caption(f"{corpus.source}: {len(corpus):,} sentences. Limits: {MAX_SENTENCES:,} sentences per corpus, "
+st.caption(f"{corpus.source}: {len(corpus):,} sentences"
+           + (" (permissive Debian sources: see data/corpus/DATACARD.md)" if corpus.source == "sample_sentences.txt"
+              else "") + f". Limits: {MAX_SENTENCES:,} sentences per corpus, "
            f"{MAX_CHARS:,} characters and {max_tokens} tokens per sentence (longer ones are truncated).")
 sentences = corpus.sentences[:limit]
 key = (name, corpus_key(sentences), (int(max_tokens), bool(words)))

@@ -152,7 +152,8 @@ def read_file(path: str | Path, column: str | None = None, max_sentences: int = 
 
 
 def sample_corpus(limit: int | None = None) -> Corpus:
-    """The bundled sample sentences (data/sample_sentences.txt; licence in its data card), first `limit`."""
+    """The bundled sample sentences, first `limit`: 300 short sentences from permissive Debian sources
+    (data/sample_sentences.txt; sources and licences in data/corpus/DATACARD.md)."""
     path = Path(os.environ.get("VIZ_SAMPLE_CORPUS") or SAMPLE_PATH)
     if not path.is_file():
         raise CorpusError(f"The bundled sample corpus ({path.name}) is not in this build; "
