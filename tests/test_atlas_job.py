@@ -116,3 +116,13 @@ def test_two_sessions_at_once_do_not_mix(load):
     for x, y in zip(alone, both):
         for s in STATS:
             assert np.allclose(x.stats[s], y.stats[s], atol=1e-6), s
+
+
+def test_batches_bounded_by_attention_cells(minilm):
+    from viz.atlas import iter_batches
+
+    long = " ".join(["word"] * 100) + "."
+    batches = list(iter_batches(minilm, SENTENCES + [long] * 5, batch_size=32, max_cells=4 * 64 * 64))
+    assert sum(len(b.ids) for b in batches) == len(SENTENCES) + 5
+    assert all(len(b.ids) == 1 or b.ids.numel() * b.ids.shape[1] <= 4 * 64 * 64 for b in batches)
+    assert max(len(b.ids) for b in batches) == len(SENTENCES)  # short ones still share one batch

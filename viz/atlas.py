@@ -29,6 +29,7 @@ from viz.models import ModelBundle
 
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_BATCH = 32
+DEFAULT_MAX_CELLS = 32 * 64 * 64  # attention cells per batch (x layers x heads): 32 sentences of 64 tokens
 PIECE_MARKERS = ("##", "Ġ", "▁", "Ċ")
 
 
@@ -153,11 +154,27 @@ def atlas_stack(bundle: ModelBundle) -> str:
     return ENCODER if ENCODER in bundle.arch.stacks else DECODER
 
 
+def _split(order, lengths, batch_size: int, max_cells: int) -> Iterator[np.ndarray]:
+    """Consecutive groups of `order` with <= batch_size items and items * max_len^2 <= max_cells (>= 1 item)."""
+    start = 0
+    while start < len(order):
+        end, T = start, 0
+        while end < len(order) and end - start < batch_size:
+            t = max(T, lengths[order[end]])
+            if end > start and (end - start + 1) * t * t > max_cells:
+                break
+            T, end = t, end + 1
+        yield order[start:end]
+        start = end
+
+
 def iter_batches(bundle: ModelBundle, sentences: Sequence[str], batch_size: int = DEFAULT_BATCH,
                  max_tokens: int = DEFAULT_MAX_TOKENS, chunk: int = 1024, words: bool = False,
-                 stats: dict | None = None, sort: bool = True) -> Iterator[Batch]:
+                 stats: dict | None = None, sort: bool = True, max_cells: int = DEFAULT_MAX_CELLS) -> Iterator[Batch]:
     """Tokenize `chunk` sentences at a time, sort them by length (unless `sort=False`: corpus order),
-    yield right-padded batches. `stats` (optional dict) receives `n_truncated`."""
+    yield right-padded batches of at most `batch_size` sentences and `max_cells` attention cells
+    (batch x tokens^2: a batch of long sentences is smaller, so peak memory does not depend on how
+    long the corpus's longest sentences are). `stats` (optional dict) receives `n_truncated`."""
     tok = bundle.tokenizer
     limit = min(max_tokens, bundle.max_tokens)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -173,8 +190,7 @@ def iter_batches(bundle: ModelBundle, sentences: Sequence[str], batch_size: int 
                     full = tok([part[i] for i in long])["input_ids"]
                     stats["n_truncated"] = stats.get("n_truncated", 0) + sum(len(f) > limit for f in full)
         order = np.argsort([len(r) for r in rows], kind="stable") if sort else np.arange(len(rows))
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
+        for idx in _split(order, [len(r) for r in rows], batch_size, max_cells):
             T = max(len(rows[i]) for i in idx)
             ids = torch.full((len(idx), T), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), T), dtype=torch.bool)
