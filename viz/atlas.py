@@ -29,7 +29,7 @@ from viz.models import ModelBundle
 
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_BATCH = 32
-DEFAULT_MAX_CELLS = 32 * 64 * 64  # attention cells per batch (x layers x heads): 32 sentences of 64 tokens
+DEFAULT_MAX_CELLS = 32 * 32 * 32  # attention cells per batch (x layers x heads): 32 sentences of 32 tokens
 PIECE_MARKERS = ("##", "Ġ", "▁", "Ċ")
 
 
