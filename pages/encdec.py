@@ -14,7 +14,7 @@ from viz.architecture import VIEW_LABELS, describe, sublayer_rows, table_rows
 from viz.capture import CaptureError, to_arrays
 from viz.figures.attention import head_heatmap, model_view
 from viz.figures.encdec import COLORS, architecture_figure, attention_bars, mask_figure, topk_figure
-from viz.generate import encoder_decoder_names, example_source, max_new_tokens_limit
+from viz.generate import TASK_HINTS, encoder_decoder_names, example_source, max_new_tokens_limit, shipped_task
 from viz.models import builtin_names
 
 MODES = {"greedy": "Generate: greedy", "beam": "Generate: beam search", "teacher": "Teacher forcing (target text)"}
@@ -53,6 +53,8 @@ st.session_state.ed_source_for = name
 
 c1, c2 = st.columns([3, 2])
 source = c1.text_area("Source text (encoder input)", key="ed_source", height=90)
+if shipped_task(name) in TASK_HINTS:
+    c1.caption(TASK_HINTS[shipped_task(name)])
 mode = c2.radio("Decoder input", list(MODES), format_func=MODES.get, key="ed_mode", horizontal=True)
 target, beams, limit = None, 1, max_new_tokens_limit(bundle)
 max_new = min(20, limit)

@@ -54,8 +54,7 @@ def test_too_long_text_is_truncated_with_notice(app):
     ("not a model name!", "neither a bundled model"),
 ])
 def test_bad_model_names_get_a_message_and_the_app_recovers(name, expected):
-    # Widget state is set through session_state: after a run that stopped early, AppTest (1.67) loses
-    # the sidebar of a page holding an on_select chart (a real browser keeps it: see test_browser.py).
+    # Widget state is set through session_state, the way a user's earlier choices would be.
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["model_choice"] = OTHER
     at.session_state["model_other"] = name

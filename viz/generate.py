@@ -244,6 +244,12 @@ def generate(bundle: ModelBundle, text: str, method: str = "greedy", *, target: 
 # ----------------------------------------------------------------------------- registry helpers
 # what each shipped task's page opens with (models/<name>/task.json names the task)
 TASK_EXAMPLES = {"dates": "3 March 2021", "reverse": "the old man said that we would find the way home"}
+# what each shipped model was trained on (see its MODEL_CARD.md): outside it, outputs are unreliable
+TASK_HINTS = {
+    "dates": "Trained on dates 1900–2099 written as '3 March 2021', '03/03/2021' (day first) or 'March 3, 2021'.",
+    "reverse": "Trained to reverse 3–12 words from a 1,000-word vocabulary (others become <unk>); "
+               "shorter or longer inputs fail.",
+}
 
 
 def _config(name: str, models_root: Path) -> dict:
@@ -262,12 +268,16 @@ def encoder_decoder_names(names: list[str], models_root: Path = REPO_ROOT / "mod
         "is_encoder_decoder")]
 
 
-def example_source(name: str, models_root: Path = REPO_ROOT / "models") -> str | None:
-    """A source text the shipped model was trained on (e.g. a date for seq2seq-dates), else None."""
+def shipped_task(name: str, models_root: Path = REPO_ROOT / "models") -> str | None:
+    """The synthetic task a shipped checkpoint was trained on (its task.json), else None."""
     for d in (models_root / name, Path(name).expanduser()):
         try:
-            task = json.loads((d / "task.json").read_text()).get("task")
+            return json.loads((d / "task.json").read_text()).get("task")
         except (OSError, ValueError):
             continue
-        return TASK_EXAMPLES.get(task)
     return None
+
+
+def example_source(name: str, models_root: Path = REPO_ROOT / "models") -> str | None:
+    """A source text the shipped model was trained on (e.g. a date for seq2seq-dates), else None."""
+    return TASK_EXAMPLES.get(shipped_task(name, models_root))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import re
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ def stop(message: str, kind: str = "error", icon: str = "🚫"):
     st.stop()
 
 
+APP = Path(__file__).resolve().parent.parent / "app.py"
 OTHER = "Other: Hugging Face id or local folder…"
 EXAMPLES = [
     "The cat sat on the mat because it was tired.",
@@ -35,14 +38,18 @@ EXAMPLES = [
 
 def through_app() -> None:
     """Call first in every page. On a fresh server whose first request is a deep link (/mlm), Streamlit
-    1.67 runs the pages/ file on its own (the legacy pages-directory mode): no sidebar, no navigation.
-    Switch that mode off and rerun: app.py then runs and resolves the same page by its URL path
-    (a page's hash is the hash of its URL path in both modes)."""
+    1.67 runs the pages/ file on its own (the legacy pages-directory mode, chosen because a `pages/`
+    folder sits beside app.py): no sidebar, no navigation. AppTest does the same on every run. Switch
+    that mode off and run app.py in this same script run: its st.navigation resolves this very page by
+    its URL path (a page's hash is the hash of its URL path in both modes) and runs it fully; then this
+    outer run ends. Same run, so a button click that triggered it is not lost (st.rerun would drop it)."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
-        st.rerun()
+    if not PagesManager.uses_pages_directory:
+        return
+    PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
+    runpy.run_path(str(APP), run_name="__main__")
+    st.stop()
 
 
 def sidebar() -> None:

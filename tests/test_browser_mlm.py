@@ -1,0 +1,33 @@
+"""Real browser on the Masked LM and Compare masking pages (model chosen in the sidebar like a user would)."""
+
+from conftest import wait_for_chart
+
+
+def choose_model(page, name: str):
+    page.locator('[data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def test_mlm_page_in_the_browser(app_url, browser_page):
+    page = browser_page
+    page.goto(f"{app_url}/mlm")
+    page.get_by_label("Text").wait_for()
+    choose_model(page, "minilm-mlm")
+    box = page.get_by_label("Text")
+    box.fill("She poured a cup of [MASK].")
+    box.press("Control+Enter")
+    wait_for_chart(page)
+    page.get_by_text("[MASK] at position 6").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_compare_page_in_the_browser(app_url, browser_page):
+    page = browser_page
+    page.goto(f"{app_url}/compare")
+    page.get_by_label("Text").wait_for()
+    choose_model(page, "minilm-mlm")
+    page.get_by_text("Bidirectional vs causal").click()
+    wait_for_chart(page)
+    page.get_by_text("Mean KL").wait_for()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 4
+    assert page.locator('[data-testid="stException"]').count() == 0
