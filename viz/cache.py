@@ -81,3 +81,28 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
     from viz.compare import compare
 
     return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
+
+
+# ----------------------------------------------------------------------------- head atlas
+# The atlas job runs in the page (it draws a progress bar and can be cancelled), so it cannot run
+# *inside* a cached function: st.cache_data replays elements drawn in there and fails on a progress
+# bar created outside. Instead the finished result is stored under (model, corpus hash, options)
+# with the memo below: a call without `_result` is a lookup (a miss raises, and exceptions are
+# never cached), a call with it stores.
+@st.cache_data(max_entries=16, show_spinner=False)
+def _atlas_memo(name: str, corpus_key: str, options: tuple, _result=None):
+    if _result is None:
+        raise LookupError("not computed yet")
+    return _result
+
+
+def cached_atlas(name: str, corpus_key: str, options: tuple):
+    """The stored AtlasResult / importance array for these inputs, or None."""
+    try:
+        return _atlas_memo(name, corpus_key, options)
+    except LookupError:
+        return None
+
+
+def store_atlas(name: str, corpus_key: str, options: tuple, result) -> None:
+    _atlas_memo(name, corpus_key, options, _result=result)

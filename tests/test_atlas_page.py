@@ -1,0 +1,165 @@
+"""The head-atlas page in AppTest with the real MiniLM, and its table against the CLI's CSV."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+N = 12  # sentences the page uses: small and quick
+FALLBACK = [
+    "The cat sat on the mat, and the dog slept.", "She poured a cup of coffee and read the morning paper.",
+    "The keys to the cabinet are on the table.", "Attention is all you need, said the paper from 2017.",
+    "The animal didn't cross the street because it was too wide.", "We walked along the river; the water was cold.",
+    "Unbelievably, the committee postponed the decision again!", "Is this the way to the station?",
+    'He said: "come back tomorrow."', "Birds sing in the early morning before sunrise.",
+    "My grandmother's recipe needs three eggs.", "Nobody knew why the lights went out at midnight.",
+    "Trains leave every ten minutes, except on Sundays."]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    """The first N bundled sample sentences (data/sample_sentences.txt when present, else our own)."""
+    sample = ROOT / "data" / "sample_sentences.txt"
+    lines = [s for s in sample.read_text().splitlines() if s.strip()] if sample.is_file() else FALLBACK
+    path = tmp_path_factory.mktemp("atlas") / "corpus.txt"
+    path.write_text("\n".join(lines[:N]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(corpus_file):
+    old = os.environ.get("VIZ_SAMPLE_CORPUS")
+    os.environ["VIZ_SAMPLE_CORPUS"] = str(corpus_file)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.switch_page("pages/atlas.py").run()
+        yield at
+    finally:
+        if old is None:
+            os.environ.pop("VIZ_SAMPLE_CORPUS", None)
+        else:
+            os.environ["VIZ_SAMPLE_CORPUS"] = old
+
+
+def test_page_runs_the_job_and_draws(page):
+    at = page
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Run atlas" in i.value for i in at.info)
+    at.number_input(key="atlas_limit").set_value(N)
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert f"{N} sentences" in at.success[0].value
+    assert len(at.get("plotly_chart")) >= 4  # statistic grid, roles, head map, strongest sentences
+    assert "has no masked-LM head" in " ".join(i.value for i in at.info)  # minilm: no MLM head
+    # pick another statistic and another head: the page reruns from the cached result
+    at.selectbox(key="atlas_stat").set_value("prev").run()
+    at.number_input(key="atlas_layer").set_value(0).run()
+    at.number_input(key="atlas_head").set_value(2).run()
+    assert not at.exception
+    assert "previous-token" in " ".join(c.value for c in at.caption)
+
+
+def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
+    table = page.dataframe[0].value.reset_index()
+    out = tmp_path / "stats.csv"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "viz", "atlas", "--model", "minilm", "--corpus", str(corpus_file),
+                        "--out", str(out), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cli = pd.read_csv(out)
+    assert list(cli.columns) == ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev",
+                                 "next", "role"]
+    assert list(table.columns) == list(cli.columns)
+    assert (table[["layer", "head", "role"]].values == cli[["layer", "head", "role"]].values).all()
+    stats = cli.columns[2:-1]
+    assert np.allclose(table[stats].to_numpy(float), cli[stats].to_numpy(float), atol=2e-6)
+
+
+def test_cli_help_documents_definitions():
+    from viz.cli import build_parser
+
+    buf = io.StringIO()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["atlas"]
+    sub.print_help(buf)
+    text = buf.getvalue()
+    for needle in ("entropy", "distance", "cls", "sep", "punct", "self", "prev", "next",
+                   "rows (attending tokens)", "Padding is excluded", "10,000"):
+        assert needle in text, needle
+
+
+def test_cli_bad_corpus_exit_code(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\x00\x01binary")
+    from viz.cli import main
+
+    assert main(["atlas", "--model", "tiny-bert", "--corpus", str(bad), "--out", str(tmp_path / "o.csv")]) == 2
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def mlm_folder(tmp_path_factory):
+    """A tiny random BertForMaskedLM saved as a local model folder (safetensors + MiniLM tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from viz.models import minilm_dir
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertForMaskedLM(cfg).save_pretrained(root / "tiny-mlm", safe_serialization=True)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(root / "tiny-mlm")
+    return root / "tiny-mlm"
+
+
+def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypatch):
+    from viz.ui import OTHER
+
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(mlm_folder.parent))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py")
+    at.selectbox(key="model_choice").set_value(OTHER).run()
+    at.text_input(key="model_other").set_value(str(mlm_folder)).run()
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2 layers × 4 heads" in at.success[0].value
+    n = len(at.get("plotly_chart"))
+    at.button(key="atlas_importance").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == n + 1, [i.value for i in at.info] + [w.value for w in at.warning]
+
+
+def test_page_cancel(corpus_file, monkeypatch):
+    """Cancel before a run, and a cancel flag seen between batches: a message, nothing cached, no error."""
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.number_input(key="atlas_limit").set_value(5).run()
+    at.button(key="atlas_cancel_btn").click().run()
+    assert any("Cancelled" in w.value for w in at.warning)
+    # a job in flight whose cancel flag is already up stops at the first batch and keeps nothing
+    at.session_state["atlas_running"] = True
+    at.session_state["atlas_cancel"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert not at.success and len(at.get("plotly_chart")) == 0
+    assert at.session_state["atlas_running"] is False
