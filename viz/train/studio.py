@@ -37,7 +37,7 @@ import torch
 
 from viz.train import mlm
 
-STATS = ("entropy", "prev", "next", "cls", "sep")  # same names as viz.analysis.head_stats (atlas branch)
+STATS = ("entropy", "prev", "next", "cls", "sep")  # the subset of viz.analysis.head_stats.STATS snapshots keep
 STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
                "cls": "[CLS] share", "sep": "[SEP] share"}
 PROBE_SENTENCE = "The cat sat on the mat because it was tired."
@@ -158,31 +158,16 @@ def training_kwargs(cfg: StudioConfig, model) -> dict:
 
 # ----------------------------------------------------------------------------------------------- snapshots
 def head_stats(attn: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, cls_id: int, sep_id: int) -> dict:
-    """Per-head statistics of a padded batch (Clark et al. 2019, "What does BERT look at?", §3).
+    """Per-head statistics of a padded batch, with the Head atlas's definitions (viz.analysis.head_stats,
+    Clark et al. 2019 §3): attn [B, L, H, T, T], mask [B, T] bool, ids [B, T] -> {stat: [L, H] numpy}.
+    Rows of [CLS]/[SEP] are not counted; prev/next count only rows whose neighbour is a real token;
+    a head's value is the mean over all counted rows (token-weighted)."""
+    from viz.analysis.head_stats import row_stats, row_weights
 
-    attn [B, L, H, T, T] (rows sum to 1 over real keys), mask [B, T] bool, ids [B, T] -> {stat: [L, H] numpy}.
-    Per query row i over its real keys j (weights renormalised over real keys):
-        entropy -sum_j a_ij ln a_ij;  prev a_i,i-1;  next a_i,i+1;  cls/sep: sum of a_ij over [CLS]/[SEP] keys.
-    Rows of [CLS]/[SEP] are not counted; prev/next count only rows whose neighbour is a real token.
-    A head's value is the mean over all counted rows (token-weighted). Same definitions as the atlas's
-    viz.analysis.head_stats.
-    """
-    a = attn.float() * mask[:, None, None, None, :].float()
-    a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
-    special = (ids == cls_id) | (ids == sep_id)
-    rows = (mask & ~special).float()  # [B, T]
-    has_prev, has_next = torch.zeros_like(mask), torch.zeros_like(mask)
-    has_prev[:, 1:], has_next[:, :-1] = mask[:, :-1], mask[:, 1:]
-    zero = a.new_zeros(a.shape[:-2] + (1,))
-    per_row = {  # [B, L, H, T]
-        "entropy": -torch.special.xlogy(a, a).sum(-1),
-        "prev": torch.cat([zero, torch.diagonal(a, offset=-1, dim1=-2, dim2=-1)], -1),
-        "next": torch.cat([torch.diagonal(a, offset=1, dim1=-2, dim2=-1), zero], -1),
-        "cls": (a * (ids == cls_id)[:, None, None, None, :]).sum(-1),
-        "sep": (a * (ids == sep_id)[:, None, None, None, :]).sum(-1),
-    }
-    weights = {s: rows for s in STATS}
-    weights["prev"], weights["next"] = rows * has_prev.float(), rows * has_next.float()
+    is_cls, is_sep = ids == cls_id, ids == sep_id
+    groups = torch.stack([is_cls, is_sep, torch.zeros_like(mask)], -1)  # punctuation is not tracked here
+    per_row = row_stats(attn, mask, groups)  # {stat: [B, L, H, T]}
+    weights = row_weights(mask, mask & ~(is_cls | is_sep))  # {stat: [B, T]}
     out = {}
     for s in STATS:
         w = weights[s][:, None, None, :]  # [B, 1, 1, T]
