@@ -14,12 +14,7 @@ STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked 
 
 ui.through_app()
 st.title("Attention")
-name, text = ui.model_name(), st.session_state.get("text", "")
-bundle = ui.bundle_or_stop(name)
-target = None
-if bundle.kind == "encoder-decoder":
-    target = st.text_input("Target text (teacher forcing); leave empty to use the model's own output",
-                           key="attn_target").strip() or None
+name, text, target, bundle = ui.page_input("attn")
 cap = ui.capture_or_stop(name, text, target)
 
 c1, c2, c3 = st.columns([2, 1, 1])

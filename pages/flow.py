@@ -18,12 +18,7 @@ WEIGHTS = {"graph": "attention + residual (rollout graph Â)", "raw": "raw atten
 
 ui.through_app()
 st.title("Layer flow")
-name, text = ui.model_name(), st.session_state.get("text", "")
-bundle = ui.bundle_or_stop(name)
-target = None
-if bundle.kind == "encoder-decoder":
-    target = st.text_input("Target text (teacher forcing); leave empty to use the model's own output",
-                           key="flow_target").strip() or None
+name, text, target, bundle = ui.page_input("flow")
 cap = ui.capture_or_stop(name, text, target)
 self_stacks = [s for s in cap.stacks if s != "cross"]
 stack = st.radio("Stack", self_stacks, format_func=STACKS.get, horizontal=True, key="flow_stack") \

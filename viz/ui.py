@@ -84,6 +84,18 @@ def bundle_or_stop(name: str | None = None) -> ModelBundle:
         stop(str(e))
 
 
+def page_input(key_prefix: str) -> tuple[str, str, str | None, ModelBundle]:
+    """The usual start of a page: (model name, text, target, bundle) from the sidebar; encoder–decoders
+    get a target box (teacher forcing; empty = the model's own greedy output)."""
+    name, text = model_name(), st.session_state.get("text", "")
+    bundle = bundle_or_stop(name)
+    target = None
+    if bundle.kind == "encoder-decoder":
+        target = st.text_input("Target text (teacher forcing); leave empty to use the model's own output",
+                               key=f"{key_prefix}_target").strip() or None
+    return name, text, target, bundle
+
+
 def capture_or_stop(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
     try:
         cap = cache.get_capture(name, text, target, with_logits)
