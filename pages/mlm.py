@@ -13,7 +13,8 @@ name, text = ui.model_name(), st.session_state.get("text", "")
 bundle = ui.bundle_or_stop(name)
 ui.mlm_or_stop(bundle)
 mask = bundle.tokenizer.mask_token
-st.caption(f"Type {mask} (or [MASK]) in the text, or pick tokens below to mask them. Several masks at once are fine.")
+typed = mask if mask == "[MASK]" else f"{mask} (or [MASK])"
+st.caption(f"Type {typed} in the text, or pick tokens below to mask them. Several masks at once are fine.")
 
 c1, c2, c3 = st.columns([3, 1, 1])
 positions = ui.token_picker("Tokens to mask", "mlm_positions", bundle, text)
