@@ -9,6 +9,7 @@ from viz.compare import VARIANTS
 from viz.figures.attention import head_heatmap
 from viz.figures.compare import diff_heatmap, head_change_grid
 from viz.figures.mlm import sweep_bars
+from viz.interventions import n_heads
 
 ui.through_app()
 st.title("Compare masking")
@@ -19,12 +20,11 @@ if bundle.kind == "encoder-decoder":
     ui.stop(f"'{name}' is an encoder–decoder; this comparison works on encoders (and decoders). "
             "Pick minilm, minilm-mlm or another encoder.")
 
-variants = list(VARIANTS) if bundle.kind == "encoder" else ["mask", "ablate"]
-if bundle.kind == "encoder" or bundle.tokenizer.mask_token is None:
-    variants = [v for v in variants if v != "mask" or bundle.tokenizer.mask_token]
+# causal only for encoders (decoders are causal already); masking needs a mask token
+variants = [v for v in VARIANTS if (v != "causal" or bundle.kind == "encoder")
+            and (v != "mask" or bundle.tokenizer.mask_token)]
 variant = st.radio("Compare", variants, format_func=VARIANTS.get, horizontal=True, key="cmp_variant")
-L = bundle.n_layers
-H = cache.get_capture(name, text).attentions[bundle.arch.stacks[0]].shape[1] if text.strip() else 0
+L, H = bundle.n_layers, n_heads(bundle.config, bundle.arch.stacks[0])
 positions, heads = (), frozenset()
 if variant == "mask":
     positions = ui.token_picker("Tokens to mask in the second run", "cmp_positions", bundle, text)

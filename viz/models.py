@@ -284,8 +284,8 @@ def load_model(name: str = DEFAULT_MODEL) -> ModelBundle:
     elif name.startswith("tiny-") and name.endswith("-mlm") and name[5:-4] in TINY_MLM:
         model, tok = _load_tiny(name[5:-4], mlm=True)
         arch = arch_for(model.config.model_type)
-    elif name in _builtin_dirs():
-        model, tok, arch = _builtin_dirs()[name]()
+    elif (shipped := _builtin_dirs().get(name)) is not None:
+        model, tok, arch = shipped()
     elif (path := _resolve_local(name)) is not None:
         model, tok, arch = _from_pretrained(path, local_only=True)
     elif HUB_ID.match(name):
