@@ -186,10 +186,15 @@ def _token_info(tok, enc, ids: list[int]):
         wids = enc.word_ids(0)
     except (ValueError, AttributeError):  # slow tokenizers have no word ids: one span per token
         wids = list(range(len(ids)))
-    special_ids = set(tok.all_special_ids) - {tok.mask_token_id}  # a mask is content
-    special = np.array([i in special_ids for i in ids], dtype=bool)
+    special = _special(tok, ids)
     wids = [None if s else w for w, s in zip(wids, special)]
     return tokens, word_spans(wids), special
+
+
+def _special(tok, ids: list[int]) -> np.ndarray:
+    """bool [token]: [CLS]/[SEP]/</s>/padding...; a mask token is content, not special."""
+    special_ids = set(tok.all_special_ids) - {tok.mask_token_id}
+    return np.array([i in special_ids for i in ids], dtype=bool)
 
 
 def _stack_heads(tensors: list[torch.Tensor], n_heads: int) -> np.ndarray:
@@ -207,7 +212,8 @@ def _check_text(text: str, what: str = "text") -> str:
 
 
 def _decoder_inputs(bundle: ModelBundle, enc, target: str | None):
-    """Teacher-forced decoder inputs: `target` tokenized, or the model's own greedy output."""
+    """Teacher-forced (decoder inputs, labels), each `[1, target]`: `target` tokenized and shifted right
+    behind the start token, or the model's own greedy output."""
     model, tok = bundle.model, bundle.tokenizer
     if target is not None:
         labels, n = _encode(tok, _check_text(target, "target"), bundle.max_tokens, target=True)
@@ -238,22 +244,20 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
         inputs = {"input_ids": enc["input_ids"].clone(), "attention_mask": enc["attention_mask"]}
         for pos in mask_positions:
             inputs["input_ids"][0, pos] = tok.mask_token_id
-        tgt = None
         if bundle.kind == "encoder-decoder":
-            dec_in, tgt = _decoder_inputs(bundle, inputs, target)
-            inputs["decoder_input_ids"] = dec_in
+            inputs["decoder_input_ids"], _ = _decoder_inputs(bundle, inputs, target)
         with recording(bundle) as rec, applied(bundle, intervention):
             out = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
         ids = inputs["input_ids"][0].tolist()
         tokens, spans, special = _token_info(tok, enc, ids)
         cap = Capture(model_name=bundle.name, kind=bundle.kind, tokens=tokens, word_spans=spans, special=special,
                       input_ids=np.array(ids), n_input_tokens=n_full, truncated=n_full > len(ids))
-        if tgt is not None:
+        if bundle.kind == "encoder-decoder":
             dec_ids = inputs["decoder_input_ids"][0].tolist()
             cap.target_tokens = tok.convert_ids_to_tokens(dec_ids)
             cap.target_ids = np.array(dec_ids)
-            special_ids = set(tok.all_special_ids) - {tok.mask_token_id}  # a mask is content
-            cap.target_special = np.array([i in special_ids for i in dec_ids], dtype=bool)
+            cap.target_special = _special(tok, dec_ids)
+            # shifted decoder inputs have no word ids: one span per token
             cap.target_word_spans = word_spans([None if s else i for i, s in enumerate(cap.target_special)])
         _fill(cap, rec, out, bundle)
         if with_logits and getattr(out, "logits", None) is not None:
@@ -289,7 +293,7 @@ def to_arrays(cap: Capture) -> dict[str, np.ndarray]:
     if cap.target_tokens is not None:
         arrays["target_tokens"] = np.array(cap.target_tokens)
     for stack, a in cap.attentions.items():
-        arrays[f"{'cross' if stack == CROSS else stack}_attentions"] = a
+        arrays[f"{stack}_attentions"] = a
     for stack, h in cap.hidden_states.items():
         arrays[f"{stack}_hidden_states"] = h
     for name, d in (("queries", cap.queries), ("keys", cap.keys), ("values", cap.values)):
