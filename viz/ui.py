@@ -123,8 +123,7 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
 
 def clicked_customdata(chart_key: str) -> list | None:
     """customdata of the first point selected on a chart (Streamlit sends arrays as lists or index-keyed dicts)."""
-    state = st.session_state.get(chart_key)
-    points = (state or {}).get("selection", {}).get("points", []) if state else []
+    points = (st.session_state.get(chart_key) or {}).get("selection", {}).get("points", [])
     if not points:
         return None
     data = points[0].get("customdata")
