@@ -123,3 +123,24 @@ def test_shipped_minilm_mlm_predicts_drinks():
     pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero().item()
     top5 = tok.convert_ids_to_tokens(logits[0, pos].topk(5).indices.tolist())
     assert {"tea", "coffee", "water", "milk", "wine"} & set(top5), top5
+
+
+@pytest.mark.skipif(not os.path.exists(D.DEFAULT_DELTA), reason="models/minilm-mlm/delta.safetensors not trained yet")
+def test_cli_init_warm_starts_from_a_delta(tmp_path):
+    """`train mlm --init DELTA` starts from that delta: with a zero learning rate it writes the same tensors back."""
+    import argparse
+
+    from safetensors.torch import load_file
+
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    parser = argparse.ArgumentParser()
+    mlm.add_arguments(parser)
+    args = parser.parse_args(["--train", str(corpus), "--test", str(corpus), "--steps", "1", "--batch-size", "2",
+                              "--lr-head", "0", "--lr-encoder", "0", "--unfreeze", "5", "--eval-n", "2",
+                              "--out", str(tmp_path / "run"), "--init", D.DEFAULT_DELTA])
+    assert mlm.main(args) == 0
+    shipped, written = load_file(D.DEFAULT_DELTA), load_file(str(tmp_path / "run" / "delta.safetensors"))
+    assert set(written) == set(shipped)
+    for k, v in shipped.items():
+        assert torch.equal(written[k], v), k

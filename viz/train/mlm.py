@@ -330,16 +330,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is faster on a busy machine")
+    parser.add_argument("--init", default=None,
+                        help="start from this delta (e.g. models/minilm-mlm/delta.safetensors) instead of a fresh "
+                             "head; a fresh optimizer and schedule (a warm start, not a resume)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Train the MiniLM masked-LM; write out/state.pt, out/delta.safetensors and out/curve.tsv."""
-    from viz.train.delta import build_minilm_mlm, save_delta, minilm_dir
+    from viz.train.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
 
     model, tok = build_minilm_mlm()
     train = read_sentences(args.train)
     test = read_sentences(args.test)[: args.eval_n]
-    init_output_bias(model, token_counts(encode(tok, train), len(tok)))  # overwritten by a resumed state
+    if args.init:
+        apply_delta(model, args.init)  # overwritten by a resumed state, like the bias below
+    else:
+        init_output_bias(model, token_counts(encode(tok, train), len(tok)))  # overwritten by a resumed state
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
 
     def progress(p: dict) -> None:
