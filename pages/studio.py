@@ -9,19 +9,15 @@ from viz.figures import studio as F
 from viz.train import studio as S
 
 JOB = "studio_job"  # the session's one TrainingJob (viz.train.studio.launch enforces one at a time)
-TASK_LABELS = {
-    "mlm": S.TASKS["mlm"],
-    "denoise": "Denoising / span corruption (BART, encoder–decoder) — not available yet",
-    "seq2seq": "Synthetic seq2seq tasks (dates, reversal) — not available yet",
-}
 UPLOAD_LIMIT = 20_000_000  # bytes of uploaded text
 
 ui.through_app()
 st.title("Training studio")
-st.caption("Pretrain a small BERT on the bundled corpus or your own text and watch attention heads specialise. "
-           "Training runs in the background (one job per session): the page stays usable, other sessions are "
-           "unaffected. Every few steps a snapshot records each head's attention on a probe sentence and its "
-           "statistics over a small probe corpus; the finished model appears in every page's model picker.")
+st.caption("Pretrain a small BERT (masked LM) or a small BART (denoising, or a synthetic seq2seq task) and watch "
+           "attention heads specialise. Training runs in the background (one job per session): the page stays "
+           "usable, other sessions are unaffected. Every few steps a snapshot records each head's attention on a "
+           "probe sentence (for an encoder–decoder also the cross-attention) and its statistics over a small "
+           "probe corpus; the finished model appears in every page's model picker.")
 
 
 def request(what: str) -> None:
@@ -35,12 +31,16 @@ running = bool(job and job.running)
 
 with st.expander("New training run", expanded=not running):
     c1, c2 = st.columns(2)
-    task = c1.selectbox("Pretext task", list(TASK_LABELS), format_func=TASK_LABELS.get, key="studio_task")
-    init = c2.radio("Start from", list(S.INITS), format_func=S.INITS.get, key="studio_init", horizontal=True)
-    if task != "mlm":
-        st.info("Only masked-LM pretraining is wired to the shared training loop so far. BART-style denoising and "
-                "the synthetic seq2seq tasks need an encoder–decoder loop with the same progress/stop/resume "
-                "callbacks; until then use `python -m viz train` for them.", icon="🚧")
+    task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task")
+    encdec, synthetic = task in S.ENCODER_DECODER, task in S.SYNTHETIC
+    init = c2.radio("Start from", list(S.INITS), format_func=S.INITS.get, key="studio_init", horizontal=True,
+                    disabled=encdec, help="Encoder–decoder tasks start from random weights (MiniLM has no decoder).")
+    if encdec:
+        init = "scratch"
+        st.caption("A BART encoder–decoder with the chosen layers in the encoder and in the decoder. "
+                   + ("It trains on freshly generated examples; held-out accuracy is teacher-forced target tokens."
+                      if synthetic else "It rebuilds each corpus sentence from a copy whose spans were replaced "
+                                        "by [MASK]; held-out accuracy is teacher-forced target tokens."))
     scratch = init == "scratch"
     c1, c2, c3 = st.columns(3)
     layers = c1.slider("Layers", 1, 6, 2, key="studio_layers", disabled=not scratch)
@@ -53,23 +53,31 @@ with st.expander("New training run", expanded=not running):
                           format_func=lambda v: f"{v:g}")
     batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=32, key="studio_batch")
     every = c4.number_input("Snapshot every K steps", 1, 10_000, 25, key="studio_every")
-    c1, c2 = st.columns(2)
-    source = c1.radio("Corpus", ["bundled", "upload"], key="studio_corpus", horizontal=True,
-                      format_func={"bundled": "Bundled (250k sentences)", "upload": "Upload a .txt"}.get)
-    n_train = c2.number_input("Training sentences (bundled)", 100, 250_000, 2000, step=500, key="studio_n",
-                              disabled=source != "bundled")
-    upload = st.file_uploader("Your corpus: plain text, one sentence per line", type=["txt"], key="studio_upload") \
-        if source == "upload" else None
-    probe = st.text_input("Probe sentence (its attention is recorded at every snapshot)", S.PROBE_SENTENCE,
-                          key="studio_probe")
+    source, n_train, upload, probe_target = "synthetic", 0, None, ""
+    if synthetic:
+        pairs = S.synthetic_probes(task)
+        probe, probe_target = st.selectbox(
+            "Probe example (held out; its attention is recorded at every snapshot)", pairs,
+            format_func=lambda p: f"{p[0]}  →  {p[1]}", key=f"studio_probe_{task}")
+    else:
+        c1, c2 = st.columns(2)
+        source = c1.radio("Corpus", ["bundled", "upload"], key="studio_corpus", horizontal=True,
+                          format_func={"bundled": "Bundled (250k sentences)", "upload": "Upload a .txt"}.get)
+        n_train = c2.number_input("Training sentences (bundled)", 100, 250_000, 2000, step=500, key="studio_n",
+                                  disabled=source != "bundled")
+        upload = st.file_uploader("Your corpus: plain text, one sentence per line", type=["txt"],
+                                  key="studio_upload") if source == "upload" else None
+        probe = st.text_input("Probe sentence (its attention is recorded at every snapshot)", S.PROBE_SENTENCE,
+                              key="studio_probe")
     name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
                          placeholder="default: studio-<date>-<time>")
-    st.button("Start training", key="studio_start", type="primary", disabled=task != "mlm", on_click=request,
-              args=("start",))
+    st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",))
 asked = st.session_state.pop("studio_request", None)
 
 
 def corpus_or_none():
+    if synthetic:
+        return S.synthetic_data(task)
     if source == "bundled":
         return S.bundled_corpus(int(n_train), seed=0)
     if upload is None:
@@ -93,8 +101,9 @@ if asked == "start":
         st.warning(f"A training job ('{job.config.name}') is already running in this session: wait for it to "
                    "finish or cancel it before starting another.", icon="⏳")
     elif (data := corpus_or_none()) is not None:
-        cfg = S.StudioConfig(name=name, init=init, layers=layers, heads=heads, hidden=hidden, steps=int(steps),
-                             batch_size=batch, lr=lr, snapshot_every=int(every), probe=probe)
+        cfg = S.StudioConfig(name=name, task=task, init=init, layers=layers, heads=heads, hidden=hidden,
+                             steps=int(steps), batch_size=batch, lr=lr, snapshot_every=int(every), probe=probe,
+                             probe_target=probe_target)
         try:
             job = S.launch(st.session_state, S.TrainingJob(cfg, *data), JOB)
             running = True
@@ -127,9 +136,24 @@ if job is not None and not running:  # outside the fragment: the button must rer
         st.error(f"Training failed: {job.error}", icon="🚫")
     elif job.saved_step is not None:
         verb = "Finished" if job.status == S.DONE else "Cancelled"
+        where = " (the Encoder–decoder page generates with it)" if job.config.task in S.ENCODER_DECODER else ""
         st.success(f"{verb} at step {job.saved_step}: saved as a Hugging Face checkpoint in `{job.run_dir}`. "
-                   "It is in the sidebar's model picker on every page.", icon="💾")
+                   f"It is in the sidebar's model picker on every page{where}.", icon="💾")
         st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
+
+
+ACCURACY_TITLES = {"mlm": "Held-out masked-token accuracy",
+                   "denoise": "Held-out reconstruction: token accuracy (teacher-forced)",
+                   "dates": "Held-out target token accuracy (teacher-forced)",
+                   "reverse": "Held-out target token accuracy (teacher-forced)"}
+
+
+def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
+    at = "" if step is None else f" at step {step}"
+    if part == "cross":
+        return f"Cross-attention: decoder (rows, teacher-forced on “{cfg.probe_target}”) → source{at}"
+    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else ""
+    return f"{where}“{cfg.probe}”{at}"
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -152,19 +176,25 @@ def progress() -> None:
         m = st.columns(4)
         m[0].metric("Step", f"{last['step']} / {cfg.steps}")
         m[1].metric("Loss (moving average)", f"{last['loss_ema']:.3f}")
-        m[2].metric("Held-out top-1", "—" if top1 is None else f"{100 * top1:.1f}%")
+        m[2].metric("Held-out token accuracy" if cfg.task in S.ENCODER_DECODER else "Held-out top-1",
+                    "—" if top1 is None else f"{100 * top1:.1f}%")
         m[3].metric("Tokens / s", f"{last['tokens_per_s']:.0f}")
         cols = st.columns(3)
         with cols[0]:
             ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
-            ui.plot(F.accuracy_curve(snaps), key="studio_acc", stem=f"{cfg.name}-accuracy")
+            ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"])),
+                    key="studio_acc", stem=f"{cfg.name}-accuracy")
         with cols[2]:
             ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")
     if job.running and snaps:
         st.subheader(f"Heads now (snapshot at step {snaps[-1]['step']})")
-        ui.plot(F.probe_grid(snaps[-1]["probe_attn"], job.probe_tokens, cfg.probe), key="studio_live_grid",
-                stem=f"{cfg.name}-heads-live")
+        ui.plot(F.probe_grid(snaps[-1]["probe_attn"], job.probe_tokens, grid_title(cfg, "encoder")),
+                key="studio_live_grid", stem=f"{cfg.name}-heads-live")
+        if "probe_cross" in snaps[-1]:
+            ui.plot(F.probe_grid(snaps[-1]["probe_cross"], job.probe_tokens, grid_title(cfg, "cross"),
+                                 row_tokens=job.probe_target_tokens), key="studio_live_cross",
+                    stem=f"{cfg.name}-cross-live")
     if running and not job.running:
         st.rerun()  # the job ended: redraw the whole page with the replay section
 
@@ -178,10 +208,14 @@ if job is not None and not running and job.snapshots:
     steps_list = [int(s) for s in arrays["steps"]]
     at = st.select_slider("Training step", steps_list, value=steps_list[-1], key="studio_step")
     i = steps_list.index(at)
-    ui.plot(F.probe_grid(arrays["probe_attn"][i], job.probe_tokens, f"“{job.config.probe}” at step {at}",
+    ui.plot(F.probe_grid(arrays["probe_attn"][i], job.probe_tokens, grid_title(job.config, "encoder", at),
                          zmax=float(arrays["probe_attn"].max())),  # one colour scale for every step
             key="studio_grid", stem=f"{job.config.name}-heads-step-{at}")
-    stat = st.radio("Statistic (over the probe corpus)", S.STATS, format_func=S.STAT_LABELS.get,
+    if "probe_cross" in arrays:
+        ui.plot(F.probe_grid(arrays["probe_cross"][i], job.probe_tokens, grid_title(job.config, "cross", at),
+                             zmax=float(arrays["probe_cross"].max()), row_tokens=job.probe_target_tokens),
+                key="studio_cross", stem=f"{job.config.name}-cross-step-{at}")
+    stat = st.radio("Statistic (over the probe corpus" + (", encoder)" if "probe_cross" in arrays else ")"), S.STATS, format_func=S.STAT_LABELS.get,
                     key="studio_stat", horizontal=True)
     ui.plot(F.stat_over_steps(arrays["steps"], arrays[stat], S.STAT_LABELS[stat], mark_step=at),
             key="studio_stat_fig", stem=f"{job.config.name}-{stat}")
@@ -196,5 +230,6 @@ if job is not None and not running and job.snapshots:
         ui.table_download(long, key="studio_stats_csv", stem=f"{job.config.name}-head-stats",
                           label="Head statistics per snapshot (CSV)")
     with d[2]:
-        ui.npz_download({**arrays, "probe_tokens": np.array(job.probe_tokens)}, key="studio_npz",
+        ui.npz_download({**arrays, "probe_tokens": np.array(job.probe_tokens),
+                         "probe_target_tokens": np.array(job.probe_target_tokens)}, key="studio_npz",
                         stem=f"{job.config.name}-snapshots", label="Snapshots (NPZ)")

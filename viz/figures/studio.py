@@ -39,7 +39,8 @@ def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
 
 
 def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy") -> go.Figure:
-    """Top-1 accuracy on the held-out split at each snapshot (a fixed masking, see evaluate_mlm)."""
+    """Top-1 accuracy on the held-out split at each snapshot (masked tokens for a masked-LM, teacher-forced
+    target tokens for an encoder–decoder)."""
     pts = [(s["step"], s["eval_top1"]) for s in snapshots if s.get("eval_top1") is not None]
     fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[round(100 * p[1], 2) for p in pts], mode="lines+markers",
                                name="top-1", line=dict(color="#2ca02c")))
@@ -53,10 +54,12 @@ def throughput_curve(history: list[dict], title: str = "Training speed") -> go.F
     return _line_layout(fig, title, "tokens / s")
 
 
-def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float = 1.0) -> go.Figure:
+def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float = 1.0,
+               row_tokens: list[str] | None = None) -> go.Figure:
     """The probe sentence's attention `[layer, head, q, k]`: one labelled heatmap per head (small models), else
     the pooled thumbnail grid of the Attention page. The colour range [0, zmax] is shared by every head; pass the
-    maximum over all snapshots so that steps compare by eye."""
+    maximum over all snapshots so that steps compare by eye. `row_tokens` labels the queries where they differ
+    from the keys (cross-attention: decoder positions over source tokens)."""
     L, H = attn.shape[:2]
     if L * H > GRID_MAX_HEADS:
         fig = model_view(attn, title=title)
@@ -66,16 +69,17 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{li} H{h}" for li in range(L) for h in range(H)],
                         horizontal_spacing=0.06, vertical_spacing=0.12 / max(1, L - 1) if L > 1 else 0.1)
     labels = [f"{t} ({i})" for i, t in enumerate(tokens)]
+    rows = labels if row_tokens is None else [f"{t} ({i})" for i, t in enumerate(row_tokens)]
     for li in range(L):
         for h in range(H):
-            fig.add_trace(go.Heatmap(z=np.round(attn[li, h].astype(np.float32), 3), x=labels, y=labels,
+            fig.add_trace(go.Heatmap(z=np.round(attn[li, h].astype(np.float32), 3), x=labels, y=rows,
                                      colorscale=COLORSCALE, zmin=0, zmax=zmax, showscale=li == 0 and h == 0,
                                      colorbar=dict(title="weight", thickness=10),
                                      hovertemplate=f"L{li} H{h}<br>%{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>"),
                           row=li + 1, col=h + 1)
-    ticks = dict(tickmode="array", tickvals=labels, ticktext=tokens, tickfont=dict(size=9), tickangle=-60)
-    fig.update_xaxes(**ticks)
-    fig.update_yaxes(autorange="reversed", **ticks)
+    ticks = dict(tickmode="array", tickfont=dict(size=9), tickangle=-60)
+    fig.update_xaxes(tickvals=labels, ticktext=tokens, **ticks)
+    fig.update_yaxes(autorange="reversed", tickvals=rows, ticktext=row_tokens or tokens, **ticks)
     side = 230 if H > 2 else 300
     fig.update_layout(title=title, height=side * L + 120, margin=dict(l=10, r=10, t=70, b=10))
     return fig

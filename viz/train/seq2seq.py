@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,6 +123,82 @@ def trim_ids(ids: list[int]) -> list[int]:
     return out
 
 
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Learning-rate factor for 0-based update `step`: linear warm-up, then cosine decay to 0 at `steps`."""
+    return min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+
+
+def fit_seq2seq(model, make_batch: Callable[[int], dict], *, steps: int, lr: float = 1e-3, warmup: int = 100,
+                on_progress: Callable[[dict], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, progress_every: int = 25,
+                evaluate_fn: Callable[[object], float] | None = None, eval_every: int = 0,
+                state_dir: str | Path | None = None, resume: bool = True) -> dict:
+    """The encoder–decoder training loop (AdamW, betas 0.9/0.98, clip 1.0; `lr_factor` schedule) behind
+    `train_seq2seq` and the training studio. Trains `model` in place; returns the state dict
+    (step, elapsed_s, tokens, curve).
+
+    make_batch(k) -> dict(input_ids, attention_mask, labels) for 1-based step k: a pure function of k, so a
+    resumed run sees the batches an uninterrupted one would. evaluate_fn(model) -> a held-out score, run every
+    `eval_every` steps and at the end (its time is not counted as training time). With `state_dir`, model +
+    optimizer + state are saved to state_dir/state.pt after each evaluation and when the loop stops, and
+    (resume=True) the loop continues from there. on_progress(dict(step, steps, loss, loss_smooth, lr,
+    elapsed_s, tokens_per_s, eval)) every `progress_every` steps, at evaluations and at the end; eval is None
+    except on evaluation steps. should_stop() is polled every step; True ends the loop after that step.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    state = dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
+    path = Path(state_dir) / "state.pt" if state_dir else None
+    if path and resume and path.exists():
+        ck = torch.load(path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+
+    def checkpoint():
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), state=state), f"{path}.tmp")
+            os.replace(f"{path}.tmp", path)  # never leave a half-written checkpoint
+
+    model.train()
+    t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]
+    smooth = state.get("loss_smooth")
+    while state["step"] < steps:
+        step = state["step"] + 1
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(step - 1, steps, warmup)
+        batch = make_batch(step)
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        smooth = loss.item() if smooth is None else 0.9 * smooth + 0.1 * loss.item()
+        state.update(step=step, loss_smooth=smooth, elapsed_s=elapsed0 + time.perf_counter() - t0,
+                     tokens=state["tokens"] + int(batch["attention_mask"].sum()) + int((batch["labels"] >= 0).sum()))
+        stop = bool(should_stop and should_stop())
+        last = step == steps or stop
+        score = None
+        if evaluate_fn is not None and ((eval_every and step % eval_every == 0) or last):
+            t_eval = time.perf_counter()
+            score = evaluate_fn(model)
+            model.train()
+            t0 += time.perf_counter() - t_eval  # evaluation time is not training time
+            state["curve"].append(dict(step=step, minutes=state["elapsed_s"] / 60, loss=smooth, score=score))
+            checkpoint()
+        elif last:
+            checkpoint()
+        if on_progress and (step % progress_every == 0 or last or score is not None):
+            on_progress(dict(step=step, steps=steps, loss=loss.item(), loss_smooth=smooth,
+                             lr=opt.param_groups[0]["lr"], elapsed_s=state["elapsed_s"],
+                             tokens_per_s=(state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0),
+                             eval=score))
+        if stop:
+            break
+    model.eval()
+    return state
+
+
 def train_seq2seq(task: str, *, steps: int, seed: int, out_dir: str | Path | None,
                   on_progress: Callable[[dict], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, d_model: int = 256,
@@ -132,8 +209,8 @@ def train_seq2seq(task: str, *, steps: int, seed: int, out_dir: str | Path | Non
 
     Deterministic for a given seed and thread count: the batch for step k is
     `make_examples(batch_size, seed * 1_000_003 + k)`, and weights come from `torch.manual_seed`.
-    Learning rate: linear warm-up for `warmup` steps, then cosine decay to 0.
-    `on_progress(dict(step, steps, loss, lr, elapsed_s, task))` is called every
+    Learning rate: linear warm-up for `warmup` steps, then cosine decay to 0 (`fit_seq2seq`).
+    `on_progress(dict(step, steps, loss, loss_smooth, lr, elapsed_s, task, ...))` is called every
     `progress_every` steps and at the end; `should_stop()` returning True ends training early
     (the model is still evaluated and saved). `out_dir=None` skips saving.
     """
@@ -141,32 +218,15 @@ def train_seq2seq(task: str, *, steps: int, seed: int, out_dir: str | Path | Non
     tokenizer = build_tokenizer(spec["vocab"]())
     model = build_model(len(tokenizer), d_model=d_model, layers=layers, heads=heads, ffn=ffn,
                         seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))))
-    model.train()
-    t0, cpu0, step, smooth = time.perf_counter(), time.process_time(), 0, None
-    for step in range(1, steps + 1):
-        batch = encode(tokenizer, spec["make_examples"](batch_size, seed * 1_000_003 + step))
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        smooth = loss.item() if smooth is None else 0.9 * smooth + 0.1 * loss.item()
-        stop = bool(should_stop and should_stop())
-        if on_progress and (step % progress_every == 0 or step == steps or stop):
-            on_progress(dict(task=task, step=step, steps=steps, loss=loss.item(),
-                             loss_smooth=smooth, lr=sched.get_last_lr()[0],
-                             elapsed_s=time.perf_counter() - t0))
-        if stop:
-            break
-    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    model.eval()
+    cpu0 = time.process_time()
+    state = fit_seq2seq(
+        model, lambda k: encode(tokenizer, spec["make_examples"](batch_size, seed * 1_000_003 + k)),
+        steps=steps, lr=lr, warmup=warmup, should_stop=should_stop, progress_every=progress_every,
+        on_progress=(lambda p: on_progress(dict(p, task=task))) if on_progress else None)
+    train_s, train_cpu_s = state["elapsed_s"], time.process_time() - cpu0
     metrics = evaluate(model, tokenizer, task, n=eval_n, seed=seed + 777) if eval_n else {}
-    info = dict(task=task, description=spec["description"], steps_done=step, steps=steps,
-                seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, final_loss=smooth,
+    info = dict(task=task, description=spec["description"], steps_done=state["step"], steps=steps,
+                seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, final_loss=state.get("loss_smooth"),
                 train_cpu_minutes=round(train_cpu_s / 60, 2),
                 train_wall_minutes=round(train_s / 60, 2), torch_threads=torch.get_num_threads(),
                 config=dict(d_model=d_model, layers=layers, heads=heads,

@@ -1,9 +1,12 @@
-"""Training studio: a masked-LM pretraining job that runs in a background thread and records how heads form.
+"""Training studio: a pretraining job that runs in a background thread and records how heads form.
 
-`TrainingJob` wraps `viz.train.mlm.train_mlm` (the loop behind `python -m viz train mlm`; there is no second
-loop): its `on_progress` callback keeps the live curve and, every `snapshot_every` steps, takes a *snapshot*:
-the attention of one fixed probe sentence for every head, and per-head statistics over a small probe corpus.
-Cancel goes through train_mlm's `should_stop`; the job then saves the model as it was at that last snapshot.
+Tasks: masked-LM (BERT), denoising by text infilling (BART, an encoder–decoder) and the synthetic seq2seq tasks
+(dates, reversal). `TrainingJob` wraps the loops behind `python -m viz train` (`viz.train.mlm.train_mlm` and
+`viz.train.seq2seq.fit_seq2seq`; there is no third loop): their `on_progress` callback keeps the live curve and,
+every `snapshot_every` steps, takes a *snapshot*: the attention of one fixed probe sentence for every head (for
+an encoder–decoder: the encoder's self-attention and the decoder's cross-attention, teacher-forced on the
+probe's target), and per-head statistics (of the encoder) over a small probe corpus. Cancel goes through the
+loop's `should_stop`; the job then saves the model as it was at that last snapshot.
 
 The job owns its model (never the `st.cache_resource` bundle other sessions read) and its own state; a page
 keeps one job per session with `launch(store, ...)`. When it ends the model is saved with `save_pretrained`
@@ -12,11 +15,13 @@ keeps one job per session with `launch(store, ...)`. When it ends the model is s
 Layout of a run folder (user_models_dir()/<name>):
     config.json, model.safetensors, tokenizer*   the Hugging Face checkpoint (written when the job stops)
     training/job.json                            StudioConfig, history (one row per step), status
-    training/snapshots.npz                       steps [S], probe_attn [S, L, H, T, T], <stat> [S, L, H]
+    training/snapshots.npz                       steps [S], probe_attn [S, L, H, T, T], <stat> [S, L, H],
+                                                 probe_cross [S, L, H, U, T] (encoder–decoders)
     training/{train,eval,probe}.txt              the sentences used (so a resume sees the same data)
-    training/state.pt                            train_mlm's resumable state (removed when a run completes)
+    training/state.pt                            the loop's resumable state (removed when a run completes)
 
-Shapes: S = snapshots, L = layers, H = heads, T = probe tokens, B = probe sentences.
+Shapes: S = snapshots, L = layers, H = heads, T = probe (source) tokens, U = probe target tokens (decoder
+inputs), B = probe sentences.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viz.train import mlm
+from viz.train import denoise, mlm, seq2seq
 
 STATS = ("entropy", "prev", "next", "cls", "sep")  # the subset of viz.analysis.head_stats.STATS snapshots keep
 STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
@@ -44,7 +49,13 @@ PROBE_SENTENCE = "The cat sat on the mat because it was tired."
 REPO = Path(__file__).resolve().parent.parent.parent
 CORPUS_TRAIN = REPO / "data" / "corpus" / "train.txt.gz"
 CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
-TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)"}
+TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)",
+         "denoise": "Denoising (BART text infilling: Poisson(3) spans -> one [MASK], 30%; encoder–decoder)",
+         "dates": "Synthetic seq2seq: dates -> YYYY - MM - DD (encoder–decoder, word-level)",
+         "reverse": "Synthetic seq2seq: reverse a 3-12 word sequence (encoder–decoder, word-level)"}
+ENCODER_DECODER = ("denoise", "dates", "reverse")
+SYNTHETIC = ("dates", "reverse")  # generate their own data: no corpus; the probe is one of their test examples
+SYNTHETIC_EVAL_SEED = 12345  # the held-out examples a synthetic run is scored on
 INITS = {"scratch": "Random weights (a small BERT)", "minilm": "Bundled MiniLM (6 layers, 12 heads, 384 wide)"}
 MAX_SNAPSHOTS = 200  # each snapshot also runs the held-out evaluation and writes train_mlm's resumable state
 RUNNING, DONE, CANCELLED, FAILED, PENDING = "running", "done", "cancelled", "failed", "pending"
@@ -77,6 +88,7 @@ class StudioConfig:
     snapshot_every: int = 25
     seed: int = 0
     probe: str = PROBE_SENTENCE
+    probe_target: str = ""  # encoder–decoders: the probe's reference output (denoising: the probe itself)
     threads: int = 1  # the machine is shared: one torch thread (see train_mlm)
 
     def check(self) -> "StudioConfig":
@@ -84,6 +96,9 @@ class StudioConfig:
             raise ValueError(f"Unknown pretext task '{self.task}'; available: {', '.join(TASKS)}.")
         if self.init not in INITS:
             raise ValueError(f"Unknown start '{self.init}'; pick one of {', '.join(INITS)}.")
+        if self.task in ENCODER_DECODER and self.init != "scratch":
+            raise ValueError(f"'{self.task}' trains an encoder–decoder from random weights; the bundled MiniLM is "
+                             "an encoder only. Pick 'Random weights'.")
         if self.init == "scratch" and self.hidden % self.heads:
             raise ValueError(f"Width {self.hidden} is not divisible by {self.heads} heads; pick a multiple.")
         if self.steps < 1 or self.snapshot_every < 1 or self.batch_size < 1:
@@ -94,6 +109,10 @@ class StudioConfig:
                              f"{-(-self.steps // MAX_SNAPSHOTS)} steps or more.")
         if not self.probe.strip():
             raise ValueError("The probe sentence is empty: type one whose attention you want to watch.")
+        if self.task == "denoise":
+            self.probe_target = self.probe
+        if self.task in SYNTHETIC and not self.probe_target.strip():
+            raise ValueError(f"The '{self.task}' probe needs its reference output (probe_target).")
         self.name = run_name(self.name)
         return self
 
@@ -114,6 +133,19 @@ def bundled_corpus(n_train: int, n_eval: int = 200, n_probe: int = 32, seed: int
     return train, test[:n_eval], test[n_eval:n_eval + n_probe]
 
 
+def synthetic_data(task: str, n_eval: int = 200, n_probe: int = 32):
+    """(train, eval, probe) for a synthetic task: training examples are generated per step, so train is empty;
+    eval and probe are sources of its held-out split (eval targets are regenerated from the same seed)."""
+    test = seq2seq.get_task(task)["make_examples"](n_eval + n_probe, SYNTHETIC_EVAL_SEED, split="test")
+    return [], [s for s, _, _ in test[:n_eval]], [s for s, _, _ in test[n_eval:]]
+
+
+def synthetic_probes(task: str, n: int = 8) -> list[tuple[str, str]]:
+    """A few held-out (source, target) pairs to offer as the probe of a synthetic task."""
+    return [(s, t) for s, t, _ in seq2seq.get_task(task)["make_examples"](n, SYNTHETIC_EVAL_SEED + 1, split="test")]
+
+
+
 def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: int = 0):
     """(train, eval, probe) from one user text (one sentence per line): up to 10% held out for evaluation,
     the probe corpus taken from the held-out part."""
@@ -129,14 +161,24 @@ def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: i
 
 # ----------------------------------------------------------------------------------------------- model
 def build_model(cfg: StudioConfig):
-    """(BertForMaskedLM in eager attention, MiniLM WordPiece tokenizer) for the config's start."""
+    """(model in eager attention, tokenizer) for the config's task and start: a BertForMaskedLM (masked-LM) or
+    a BartForConditionalGeneration (denoising: MiniLM WordPiece vocabulary; synthetic tasks: their word-level
+    vocabulary), width `hidden`, feed-forward 4x wider."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from viz.train.delta import build_minilm_mlm, minilm_dir
 
+    if cfg.task in SYNTHETIC:
+        tok = seq2seq.build_tokenizer(seq2seq.get_task(cfg.task)["vocab"]())
+        with torch.random.fork_rng(devices=[]):  # build_model seeds torch: keep other sessions' RNG untouched
+            model = seq2seq.build_model(len(tok), d_model=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                                        ffn=4 * cfg.hidden, seed=cfg.seed)
+        return model.eval(), tok
     if cfg.init == "minilm":
         return build_minilm_mlm()
     tok = AutoTokenizer.from_pretrained(minilm_dir())
+    if cfg.task == "denoise":
+        return denoise.build_model(tok, d_model=cfg.hidden, layers=cfg.layers, heads=cfg.heads, seed=cfg.seed), tok
     bert = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                       num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
                       max_position_embeddings=mlm.MAX_LEN + 64, hidden_dropout_prob=0.0,
@@ -173,6 +215,64 @@ def head_stats(attn: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, cls_id
         w = weights[s][:, None, None, :]  # [B, 1, 1, T]
         out[s] = ((per_row[s] * w).sum((0, 3)) / w.sum((0, 3)).clamp_min(1)).numpy()  # [L, H]
     return out
+
+
+def special_ids(tokenizer) -> tuple[int, int]:
+    """(start, end) ids whose share the statistics report as cls / sep: [CLS]/[SEP] for WordPiece, <s>/</s> for
+    the word-level seq2seq vocabularies (whose sources carry only </s>, so their cls share is 0)."""
+    if tokenizer.cls_token_id is not None:
+        return tokenizer.cls_token_id, tokenizer.sep_token_id
+    return tokenizer.bos_token_id, tokenizer.eos_token_id
+
+
+def target_ids(tokenizer, task: str, target: str) -> list[int]:
+    """The decoder's labels for `target`: WordPiece ids without the leading [CLS] (denoising: the decoder
+    starts from [CLS]); word-level ids ending in </s> (synthetic tasks)."""
+    if task == "denoise":
+        return mlm.encode(tokenizer, [target])[0][1:]
+    return tokenizer(text_target=[target])["input_ids"][0]
+
+
+@torch.inference_mode()
+def take_snapshot_encdec(model, tokenizer, task: str, probe: str, probe_target: str,
+                         probe_corpus: list[str]) -> dict:
+    """An encoder–decoder's heads now -> dict(probe_attn [L, H, T, T] (encoder self-attention), probe_cross
+    [L, H, U, T] (teacher-forced on the probe's target; row u = the decoder position whose input is
+    decoder_inputs[u]), <stat> [L, H] over the probe corpus (encoder))."""
+    was_training = model.training
+    model.eval()
+    try:
+        src = tokenizer([probe], truncation=True, max_length=mlm.MAX_LEN, return_tensors="pt")
+        labels = torch.tensor([target_ids(tokenizer, task, probe_target)[: mlm.MAX_LEN]])
+        dec_in = torch.cat([torch.tensor([[model.config.decoder_start_token_id]]), labels[:, :-1]], 1)
+        out = model(**src, decoder_input_ids=dec_in, output_attentions=True)
+        probe_attn = torch.stack([a[0] for a in out.encoder_attentions]).float().numpy()  # [L, H, T, T]
+        probe_cross = torch.stack([a[0] for a in out.cross_attentions]).float().numpy()  # [L, H, U, T]
+        enc = tokenizer(probe_corpus or [probe], truncation=True, max_length=mlm.MAX_LEN)["input_ids"]
+        ids, mask = mlm.collate(enc, tokenizer.pad_token_id)
+        attn = torch.stack(list(model.get_encoder()(input_ids=ids, attention_mask=mask,
+                                                    output_attentions=True).attentions), dim=1)  # [B, L, H, T, T]
+        stats = head_stats(attn, mask.bool(), ids, *special_ids(tokenizer))
+    finally:
+        model.train(was_training)
+    return dict(probe_attn=probe_attn, probe_cross=probe_cross, **stats)
+
+
+def seq2seq_batches(cfg: StudioConfig, tokenizer, train_sentences: list[str]):
+    """make_batch(k) for fit_seq2seq: the same batches `python -m viz train seq2seq` uses (synthetic tasks) or
+    BART infilling of the corpus (denoising)."""
+    if cfg.task == "denoise":
+        return denoise.batch_maker(mlm.encode(tokenizer, train_sentences), tokenizer, cfg.batch_size, cfg.seed)
+    make = seq2seq.get_task(cfg.task)["make_examples"]
+    return lambda k: seq2seq.encode(tokenizer, make(cfg.batch_size, cfg.seed * 1_000_003 + k))
+
+
+def seq2seq_eval_batch(cfg: StudioConfig, tokenizer, eval_sentences: list[str]) -> dict:
+    """The fixed held-out batch whose teacher-forced token accuracy the curve shows."""
+    if cfg.task == "denoise":
+        return denoise.make_batch(mlm.encode(tokenizer, eval_sentences), tokenizer, seed=mlm.EVAL_SEED)
+    test = seq2seq.get_task(cfg.task)["make_examples"](len(eval_sentences), SYNTHETIC_EVAL_SEED, split="test")
+    return seq2seq.encode(tokenizer, test)
 
 
 @torch.inference_mode()
@@ -214,6 +314,7 @@ class TrainingJob:
     history: list[dict] = field(default_factory=list, repr=False)  # one row per step
     snapshots: list[dict] = field(default_factory=list, repr=False)  # step, eval_top1, probe_attn, <stat>
     probe_tokens: list[str] = field(default_factory=list)
+    probe_target_tokens: list[str] = field(default_factory=list)  # encoder–decoders: the decoder's input tokens
     saved_step: int | None = None  # the step the HF checkpoint in run_dir holds
     resume: bool = False
 
@@ -281,21 +382,28 @@ class TrainingJob:
         inherited = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
         try:
-            model, tok = build_model(self.config)
+            cfg = self.config
+            model, tok = build_model(cfg)
             self.probe_tokens = tok.convert_ids_to_tokens(
-                tok(self.config.probe, truncation=True, max_length=mlm.MAX_LEN)["input_ids"])
-            if self.config.init == "scratch":  # start at word frequencies (overwritten by a resumed state)
+                tok(cfg.probe, truncation=True, max_length=mlm.MAX_LEN)["input_ids"])
+            if cfg.task in ENCODER_DECODER:
+                labels = target_ids(tok, cfg.task, cfg.probe_target)[: mlm.MAX_LEN]
+                self.probe_target_tokens = tok.convert_ids_to_tokens(
+                    [model.config.decoder_start_token_id] + labels[:-1])
+            elif cfg.init == "scratch":  # start at word frequencies (overwritten by a resumed state)
                 mlm.init_output_bias(model, mlm.token_counts(mlm.encode(tok, self.train_sentences), len(tok)))
             self._prepare_dir()
             if not self.snapshots:
                 self._snapshot(model, tok, step=0, eval_top1=None)
-            cfg = self.config
-            state = mlm.train_mlm(
-                model, tok, self.train_sentences, self.eval_sentences, steps=cfg.steps,
-                batch_size=cfg.batch_size, seed=cfg.seed, out_dir=str(self.train_dir),
-                eval_every=cfg.snapshot_every, on_progress=lambda p: self._progress(p, model, tok),
-                should_stop=self._should_stop, resume=self.resume, threads=cfg.threads,
-                **training_kwargs(cfg, model))
+            if cfg.task in ENCODER_DECODER:
+                state = self._fit_seq2seq(model, tok)
+            else:
+                state = mlm.train_mlm(
+                    model, tok, self.train_sentences, self.eval_sentences, steps=cfg.steps,
+                    batch_size=cfg.batch_size, seed=cfg.seed, out_dir=str(self.train_dir),
+                    eval_every=cfg.snapshot_every, on_progress=lambda p: self._progress(p, model, tok),
+                    should_stop=self._should_stop, resume=self.resume, threads=cfg.threads,
+                    **training_kwargs(cfg, model))
             self._save_model(model, tok, state["step"])
             if state["step"] >= cfg.steps:
                 (self.train_dir / "state.pt").unlink(missing_ok=True)  # nothing left to resume; ~3x model size
@@ -312,6 +420,21 @@ class TrainingJob:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(self.run_dir.resolve())
 
+    def _fit_seq2seq(self, model, tok) -> dict:
+        """fit_seq2seq with the studio's callbacks; its progress rows are mapped onto train_mlm's keys
+        (loss_ema = the loop's smoothed loss, eval_top1 = held-out teacher-forced token accuracy)."""
+        cfg = self.config
+        held_out = seq2seq_eval_batch(cfg, tok, self.eval_sentences)
+
+        def progress(p: dict) -> None:
+            self._progress(dict(p, loss_ema=p["loss_smooth"], eval_top1=p["eval"], eval_top5=None), model, tok)
+
+        return seq2seq.fit_seq2seq(
+            model, seq2seq_batches(cfg, tok, self.train_sentences), steps=cfg.steps, lr=cfg.lr,
+            warmup=min(100, max(1, cfg.steps // 10)), on_progress=progress, should_stop=self._should_stop,
+            progress_every=1, evaluate_fn=lambda m: denoise.token_accuracy(m, held_out),
+            eval_every=cfg.snapshot_every, state_dir=self.train_dir, resume=self.resume)
+
     def _should_stop(self) -> bool:
         self._stopping = self._cancel.is_set()  # what train_mlm saw: it stops after this step's progress call
         return self._stopping
@@ -325,7 +448,11 @@ class TrainingJob:
             self._write_job()
 
     def _snapshot(self, model, tok, step: int, eval_top1: float | None) -> None:
-        snap = take_snapshot(model, tok, self.config.probe, self.probe_corpus)
+        cfg = self.config
+        if cfg.task in ENCODER_DECODER:
+            snap = take_snapshot_encdec(model, tok, cfg.task, cfg.probe, cfg.probe_target, self.probe_corpus)
+        else:
+            snap = take_snapshot(model, tok, cfg.probe, self.probe_corpus)
         snap.update(step=step, eval_top1=eval_top1)
         with self._lock:
             self.snapshots.append(snap)
@@ -340,7 +467,8 @@ class TrainingJob:
     def _write_job(self) -> None:
         history, snaps = self.view()
         info = dict(config=asdict(self.config), status=self.status, error=self.error, history=history,
-                    probe_tokens=self.probe_tokens, saved_step=self.saved_step)
+                    probe_tokens=self.probe_tokens, probe_target_tokens=self.probe_target_tokens,
+                    saved_step=self.saved_step)
         try:
             self.train_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.train_dir / "job.json.tmp"
@@ -362,6 +490,8 @@ class TrainingJob:
         model.eval()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if self.config.task in SYNTHETIC:  # the Encoder–decoder page offers the task's examples (viz.generate)
+            (tmp / "task.json").write_text(json.dumps(dict(task=self.config.task, studio=asdict(self.config))))
         names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
         for n in names:
             os.replace(tmp / n, self.run_dir / n)
@@ -386,6 +516,7 @@ class TrainingJob:
         job.history = [h for h in info["history"] if h["step"] <= step]
         job.snapshots = [s for s in load_snapshots(tdir / "snapshots.npz") if s["step"] <= step]
         job.probe_tokens = info.get("probe_tokens", [])
+        job.probe_target_tokens = info.get("probe_target_tokens", [])
         return job
 
 
@@ -403,10 +534,13 @@ def resumable_runs(root: str | Path | None = None) -> list[Path]:
 
 
 def snapshot_arrays(snaps: list[dict]) -> dict[str, np.ndarray]:
-    """Snapshots -> arrays: steps [S], eval_top1 [S] (NaN where none), probe_attn [S, L, H, T, T], <stat> [S, L, H]."""
+    """Snapshots -> arrays: steps [S], eval_top1 [S] (NaN where none), probe_attn [S, L, H, T, T], <stat> [S, L, H],
+    and probe_cross [S, L, H, U, T] for an encoder–decoder."""
     out = {"steps": np.array([s["step"] for s in snaps]),
            "eval_top1": np.array([np.nan if s["eval_top1"] is None else s["eval_top1"] for s in snaps]),
            "probe_attn": np.stack([s["probe_attn"] for s in snaps]).astype(np.float32)}
+    if "probe_cross" in snaps[0]:
+        out["probe_cross"] = np.stack([s["probe_cross"] for s in snaps]).astype(np.float32)
     for stat in STATS:
         out[stat] = np.stack([s[stat] for s in snaps])
     return out
@@ -416,8 +550,10 @@ def load_snapshots(path: str | Path) -> list[dict]:
     if not Path(path).exists():
         return []
     z = np.load(path)
+    extra = [k for k in ("probe_cross",) if k in z.files]
     return [dict(step=int(z["steps"][i]), eval_top1=None if np.isnan(z["eval_top1"][i]) else float(z["eval_top1"][i]),
-                 probe_attn=z["probe_attn"][i], **{s: z[s][i] for s in STATS}) for i in range(len(z["steps"]))]
+                 probe_attn=z["probe_attn"][i], **{s: z[s][i] for s in STATS + tuple(extra)})
+            for i in range(len(z["steps"]))]
 
 
 def launch(store: MutableMapping, job: TrainingJob, key: str = "studio_job") -> TrainingJob:
