@@ -1,6 +1,7 @@
 """Real browser, real server: start a tiny training job on /studio and watch the page refresh itself to the end."""
 
 from conftest import wait_for_chart
+from viz.train import studio as S
 
 
 def _set_number(page, label: str, value: int) -> None:
@@ -35,3 +36,19 @@ def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
     page.wait_for_function("""() => document.querySelector('[data-testid="stSidebar"] input[aria-label="Model"]')
                                         .value.includes('studio-')""", timeout=30_000)
     assert "user_models" in picker.input_value()
+
+
+def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, browser_page):
+    page = browser_page
+    page.goto(f"{app_url}/studio")
+    page.get_by_text("Training studio").first.wait_for()
+    page.get_by_label("Pretext task").click()  # the page's own selectbox (the sidebar's is labelled Model)
+    page.get_by_role("option", name=S.TASKS["dates"], exact=True).click()
+    page.get_by_text("Probe example").wait_for()
+    _set_number(page, "Steps", 30)
+    _set_number(page, "Snapshot every K steps", 10)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Finished at step 30").wait_for(timeout=240_000)
+    page.get_by_text("Replay: how each head changed").wait_for()
+    page.get_by_text("Cross-attention: decoder").first.wait_for(timeout=60_000)  # the cross-attention grid's title
+    assert page.locator('[data-testid="stException"]').count() == 0
