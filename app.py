@@ -3,6 +3,9 @@
 import streamlit as st
 
 from viz import ui
+from viz.memory import keep_freed_memory
+
+keep_freed_memory()  # once per process: big attention tensors reuse freed memory instead of faulting in pages
 
 st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide")
 

@@ -1,7 +1,9 @@
 """Benchmark (not a test): capture overhead and model-view payload, measured in one run.
 
 1. MiniLM: `capture()` (hooks + q/k/v + hidden states + numpy) over transformers' plain eager
-   forward with `output_attentions=True` (tokenisation included in both), at 16/128/512 tokens.
+   forward with `output_attentions=True` (tokenisation included in both), at 16/128/512 tokens,
+   each call in a fresh thread as Streamlit runs a page; with the app's malloc tuning
+   (viz/memory.py) and, in a child process, with glibc's defaults.
 2. Model view of a random bert-base-shaped model (12 layers x 12 heads) at 512 tokens:
    figure JSON size and build time, beside what sending every weight would cost.
 
@@ -11,8 +13,11 @@ Run: .venv/bin/python bench/bench_capture.py
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,15 +53,28 @@ def plain(bundle: ModelBundle, text: str):
 
 
 def timed(fn, *args) -> float:
-    t = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t
+    """Seconds `fn(*args)` takes in a new thread (a Streamlit script run is one)."""
+    out = []
+
+    def run():
+        t = time.perf_counter()
+        fn(*args)
+        out.append(time.perf_counter() - t)
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join()
+    return out[0]
 
 
 def bench_capture() -> None:
+    from viz.memory import keep_freed_memory
+
+    tuned = keep_freed_memory()
     bundle = load_model("minilm")
-    print("capture vs plain eager forward with output_attentions (MiniLM, 1 thread, median of "
-          f"{REPEATS}, interleaved)")
+    print("capture vs plain eager forward with output_attentions (MiniLM, 1 torch thread, median of "
+          f"{REPEATS}, interleaved, each call in a new thread; malloc tuning "
+          f"{'on' if tuned else 'off (glibc defaults)'})")
     print(f"{'tokens':>6} {'plain ms':>9} {'capture ms':>11} {'ratio':>6}")
     for n in (16, 128, 512):
         text = text_of(n, bundle.tokenizer)
@@ -93,4 +111,8 @@ if __name__ == "__main__":
     quiet()
     torch.set_num_threads(1)
     bench_capture()
-    bench_model_view()
+    if "--capture-only" not in sys.argv:
+        print()
+        subprocess.run([sys.executable, __file__, "--capture-only"], check=True,
+                       env={**os.environ, "VIZ_MALLOC_TUNING": "0"})
+        bench_model_view()

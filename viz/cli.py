@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from viz import quiet
+    from viz.memory import keep_freed_memory
 
     quiet()
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
