@@ -108,15 +108,3 @@ def build_model(tokenizer, *, d_model: int = 64, layers: int = 2, heads: int = 2
         decoder_start_token_id=cls, bos_token_id=cls, eos_token_id=sep, pad_token_id=pad,
         max_length=mlm.MAX_LEN, num_beams=1, do_sample=False)
     return model.eval()
-
-
-@torch.inference_mode()
-def token_accuracy(model, batch: dict[str, torch.Tensor]) -> float:
-    """Teacher-forced next-token accuracy of the decoder on `batch` (labels != -100)."""
-    was_training = model.training
-    model.eval()
-    logits = model(**batch).logits  # [B, T, V]
-    keep = batch["labels"] != -100
-    acc = (logits.argmax(-1)[keep] == batch["labels"][keep]).float().mean().item()
-    model.train(was_training)
-    return acc

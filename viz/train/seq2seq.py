@@ -30,7 +30,7 @@ from viz.train.seq2seq_tasks import (  # re-exported: the task registry lives be
     BOS_ID, EOS_ID, PAD_ID, TASKS, build_tokenizer, get_task, make_dates, make_reverse, words)
 
 __all__ = ["TASKS", "make_dates", "make_reverse", "words", "build_tokenizer", "build_model",
-           "train_seq2seq", "evaluate", "load_seq2seq", "add_arguments", "main"]
+           "fit_seq2seq", "train_seq2seq", "evaluate", "token_accuracy", "load_seq2seq", "add_arguments", "main"]
 
 MAX_POSITIONS = 32  # longest source/target here is 12 words + </s>; BART adds an offset of 2
 
@@ -109,6 +109,18 @@ def evaluate(model, tokenizer, task: str, n: int = 500, seed: int = 12345,
     return dict(task=task, n=n, seed=seed, exact_match=hits / n, alignment=per_layer[-1],
                 per_layer=per_layer, per_head=per_head, uniform=uniform / count,
                 aligned_tokens=count)
+
+
+@torch.inference_mode()
+def token_accuracy(model, batch: dict[str, torch.Tensor]) -> float:
+    """Teacher-forced next-token accuracy of the decoder on `batch` (labels != -100)."""
+    was_training = model.training
+    model.eval()
+    logits = model(**batch).logits  # [B, T, V]
+    keep = batch["labels"] != -100
+    acc = (logits.argmax(-1)[keep] == batch["labels"][keep]).float().mean().item()
+    model.train(was_training)
+    return acc
 
 
 def trim_ids(ids: list[int]) -> list[int]:

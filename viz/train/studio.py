@@ -145,7 +145,6 @@ def synthetic_probes(task: str, n: int = 8) -> list[tuple[str, str]]:
     return [(s, t) for s, t, _ in seq2seq.get_task(task)["make_examples"](n, SYNTHETIC_EVAL_SEED + 1, split="test")]
 
 
-
 def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: int = 0):
     """(train, eval, probe) from one user text (one sentence per line): up to 10% held out for evaluation,
     the probe corpus taken from the held-out part."""
@@ -432,7 +431,7 @@ class TrainingJob:
         return seq2seq.fit_seq2seq(
             model, seq2seq_batches(cfg, tok, self.train_sentences), steps=cfg.steps, lr=cfg.lr,
             warmup=min(100, max(1, cfg.steps // 10)), on_progress=progress, should_stop=self._should_stop,
-            progress_every=1, evaluate_fn=lambda m: denoise.token_accuracy(m, held_out),
+            progress_every=1, evaluate_fn=lambda m: seq2seq.token_accuracy(m, held_out),
             eval_every=cfg.snapshot_every, state_dir=self.train_dir, resume=self.resume)
 
     def _should_stop(self) -> bool:
