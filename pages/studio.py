@@ -169,7 +169,8 @@ def progress() -> None:
         st.progress(min(1.0, history[-1]['step'] / cfg.steps) if history else 0.0,
                     text=f"Training '{cfg.name}': step {history[-1]['step'] if history else 0} of {cfg.steps}")
     if job.running and not history:
-        st.info(f"Preparing: tokenizing {len(job.train_sentences):,} sentences and building the model…", icon="⏳")
+        what = f"tokenizing {len(job.train_sentences):,} sentences and " if job.train_sentences else ""
+        st.info(f"Preparing: {what}building the model…", icon="⏳")
     if history:
         last = history[-1]
         top1 = next((s["eval_top1"] for s in reversed(snaps) if s["eval_top1"] is not None), None)
@@ -215,8 +216,9 @@ if job is not None and not running and job.snapshots:
         ui.plot(F.probe_grid(arrays["probe_cross"][i], job.probe_tokens, grid_title(job.config, "cross", at),
                              zmax=float(arrays["probe_cross"].max()), row_tokens=job.probe_target_tokens),
                 key="studio_cross", stem=f"{job.config.name}-cross-step-{at}")
-    stat = st.radio("Statistic (over the probe corpus" + (", encoder)" if "probe_cross" in arrays else ")"), S.STATS, format_func=S.STAT_LABELS.get,
-                    key="studio_stat", horizontal=True)
+    over = "over the probe corpus, encoder" if "probe_cross" in arrays else "over the probe corpus"
+    stat = st.radio(f"Statistic ({over})", S.STATS, format_func=S.STAT_LABELS.get, key="studio_stat",
+                    horizontal=True)
     ui.plot(F.stat_over_steps(arrays["steps"], arrays[stat], S.STAT_LABELS[stat], mark_step=at),
             key="studio_stat_fig", stem=f"{job.config.name}-{stat}")
     L, H = arrays[stat].shape[1:]

@@ -2,6 +2,9 @@
 
 Usage: python scripts/mlm_report.py --run runs/minilm-mlm --recipe "<the training command>" [--ship]
 --ship copies run/delta.safetensors to models/minilm-mlm/delta.safetensors first.
+A run warm-started from an earlier delta (`train mlm --init`) names that stage with --earlier-curve (a TSV:
+step, minutes, loss, top1, top5, content_top1, content_top5 in %), --earlier-recipe and --earlier-result
+("top1,top5,content_top1,content_top5" on the whole test split); the curve then shows both stages.
 """
 import argparse
 import os
@@ -76,6 +79,11 @@ def main():
     ap.add_argument("--ship", action="store_true")
     ap.add_argument("--notes", default="")
     ap.add_argument("--verdict", default="", help="a sentence on the result against its target")
+    ap.add_argument("--machine", default="a 2-core CPU shared with other jobs (load average 5-10), so minutes here "
+                                        "buy less than on an idle machine")
+    ap.add_argument("--earlier-curve", default="", help="TSV curve of the stage this run was warm-started from")
+    ap.add_argument("--earlier-recipe", default="")
+    ap.add_argument("--earlier-result", default="", help="top1,top5,content_top1,content_top5 (%%) of that stage")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.ship:
@@ -91,8 +99,33 @@ def main():
     state = torch.load(os.path.join(args.run, "state.pt"), weights_only=False)["state"]
     curve = state["curve"]
     size_mb = os.path.getsize(DEFAULT_DELTA) / 1e6
-    rows = "\n".join(f"| {r['step']} | {r['minutes']:.1f} | {r['loss']:.2f} | {pct(r['top1'])} / {pct(r['top5'])} | "
-                     f"{pct(r['content_top1'])} / {pct(r['content_top5'])} |" for r in curve)
+    earlier, offset, stage = [], 0.0, ""
+    if args.earlier_curve:
+        lines = open(args.earlier_curve).read().split("\n")
+        keys = lines[0].split("\t")
+        earlier = [dict(zip(keys, map(float, x.split("\t")))) for x in lines[1:] if x.strip()]
+        offset, stage = earlier[-1]["minutes"], "2 | "
+    rows = "\n".join([f"| 1 | {r['step']:.0f} | {r['minutes']:.1f} | {r['loss']:.2f} | {r['top1']:.1f} / {r['top5']:.1f} | "
+                      f"{r['content_top1']:.1f} / {r['content_top5']:.1f} |" for r in earlier] +
+                     [f"| {stage}{r['step']} | {offset + r['minutes']:.1f} | {r['loss']:.2f} | {pct(r['top1'])} / "
+                      f"{pct(r['top5'])} | {pct(r['content_top1'])} / {pct(r['content_top5'])} |" for r in curve])
+    stage_col = ("| stage | step | minutes (cumulative) | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |\n"
+                 "|---|---|---|---|---|---|") if earlier else \
+        "| step | minutes | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |\n|---|---|---|---|---|"
+    earlier_row = ""
+    if args.earlier_result:
+        e = args.earlier_result.split(",")
+        earlier_row = f"\n| stage 1 alone (the earlier shipped delta) | {e[0]} | {e[1]} | {e[2]} | {e[3]} |"
+    if earlier:
+        recipe = (f"- Stage 1: `{args.earlier_recipe}`\n- Stage 2, warm-started from stage 1's delta with a fresh "
+                  f"optimizer and schedule: `{args.recipe}`")
+        trained = (f"Stage 1 trained {earlier[-1]['step']:.0f} steps in {offset:.1f} minutes; stage 2 "
+                   f"{state['step']} steps in {state['elapsed_s'] / 60:.1f} minutes of training wall clock "
+                   f"(evaluation excluded) on {args.machine}")
+    else:
+        recipe = f"- Command: `{args.recipe}`"
+        trained = (f"Trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} minutes of training wall clock "
+                   f"(evaluation excluded) on {args.machine}")
     ex = "\n".join(f"| {s} | {', '.join(p)} |" for s, p in predictions(model, tok))
     card = f"""# minilm-mlm: a masked-LM head on the bundled all-MiniLM-L6-v2
 
@@ -107,13 +140,11 @@ this file (eager attention, eval mode; {load_s:.1f} s here).
 
 - Corpus: `data/corpus/train.txt.gz` ({len(train):,} sentences; see `data/corpus/DATACARD.md`: WordNet glosses and
   examples, fortunes, The Devil's Dictionary, World English Bible, Python docs; permissive/public domain only).
-- Command: `{args.recipe}`
+{recipe}
 - Masking 15%, BERT 80/10/10; sentences <= 64 tokens, length-bucketed batches of 64; AdamW (weight decay 0.01),
   linear warm-up then cosine decay, gradient clipping 1.0, dropout 0, bfloat16 autocast on the CPU
-  (AVX512-BF16: 2.3x faster than fp32 here), 1 torch thread (the shared 2-core CPU ran 2 threads slower).
-- Trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} minutes of training wall clock (evaluation
-  excluded) on a 2-core CPU shared with other jobs (load average 5-10), so minutes here buy less than on an idle
-  machine.{(' ' + args.notes) if args.notes else ''}
+  (AVX512-BF16: 2.3x faster than fp32 here); 1 torch thread on a busy machine, 2 on an idle one.
+- {trained}.{(' ' + args.notes) if args.notes else ''}
 
 ## Held-out accuracy (all {len(test):,} test sentences, {ev['n']:,} masked tokens, fixed masking seed {mlm.EVAL_SEED})
 
@@ -122,7 +153,7 @@ test split ({ev['n_content']:,} of them): it exposes a model that only predicts 
 
 | model | top-1 | top-5 | content top-1 | content top-5 |
 |---|---|---|---|---|
-| word-frequency baseline | {pct(base['top1'])} | {pct(base['top5'])} | {pct(base['content_top1'])} | {pct(base['content_top5'])} |
+| word-frequency baseline | {pct(base['top1'])} | {pct(base['top5'])} | {pct(base['content_top1'])} | {pct(base['content_top5'])} |{earlier_row}
 | **minilm-mlm** | **{pct(ev['top1'])}** | **{pct(ev['top5'])}** | {pct(ev['content_top1'])} | {pct(ev['content_top5'])} |
 
 The baseline always guesses the 5 most frequent training tokens, so its content-word accuracy is 0 by
@@ -130,8 +161,7 @@ construction.{(' ' + args.verdict) if args.verdict else ''}
 
 ## Accuracy vs training minutes (first 1,000 test sentences, evaluated during training)
 
-| step | minutes | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |
-|---|---|---|---|---|
+{stage_col}
 {rows}
 
 ## Example predictions (top 5)
