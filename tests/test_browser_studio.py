@@ -45,6 +45,10 @@ def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, brow
     page.get_by_label("Pretext task").click()  # the page's own selectbox (the sidebar's is labelled Model)
     page.get_by_role("option", name=S.TASKS["dates"], exact=True).click()
     page.get_by_text("Probe example").wait_for()
+    # the task change reruns the page: wait until the stale copy of the form is gone
+    page.wait_for_function("""() => [...document.querySelectorAll('input[aria-label="Steps"]')].length === 1""",
+                           timeout=30_000)
+    page.wait_for_timeout(500)
     _set_number(page, "Steps", 30)
     _set_number(page, "Snapshot every K steps", 10)
     page.get_by_role("button", name="Start training").click()
