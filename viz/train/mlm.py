@@ -228,6 +228,24 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
 
 
+def load_state(path: str | None, model, opt) -> dict | None:
+    """Restore model + optimizer from a training checkpoint at `path` (if there is one) -> its state dict."""
+    if not path or not os.path.exists(path):
+        return None
+    ck = torch.load(path, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    return ck["state"]
+
+
+def save_state(path: str | None, model, opt, state: dict) -> None:
+    """Write model + optimizer + state to `path` atomically (never a half-written checkpoint); None: skip."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), state=state), path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
 def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list[str] | None, *, steps: int,
               batch_size: int = 64, lr_head: float = 1e-3, lr_encoder: float = 1e-4,
               unfreeze_layers: int | None = None, seed: int = 0, out_dir: str | None = None,
@@ -252,19 +270,12 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
     base_lrs = [g["lr"] for g in groups]
     enc = encode(tokenizer, train_sentences)
     lengths = [len(x) for x in enc]
-    state = dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
     path = os.path.join(out_dir, "state.pt") if out_dir else None
-    if path and resume and os.path.exists(path):
-        ck = torch.load(path, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
+    state = load_state(path, model, opt) if resume else None
+    state = state or dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
 
     def checkpoint():
-        if path:
-            os.makedirs(out_dir, exist_ok=True)
-            torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), state=state), path + ".tmp")
-            os.replace(path + ".tmp", path)  # never leave a half-written checkpoint
+        save_state(path, model, opt, state)
 
     model.train()
     t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]

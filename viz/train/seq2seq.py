@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -158,19 +157,14 @@ def fit_seq2seq(model, make_batch: Callable[[int], dict], *, steps: int, lr: flo
     except on evaluation steps. should_stop() is polled every step; True ends the loop after that step.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    state = dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
-    path = Path(state_dir) / "state.pt" if state_dir else None
-    if path and resume and path.exists():
-        ck = torch.load(path, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
+    from viz.train.mlm import load_state, save_state  # the masked-LM loop's checkpoint format
+
+    path = str(Path(state_dir) / "state.pt") if state_dir else None
+    state = load_state(path, model, opt) if resume else None
+    state = state or dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
 
     def checkpoint():
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), state=state), f"{path}.tmp")
-            os.replace(f"{path}.tmp", path)  # never leave a half-written checkpoint
+        save_state(path, model, opt, state)
 
     model.train()
     t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]
