@@ -238,6 +238,14 @@ def load_state(path: str | None, model, opt) -> dict | None:
     return ck["state"]
 
 
+def start_state(out_dir, model, opt, resume: bool) -> tuple[str | None, dict]:
+    """(checkpoint path out_dir/state.pt or None, the loop's state): restored from that checkpoint when
+    `resume` and it exists, else a fresh state at step 0."""
+    path = os.path.join(out_dir, "state.pt") if out_dir else None
+    state = load_state(path, model, opt) if resume else None
+    return path, state or dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
+
+
 def save_state(path: str | None, model, opt, state: dict) -> None:
     """Write model + optimizer + state to `path` atomically (never a half-written checkpoint); None: skip."""
     if path:
@@ -270,13 +278,7 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
     base_lrs = [g["lr"] for g in groups]
     enc = encode(tokenizer, train_sentences)
     lengths = [len(x) for x in enc]
-    path = os.path.join(out_dir, "state.pt") if out_dir else None
-    state = load_state(path, model, opt) if resume else None
-    state = state or dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
-
-    def checkpoint():
-        save_state(path, model, opt, state)
-
+    path, state = start_state(out_dir, model, opt, resume)
     model.train()
     t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]
     loss_ema = None
@@ -311,9 +313,9 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
             t0 += time.perf_counter() - t_eval  # evaluation time is not training time
             info.update(eval_top1=ev["top1"], eval_top5=ev["top5"], eval=ev)
             state["curve"].append(dict(step=state["step"], minutes=state["elapsed_s"] / 60, loss=loss_ema, **ev))
-            checkpoint()
+            save_state(path, model, opt, state)
         elif last:
-            checkpoint()
+            save_state(path, model, opt, state)
         if on_progress:
             on_progress(info)
         if stop:

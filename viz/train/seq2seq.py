@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from viz.train.mlm import save_state, start_state
 from viz.train.seq2seq_tasks import (  # re-exported: the task registry lives beside the trainer
     BOS_ID, EOS_ID, PAD_ID, TASKS, build_tokenizer, get_task, make_dates, make_reverse, words)
 
@@ -157,15 +158,7 @@ def fit_seq2seq(model, make_batch: Callable[[int], dict], *, steps: int, lr: flo
     except on evaluation steps. should_stop() is polled every step; True ends the loop after that step.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    from viz.train.mlm import load_state, save_state  # the masked-LM loop's checkpoint format
-
-    path = str(Path(state_dir) / "state.pt") if state_dir else None
-    state = load_state(path, model, opt) if resume else None
-    state = state or dict(step=0, elapsed_s=0.0, tokens=0, curve=[])
-
-    def checkpoint():
-        save_state(path, model, opt, state)
-
+    path, state = start_state(state_dir, model, opt, resume)  # the masked-LM loop's checkpoint format
     model.train()
     t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]
     smooth = state.get("loss_smooth")
@@ -191,9 +184,9 @@ def fit_seq2seq(model, make_batch: Callable[[int], dict], *, steps: int, lr: flo
             model.train()
             t0 += time.perf_counter() - t_eval  # evaluation time is not training time
             state["curve"].append(dict(step=step, minutes=state["elapsed_s"] / 60, loss=smooth, score=score))
-            checkpoint()
+            save_state(path, model, opt, state)
         elif last:
-            checkpoint()
+            save_state(path, model, opt, state)
         if on_progress and (step % progress_every == 0 or last or score is not None):
             on_progress(dict(step=step, steps=steps, loss=loss.item(), loss_smooth=smooth,
                              lr=opt.param_groups[0]["lr"], elapsed_s=state["elapsed_s"],
