@@ -96,6 +96,35 @@ def test_resume_matches_uninterrupted(tok, tmp_path):
         torch.testing.assert_close(v, w, rtol=0, atol=1e-6, msg=k)
 
 
+def test_fit_minutes_sizes_the_schedule_and_a_resume_keeps_it(tok, tmp_path):
+    """fit_minutes: the warm-up measures the step rate, then `steps` becomes what fits in the budget; the fitted
+    length is checkpointed, so resuming with another budget (or `steps`) neither refits nor changes it."""
+    kw = dict(batch_size=4, lr_head=1e-3, lr_encoder=1e-3, unfreeze_layers=1, seed=0, bf16=False, warmup=3,
+              out_dir=str(tmp_path / "run"))
+    seen = []
+    state = mlm.train_mlm(tiny_model(tok), tok, SENTENCES, None, steps=10**9, fit_minutes=0.005,
+                          on_progress=lambda p: seen.append(p["steps"]), **kw)
+    assert state["fitted"] and state["step"] == state["steps"] >= 4
+    assert seen[-1] == state["steps"] and len(seen) == state["steps"]  # the loop ran exactly the fitted length
+    again = mlm.train_mlm(tiny_model(tok), tok, SENTENCES, None, steps=10**9, fit_minutes=5, **kw)
+    assert again["steps"] == state["steps"] and again["step"] == state["step"]
+
+
+def test_cli_steps_zero_needs_minutes(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    mlm.add_arguments(parser)
+    assert mlm.main(parser.parse_args(["--steps", "0"])) == 2
+    assert "--minutes" in capsys.readouterr().err
+
+
+def test_build_minilm_mlm_dropout_is_for_training_only():
+    model, _ = D.build_minilm_mlm(dropout=0.1)
+    assert model.config.hidden_dropout_prob == 0.1 == model.config.attention_probs_dropout_prob
+    assert not model.training  # built in eval mode: pages and evaluation never see dropout
+
+
 def test_delta_round_trip(tmp_path):
     model, _ = D.build_minilm_mlm()
     g = torch.Generator().manual_seed(0)
@@ -144,3 +173,4 @@ def test_cli_init_warm_starts_from_a_delta(tmp_path):
     assert set(written) == set(shipped)
     for k, v in shipped.items():
         assert torch.equal(written[k], v), k
+

@@ -37,16 +37,17 @@ def _base_tensors(base_dir: str) -> dict[str, torch.Tensor]:
     return {f"bert.{k}": v for k, v in sd.items() if not k.startswith("pooler.") and not k.endswith("position_ids")}
 
 
-def build_minilm_mlm(base_dir: str | None = None):
+def build_minilm_mlm(base_dir: str | None = None, dropout: float = 0.0):
     """A `BertForMaskedLM` with the MiniLM encoder weights and an untrained head -> (model, tokenizer).
 
-    Eager attention so pages can read attention weights; dropout 0 because short fine-tuning runs learned faster
-    without it (and evaluation never uses it). The decoder is tied to the word embeddings.
+    Eager attention so pages can read attention weights; dropout 0 by default because short fine-tuning runs
+    learned faster without it (evaluation never uses it; long runs that see the corpus many times want it).
+    The decoder is tied to the word embeddings.
     """
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     base_dir = base_dir or minilm_dir()
-    config = BertConfig.from_pretrained(base_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    config = BertConfig.from_pretrained(base_dir, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                                         tie_word_embeddings=True)
     config._attn_implementation = "eager"
     model = BertForMaskedLM(config)

@@ -135,6 +135,11 @@ def trainable_groups(model, unfreeze_layers: int | None, lr_head: float, lr_enco
     return groups
 
 
+def _bf16_default(device: torch.device) -> bool:
+    """bfloat16 autocast on every CUDA GPU we target; on CPU only where it is faster."""
+    return device.type == "cuda" or (device.type == "cpu" and bf16_is_faster())
+
+
 def bf16_is_faster() -> bool:
     """bfloat16 autocast pays off only where the CPU has bf16 matmul units (AVX512-BF16 / AMX)."""
     try:
@@ -157,7 +162,8 @@ def evaluate_mlm(model, tokenizer, sentences: list[str], seed: int = 0, *, batch
     """
     was_training = model.training
     model.eval()
-    bf16 = bf16_is_faster() if bf16 is None else bf16
+    device = next(model.parameters()).device
+    bf16 = _bf16_default(device) if bf16 is None else bf16
     enc = sorted(encode(tokenizer, sentences), key=len)  # stable: deterministic, and batches barely need padding
     if frequent_ids is None:
         frequent_ids = token_counts(enc, len(tokenizer)).topk(100).indices
@@ -166,10 +172,11 @@ def evaluate_mlm(model, tokenizer, sentences: list[str], seed: int = 0, *, batch
     n = torch.zeros(2)
     for i in range(0, len(enc), batch_size):
         ids, attn = collate(enc[i:i + batch_size], tokenizer.pad_token_id)
-        masked, labels = mask_tokens(ids, tokenizer, gen, mask_all=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, target = masked_logits(model, masked, attn, labels)  # [M, V], [M]
-        top5 = logits.float().topk(5, dim=-1).indices  # [M, 5]
+        masked, labels = mask_tokens(ids, tokenizer, gen, mask_all=True)  # masks drawn on the CPU: same anywhere
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, target = masked_logits(model, masked.to(device), attn.to(device), labels.to(device))
+        top5 = logits.float().topk(5, dim=-1).indices.cpu()  # [M, 5]
+        target = target.cpu()
         ok1 = top5[:, 0] == target
         ok5 = (top5 == target[:, None]).any(-1)
         content = ~torch.isin(target, frequent_ids)
@@ -259,7 +266,8 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
               unfreeze_layers: int | None = None, seed: int = 0, out_dir: str | None = None,
               eval_every: int = 0, on_progress: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, resume: bool = True, warmup: int | None = None,
-              bf16: bool | None = None, threads: int = 1) -> dict:
+              bf16: bool | None = None, threads: int = 1, device: str | torch.device = "cpu",
+              fit_minutes: float | None = None) -> dict:
     """Train `model` (a BertForMaskedLM) in place; returns the final state summary dict.
 
     Deterministic given `seed`: batch order and masks are functions of (seed, step). If `out_dir` is given the
@@ -267,31 +275,48 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
     and when it stops, and (resume=True) continues from it. on_progress gets dict(step, steps, loss, elapsed_s,
     tokens_per_s, eval_top1, eval_top5, ...) after every step (eval_* only on evaluation steps, else None).
     should_stop() is polled every step; returning True checkpoints and returns early.
+
+    fit_minutes: size the schedule to a time budget instead of trusting `steps`: after the warm-up the loop
+    measures its own step rate and sets steps = what fits in `fit_minutes` of training (kept in the checkpoint,
+    so a resume keeps it; rerunning with `--steps <that number>` repeats the run exactly). Why: on an unknown
+    machine (a lent GPU) a guessed `steps` either stops mid-schedule at full learning rate or ends early.
     """
     # Why 1 thread by default: on the shared 2-core machine (load ~6) a 2-thread step ran at 73-615 tok/s against
     # 570-1390 tok/s with 1 thread, measured interleaved: OpenMP barriers stall whenever a thread is descheduled.
     torch.set_num_threads(threads)
-    bf16 = bf16_is_faster() if bf16 is None else bf16
+    device = torch.device(device)
+    bf16 = _bf16_default(device) if bf16 is None else bf16
+    if fit_minutes:
+        steps = 2**62  # a placeholder until the warm-up has measured the step rate (warm-up ignores `steps`)
+        warmup = 100 if warmup is None else warmup
     warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
+    model.to(device)
     groups = trainable_groups(model, unfreeze_layers, lr_head, lr_encoder)
-    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    opt = torch.optim.AdamW(groups, weight_decay=0.01, fused=device.type == "cuda")
     base_lrs = [g["lr"] for g in groups]
     enc = encode(tokenizer, train_sentences)
     lengths = [len(x) for x in enc]
     path, state = start_state(out_dir, model, opt, resume)
+    if state.get("fitted"):
+        steps = state["steps"]  # a resumed run keeps the schedule it was fitted to
+    state["steps"] = steps
     model.train()
     t0, elapsed0, tokens0 = time.perf_counter(), state["elapsed_s"], state["tokens"]
     loss_ema = None
     while state["step"] < steps:
         step = state["step"]
+        if fit_minutes and step == warmup and not state.get("fitted"):
+            rate = step / max(1e-9, state["elapsed_s"])  # steps per second, warm-up steps included
+            steps = state["steps"] = max(step + 1, int(rate * fit_minutes * 60 * 0.97))
+            state["fitted"] = True
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * lr_factor(step, steps, warmup)
         ids, attn = collate([enc[i] for i in batch_indices(step, batch_size, lengths, seed)],
                             tokenizer.pad_token_id)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)  # masks: a pure function of (seed, step)
         masked, labels = mask_tokens(ids, tokenizer, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, target = masked_logits(model, masked, attn, labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, target = masked_logits(model, masked.to(device), attn.to(device), labels.to(device))
         loss = F.cross_entropy(logits.float(), target)  # fp32 softmax over 30k classes
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -330,7 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser.add_argument("--train", default=os.path.join(here, "data/corpus/train.txt.gz"))
     parser.add_argument("--test", default=os.path.join(here, "data/corpus/test.txt"))
-    parser.add_argument("--steps", type=int, default=3000, help="schedule length (cosine decay ends here)")
+    parser.add_argument("--steps", type=int, default=3000,
+                        help="schedule length (cosine decay ends here); 0 with --minutes: fit it to the minutes")
     parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this much training")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr-head", type=float, default=1e-3)
@@ -343,6 +369,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is faster on a busy machine")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when there is one)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 10%% of steps, <= 100)")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="hidden and attention dropout while training (0: short CPU runs learn faster)")
     parser.add_argument("--init", default=None,
                         help="start from this delta (e.g. models/minilm-mlm/delta.safetensors) instead of a fresh "
                              "head; a fresh optimizer and schedule (a warm start, not a resume)")
@@ -352,7 +382,12 @@ def main(args: argparse.Namespace) -> int:
     """Train the MiniLM masked-LM; write out/state.pt, out/delta.safetensors and out/curve.tsv."""
     from viz.train.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
 
-    model, tok = build_minilm_mlm()
+    if args.steps == 0 and not args.minutes:
+        print("--steps 0 fits the schedule to --minutes: give --minutes too", file=sys.stderr)
+        return 2
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    model, tok = build_minilm_mlm(dropout=args.dropout)
     train = read_sentences(args.train)
     test = read_sentences(args.test)[: args.eval_n]
     if args.init:
@@ -372,7 +407,8 @@ def main(args: argparse.Namespace) -> int:
                       seed=args.seed, out_dir=args.out, eval_every=args.eval_every, on_progress=progress,
                       should_stop=(lambda: time.monotonic() > deadline) if deadline else None,
                       resume=not args.no_resume, bf16=False if args.no_bf16 else None,
-                      threads=args.threads)
+                      threads=args.threads, device=device, warmup=args.warmup,
+                      fit_minutes=args.minutes if args.steps == 0 else None)
     print(file=sys.stderr)
     save_delta(model, minilm_dir(), os.path.join(args.out, "delta.safetensors"))
     with open(os.path.join(args.out, "curve.tsv"), "w") as f:
@@ -380,5 +416,6 @@ def main(args: argparse.Namespace) -> int:
         f.write("\t".join(keys) + "\n")
         for row in state["curve"]:
             f.write("\t".join(f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + "\n")
-    print(f"done: step {state['step']}, {state['elapsed_s'] / 60:.1f} min -> {args.out}", file=sys.stderr)
+    print(f"done: step {state['step']}/{state['steps']}, {state['elapsed_s'] / 60:.1f} min on {device} "
+          f"-> {args.out}", file=sys.stderr)
     return 0
