@@ -119,6 +119,16 @@ def test_cli_steps_zero_needs_minutes(capsys):
     assert "--minutes" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cli_cuda_without_a_gpu_says_so(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    mlm.add_arguments(parser)
+    assert mlm.main(parser.parse_args(["--device", "cuda"])) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
 def test_build_minilm_mlm_dropout_is_for_training_only():
     model, _ = D.build_minilm_mlm(dropout=0.1)
     assert model.config.hidden_dropout_prob == 0.1 == model.config.attention_probs_dropout_prob

@@ -307,6 +307,7 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
         step = state["step"]
         if fit_minutes and step == warmup and not state.get("fitted"):
             rate = step / max(1e-9, state["elapsed_s"])  # steps per second, warm-up steps included
+            # 3% spare: evaluations and checkpoints are not training time, but a caller's deadline counts them
             steps = state["steps"] = max(step + 1, int(rate * fit_minutes * 60 * 0.97))
             state["fitted"] = True
         for g, lr in zip(opt.param_groups, base_lrs):
@@ -385,8 +386,12 @@ def main(args: argparse.Namespace) -> int:
     if args.steps == 0 and not args.minutes:
         print("--steps 0 fits the schedule to --minutes: give --minutes too", file=sys.stderr)
         return 2
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--device {device}: this torch sees no CUDA GPU; use --device cpu (or auto)", file=sys.stderr)
+        return 2
     model, tok = build_minilm_mlm(dropout=args.dropout)
     train = read_sentences(args.train)
     test = read_sentences(args.test)[: args.eval_n]
