@@ -287,8 +287,7 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
     device = torch.device(device)
     bf16 = _bf16_default(device) if bf16 is None else bf16
     if fit_minutes:
-        steps = 2**62  # a placeholder until the warm-up has measured the step rate (warm-up ignores `steps`)
-        warmup = 100 if warmup is None else warmup
+        steps = 2**62  # placeholder until the warm-up has measured the step rate (default warm-up: 100)
     warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
     model.to(device)
     groups = trainable_groups(model, unfreeze_layers, lr_head, lr_encoder)
