@@ -13,7 +13,7 @@ def test_default_is_the_real_bundled_minilm(load):
     assert bundle.kind == "encoder" and bundle.n_layers == 6
     assert bundle.model.config.num_attention_heads == 12
     assert not bundle.model.training
-    assert bundle.model.config._attn_implementation == "eager"
+    assert bundle.model.config._attn_implementation == "atlas"  # our function in the AttentionInterface (viz.recorder)
     assert not bundle.has_mlm_head  # its cls.* head does not exist: never show MLM predictions from it
 
 
@@ -41,7 +41,7 @@ def _save_tiny(path, **kw):
 def test_local_folder_under_allowed_root_loads(root):
     _save_tiny(root / "m")
     bundle = load_model(str(root / "m"))
-    assert bundle.kind == "encoder" and bundle.model.config._attn_implementation == "eager"
+    assert bundle.kind == "encoder" and bundle.model.config._attn_implementation == "atlas"
 
 
 def test_folder_outside_allowed_roots_is_refused(tmp_path, monkeypatch):

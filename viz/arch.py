@@ -1,13 +1,15 @@
 """Per-architecture facts as data.
 
-Everything that differs between model families — where the attention modules
-sit in the module tree, what their query/key/value projections are called, and
-whether the family is an encoder, a decoder or both — lives in `ARCHS`, keyed by
-`config.model_type`. Code elsewhere reads these facts; it never checks a model's
-name (the inseq habit: differences in data, not in `if "bart" in name`).
+Attention itself is captured for every family in one place (`viz.recorder`: our function in
+transformers' AttentionInterface), so this table only holds what that function cannot see:
+whether a family is an encoder, a decoder or both; where each layer's attention module and its
+output projection sit (norm-based attention, head contributions); the masked-LM head's modules; and
+position-table offsets. Keyed by `config.model_type`; code elsewhere never checks a model's name
+(the inseq habit: differences in data, not in `if "bart" in name`).
 
-Every attention module listed here returns a tuple whose *last* element is the
-attention weights `[batch, head, query, key]` (transformers 5, eager attention).
+A family missing here still works when its transformers class uses the AttentionInterface
+(`generic_arch`): attention, hidden states and q/k/v are captured; the views that need module
+paths (norm-based attention, head importance) say they are not available for it.
 """
 
 from __future__ import annotations
@@ -17,26 +19,20 @@ from dataclasses import dataclass, field
 
 ENCODER, DECODER, CROSS = "encoder", "decoder", "cross"
 STACKS = (ENCODER, DECODER, CROSS)
+KIND_STACKS = {"encoder": (ENCODER,), "decoder": (DECODER,), "encoder-decoder": (ENCODER, DECODER, CROSS)}
 
 
 @dataclass(frozen=True)
 class AttentionSite:
-    """Where one kind of attention lives, as regexes over `named_modules()` names.
+    """Where one kind of attention lives, as regexes over `named_modules()` names (matched at a dot
+    boundary, so `layers\\.\\d+\\.self_attn` matches `model.layers.3.self_attn`).
 
-    module: the attention module whose output tuple ends with the weights.
-    query/key/value: child modules (relative to `module`) producing the
-        projections `[batch, token, heads * head_dim]`. For fused projections
-        (GPT-2's `c_attn`) all three name the same child and `fused=True`.
-    output: regex of the output projection applied to the merged heads
-        (BERT keeps it outside the self-attention module).
+    module: the attention module (the one that calls the attention function).
+    output: the output projection applied to the merged heads (BERT keeps it outside `module`).
     """
 
     module: str
-    query: str
-    key: str
-    value: str
     output: str
-    fused: bool = False
 
     def matches(self, name: str) -> bool:
         return re.search(r"(^|\.)" + self.module + "$", name) is not None
@@ -53,41 +49,41 @@ class Arch:
 
     @property
     def stacks(self) -> tuple[str, ...]:
-        return tuple(s for s in STACKS if s in self.sites)
+        return KIND_STACKS[self.kind]
+
+
+def _site(module: str, output: str) -> AttentionSite:
+    return AttentionSite(module, rf"{module}\.{output}")
 
 
 def _bert_like(mlm_head: tuple[str, ...] = ("cls",), position_offset: int = 0) -> Arch:
     prefix = r"encoder\.layer\.\d+\.attention"
-    return Arch(
-        kind="encoder",
-        sites={ENCODER: AttentionSite(prefix + r"\.self", "query", "key", "value", prefix + r"\.output\.dense")},
-        position_offset=position_offset, mlm_head=mlm_head,
-    )
+    return Arch("encoder", {ENCODER: AttentionSite(prefix + r"\.self", prefix + r"\.output\.dense")},
+                position_offset=position_offset, mlm_head=mlm_head)
 
 
 def _bart_like() -> Arch:
-    def site(stack: str, name: str) -> AttentionSite:
-        return AttentionSite(rf"{stack}\.layers\.\d+\.{name}", "q_proj", "k_proj", "v_proj",
-                             rf"{stack}\.layers\.\d+\.{name}\.out_proj")
-
-    return Arch(kind="encoder-decoder", sites={
-        ENCODER: site("encoder", "self_attn"),
-        DECODER: site("decoder", "self_attn"),
-        CROSS: site("decoder", "encoder_attn"),
+    return Arch("encoder-decoder", {
+        ENCODER: _site(r"encoder\.layers\.\d+\.self_attn", "out_proj"),
+        DECODER: _site(r"decoder\.layers\.\d+\.self_attn", "out_proj"),
+        CROSS: _site(r"decoder\.layers\.\d+\.encoder_attn", "out_proj"),
     })
 
 
 def _t5_like() -> Arch:
-    def site(stack: str, sub: str) -> AttentionSite:
-        mod = rf"{stack}\.block\.\d+\.layer\.\d+\.{sub}"
-        return AttentionSite(mod, "q", "k", "v", mod + r"\.o")
-
-    return Arch(kind="encoder-decoder", sites={
-        ENCODER: site("encoder", "SelfAttention"),
-        DECODER: site("decoder", "SelfAttention"),
-        CROSS: site("decoder", "EncDecAttention"),
+    return Arch("encoder-decoder", {
+        ENCODER: _site(r"encoder\.block\.\d+\.layer\.\d+\.SelfAttention", "o"),
+        DECODER: _site(r"decoder\.block\.\d+\.layer\.\d+\.SelfAttention", "o"),
+        CROSS: _site(r"decoder\.block\.\d+\.layer\.\d+\.EncDecAttention", "o"),
     })
 
+
+def _decoder(module: str = r"layers\.\d+\.self_attn", output: str = "o_proj") -> Arch:
+    return Arch("decoder", {DECODER: _site(module, output)})
+
+
+_LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2",
+               "olmo3", "smollm3", "granite", "cohere", "starcoder2", "helium", "glm", "ministral")
 
 ARCHS: dict[str, Arch] = {
     "bert": _bert_like(),
@@ -95,21 +91,21 @@ ARCHS: dict[str, Arch] = {
     "roberta": _bert_like(("lm_head",), position_offset=2),
     "xlm-roberta": _bert_like(("lm_head",), position_offset=2),
     "camembert": _bert_like(("lm_head",), position_offset=2),
-    "distilbert": Arch("encoder", {ENCODER: AttentionSite(
-        r"transformer\.layer\.\d+\.attention", "q_lin", "k_lin", "v_lin",
-        r"transformer\.layer\.\d+\.attention\.out_lin")},
-        mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
-    "albert": Arch("encoder", {ENCODER: AttentionSite(
-        r"albert_layers\.\d+\.attention", "query", "key", "value", r"albert_layers\.\d+\.attention\.dense")},
-        mlm_head=("predictions",)),
+    "distilbert": Arch("encoder", {ENCODER: _site(r"transformer\.layer\.\d+\.attention", "out_lin")},
+                       mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
+    "albert": Arch("encoder", {ENCODER: _site(r"albert_layers\.\d+\.attention", "dense")}, mlm_head=("predictions",)),
+    "modernbert": Arch("encoder", {ENCODER: _site(r"layers\.\d+\.attn", "Wo")}, mlm_head=("head", "decoder")),
     "t5": _t5_like(),
     "mt5": _t5_like(),
     "bart": _bart_like(),
     "mbart": _bart_like(),
     "marian": _bart_like(),
     "pegasus": _bart_like(),
-    "gpt2": Arch("decoder", {DECODER: AttentionSite(
-        r"h\.\d+\.attn", "c_attn", "c_attn", "c_attn", r"h\.\d+\.attn\.c_proj", fused=True)}),
+    "gpt2": _decoder(r"h\.\d+\.attn", "c_proj"),
+    "gpt_neox": _decoder(r"layers\.\d+\.attention", "dense"),
+    "opt": _decoder(r"decoder\.layers\.\d+\.self_attn", "out_proj"),
+    "phi": _decoder(output="dense"),
+    **{t: _decoder() for t in _LLAMA_LIKE},
 }
 
 SUPPORTED = tuple(sorted(ARCHS))
@@ -119,11 +115,26 @@ class UnsupportedArchitecture(ValueError):
     pass
 
 
-def arch_for(model_type: str) -> Arch:
-    """Facts for `config.model_type`; a clear error naming what is supported otherwise."""
-    try:
+def generic_arch(config) -> Arch:
+    """Facts for a family missing from `ARCHS`, read from its config and transformers' auto mappings."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, \
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    mt = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        return Arch("encoder-decoder")
+    if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES or mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return Arch("encoder")
+    return Arch("decoder")
+
+
+def arch_for(model_type: str, config=None) -> Arch:
+    """Facts for `config.model_type`; with a config, families missing from the table get `generic_arch`."""
+    if model_type in ARCHS:
         return ARCHS[model_type]
-    except KeyError:
-        raise UnsupportedArchitecture(
-            f"Model type '{model_type}' is not supported yet. Supported families: {', '.join(SUPPORTED)}."
-        ) from None
+    if config is not None:
+        return generic_arch(config)
+    raise UnsupportedArchitecture(
+        f"Model type '{model_type}' is not supported yet. Supported families: {', '.join(SUPPORTED)}, "
+        "and any other family whose transformers code uses the attention interface."
+    )

@@ -204,9 +204,10 @@ def iter_batches(bundle: ModelBundle, sentences: Sequence[str], batch_size: int 
 def forward_attention(bundle: ModelBundle, batch: Batch) -> torch.Tensor:
     """One batch through the model with the capture hooks on -> attention [B, L, H, T, T]."""
     stack = atlas_stack(bundle)
-    with bundle.lock, torch.inference_mode(), recording(bundle) as rec:
-        runner(bundle)(input_ids=batch.ids, attention_mask=batch.mask.long(), use_cache=False)
-        return torch.stack(rec.data[(stack, "attn")], dim=1)
+    with bundle.lock, torch.inference_mode(), recording(bundle, qkv=False) as rec:
+        dev = bundle.device
+        runner(bundle)(input_ids=batch.ids.to(dev), attention_mask=batch.mask.long().to(dev), use_cache=False)
+        return torch.stack(rec.data[(stack, "attn")], dim=1).float().cpu()
 
 
 def word_view(batch: Batch, classes: torch.Tensor):

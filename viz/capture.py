@@ -1,121 +1,44 @@
 """Run text through a model bundle and collect what every head did -> `Capture`.
 
-Hooks are installed once per loaded model and are *switched on per call* by a
-ContextVar (the pattern of transformers' `utils/output_capturing.py`): a hook
-whose recorder is unset does nothing, so two Streamlit sessions — threads that
-share one cached model — never see each other's tensors. As TransformerLens warns,
-hooks are global state: nothing here adds a hook per request, and the recorder is
-reset in a `finally` even when the forward raises.
+Attention is captured by one function registered in transformers' AttentionInterface
+(`viz.recorder`), switched on per call by a ContextVar: two Streamlit sessions — threads that share
+one cached model — never see each other's tensors, and nothing is left behind when a forward raises.
+
+Selective capture: `layers` (indices, negative from the end) and `rows` (query positions, negative
+from the end) keep only what a view shows; unrecorded layers run the fast SDPA path. `Capture.layers`
+and `Capture.rows` say what a capture holds. Before running, `viz.budget` estimates the bytes the
+request would hold and refuses, with advice, what would not fit (`VIZ_CAPTURE_MB`).
 
 Shapes (numpy once they leave this module):
-    attentions[stack]     [layer, head, query, key]     stack in encoder|decoder|cross
-    hidden_states[stack]  [layer + 1, token, dim]       embeddings first
-    queries/keys/values   [layer, head, token, head_dim]
+    attentions[stack]     [layer, head, row, key]       stack in encoder|decoder|cross
+    hidden_states[stack]  [layer + 1, row, dim]         embeddings first (all layers, chosen rows)
+    queries[stack]        [layer, head, row, head_dim]  as the attention function received them (after RoPE)
+    keys/values[stack]    [layer, kv_head, key, head_dim]   kv_heads[stack][head] = the kv head a query head reads
+    first_share[stack]    [layer, head]                 mean weight on the first token over rows i >= 1 (sink)
+    thumbnails[stack]     [layer, head, P, P]           average-pooled weights, when `pool=P`
+A full capture (`layers=None, rows=None`) has `[layer, head, token, token]` as before.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from viz.arch import CROSS, DECODER, ENCODER
+from viz.budget import check_budget
+from viz.errors import CaptureError, CaptureTooLarge  # noqa: F401  (re-exported: pages catch CaptureError)
 from viz.interventions import Intervention, applied
 from viz.models import ModelBundle
+from viz.recorder import RECORDER, Recorder, active
 
 
-class CaptureError(ValueError):
-    """Bad input for a capture; the message is meant for the user."""
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
-
-
-_ACTIVE: ContextVar[_Recorder | None] = ContextVar("viz_capture_recorder", default=None)
-_INSTALL_LOCK = threading.Lock()
-
-
-# ----------------------------------------------------------------------------- hooks
-def _weights_hook(stack: str):
-    def hook(module, args, output):
-        rec = _ACTIVE.get()
-        if rec is not None:
-            rec.data[(stack, "attn")].append(output[-1])  # weights are last in every supported family
-
-    hook._viz = True
-    return hook
-
-
-def _proj_hook(stack: str, parts: tuple[str, ...]):
-    """Record a projection's output; a fused qkv output is split into its `parts`."""
-
-    def hook(module, args, output):
-        rec = _ACTIVE.get()
-        if rec is None:
-            return
-        chunks = output.split(output.shape[-1] // len(parts), dim=-1) if len(parts) > 1 else (output,)
-        for part, chunk in zip(parts, chunks):
-            rec.data[(stack, part)].append(chunk)
-
-    hook._viz = True
-    return hook
-
-
-def install_hooks(bundle: ModelBundle) -> int:
-    """Attach the capture hooks to `bundle.model` once; returns how many hooks it holds."""
-    model = bundle.model
-    with _INSTALL_LOCK:
-        handles = getattr(model, "_viz_hook_handles", None)
-        if handles:
-            return len(handles)
-        handles = []
-        modules = dict(model.named_modules())
-        for name, module in modules.items():
-            for stack, site in bundle.arch.sites.items():
-                if not site.matches(name):
-                    continue
-                handles.append(module.register_forward_hook(_weights_hook(stack)))
-                if site.fused:
-                    handles.append(modules[f"{name}.{site.query}"].register_forward_hook(
-                        _proj_hook(stack, ("q", "k", "v"))))
-                else:
-                    for part, child in (("q", site.query), ("k", site.key), ("v", site.value)):
-                        handles.append(modules[f"{name}.{child}"].register_forward_hook(_proj_hook(stack, (part,))))
-        if not handles:
-            raise RuntimeError(f"No attention modules found in {type(model).__name__}; arch.py needs an entry.")
-        model._viz_hook_handles = handles
-        return len(handles)
-
-
-def remove_hooks(bundle: ModelBundle) -> None:
-    for h in getattr(bundle.model, "_viz_hook_handles", None) or []:
-        h.remove()
-    bundle.model._viz_hook_handles = []
-
-
-def hook_count(model) -> int:
-    """Our forward hooks currently attached anywhere in `model` (for leak tests; transformers has its own)."""
-    return sum(getattr(h, "_viz", False) for m in model.modules() for h in m._forward_hooks.values())
-
-
-@contextmanager
-def recording(bundle: ModelBundle) -> Iterator[_Recorder]:
-    """Switch the bundle's hooks on for this context only (thread- and task-local)."""
-    install_hooks(bundle)
-    rec = _Recorder()
-    token = _ACTIVE.set(rec)
-    try:
-        yield rec
-    finally:
-        _ACTIVE.reset(token)
+def recording(bundle: ModelBundle, **plan):
+    """Record every attention call of the forwards inside this context (thread- and task-local).
+    `plan` fills `viz.recorder.Recorder` (layers, rows, weights, qkv, pool)."""
+    n_layers = {s: bundle.stack_layers(s) for s in bundle.arch.stacks}
+    return active(RECORDER, Recorder(n_layers=n_layers, **plan))
 
 
 # ----------------------------------------------------------------------------- the contract
@@ -139,9 +62,14 @@ class Capture:
     target_special: np.ndarray | None = None
     input_ids: np.ndarray | None = None
     target_ids: np.ndarray | None = None
-    logits: np.ndarray | None = None  # [token, vocab] of the stack the head predicts
+    logits: np.ndarray | None = None  # [row, vocab] of the stack the head predicts
     n_input_tokens: int = 0  # before truncation
     truncated: bool = False
+    layers: dict[str, list[int]] = field(default_factory=dict)  # stack -> layer index of each attention slice
+    rows: dict[str, list[int]] = field(default_factory=dict)  # stack -> query position of each row
+    kv_heads: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [head] kv head each query head reads
+    first_share: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head]
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head, P, P]
 
     @property
     def stacks(self) -> list[str]:
@@ -197,14 +125,6 @@ def _special(tok, ids: list[int]) -> np.ndarray:
     return np.array([i in special_ids for i in ids], dtype=bool)
 
 
-def _stack_heads(tensors: list[torch.Tensor], n_heads: int) -> np.ndarray:
-    """[layer] x [1, token, heads*dim] -> [layer, head, token, dim]."""
-    x = torch.stack([t[0] for t in tensors]).float()
-    L, T, D = x.shape
-    # a strided view, not a copy: capture stays within a few % of a plain forward at 512 tokens
-    return x.reshape(L, T, n_heads, D // n_heads).permute(0, 2, 1, 3).numpy()
-
-
 def _check_text(text: str, what: str = "text") -> str:
     if text is None or not str(text).strip():
         raise CaptureError(f"The {what} is empty: type a sentence first.")
@@ -219,22 +139,47 @@ def _decoder_inputs(bundle: ModelBundle, enc, target: str | None):
         labels, n = _encode(tok, _check_text(target, "target"), bundle.max_tokens, target=True)
         if n > bundle.max_tokens:
             raise CaptureError(f"The target has {n} tokens; this model takes at most {bundle.max_tokens}.")
-        labels = labels["input_ids"]
-        start = model.config.decoder_start_token_id
-        return torch.cat([torch.tensor([[start]]), labels[:, :-1]], dim=1), labels
+        labels = labels["input_ids"].to(bundle.device)
+        start = torch.tensor([[model.config.decoder_start_token_id]], device=bundle.device)
+        return torch.cat([start, labels[:, :-1]], dim=1), labels
     out = model.generate(**enc, max_new_tokens=min(64, bundle.max_tokens), do_sample=False, num_beams=1)
     return out[:, :-1], out[:, 1:]
 
 
+def resolve(indices, n: int, what: str) -> list[int]:
+    """Indices (negative from the end; None = all) -> sorted unique non-negative ones, or a CaptureError."""
+    if indices is None:
+        return list(range(n))
+    out = set()
+    for i in indices:
+        i = int(i)
+        if not -n <= i < n:
+            raise CaptureError(f"There is no {what} {i}: this input has {n} {what}s (0 to {n - 1}, or -1 for the last).")
+        out.add(i % n)
+    if not out:
+        raise CaptureError(f"No {what} chosen: give at least one, or 'all'.")
+    return sorted(out)
+
+
+def _query_lengths(bundle: ModelBundle, n_src: int, n_tgt: int | None) -> dict[str, int]:
+    return {s: (n_src if s == ENCODER else n_tgt if n_tgt is not None else n_src) for s in bundle.arch.stacks}
+
+
 def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_logits: bool = False,
             max_tokens: int | None = None, mask_positions: tuple[int, ...] = (),
-            intervention: Intervention | None = None) -> Capture:
-    """Run `text` (and, for encoder-decoders, `target`) through the bundle and collect everything.
+            intervention: Intervention | None = None, layers=None, rows=None, qkv: bool = True,
+            hidden: bool = True, weights: bool = True, pool: int = 0) -> Capture:
+    """Run `text` (and, for encoder-decoders, `target`) through the bundle and collect what was asked.
 
+    layers: attention layers to keep (indices, negative from the end; None = all).
+    rows: query positions to keep, for attention, queries, hidden states and logits (None = all).
+    qkv / hidden / weights: keep per-head q/k/v, hidden states, attention weights (False: only the
+    first-token share and, with `pool=P`, [P, P] thumbnails of every recorded head).
     Text longer than the model takes is truncated; `truncated` and `n_input_tokens` say so.
     Encoder-decoders without a target are teacher-forced on their own greedy output.
     `mask_positions` replaces those input tokens by the tokenizer's mask token; `intervention`
     (causal mask, ablated heads) changes the computation for this call only.
+    Raises CaptureError (CaptureTooLarge when the request would not fit the memory budget).
     """
     text = _check_text(text)
     limit = min(max_tokens or bundle.max_tokens, bundle.max_tokens)
@@ -244,14 +189,26 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
         inputs = {"input_ids": enc["input_ids"].clone(), "attention_mask": enc["attention_mask"]}
         for pos in mask_positions:
             inputs["input_ids"][0, pos] = tok.mask_token_id
+        inputs = {k: v.to(bundle.device) for k, v in inputs.items()}
+        n_tgt = None
         if bundle.kind == "encoder-decoder":
             inputs["decoder_input_ids"], _ = _decoder_inputs(bundle, inputs, target)
-        with recording(bundle) as rec, applied(bundle, intervention):
-            out = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+            n_tgt = inputs["decoder_input_ids"].shape[1]
+        lengths = _query_lengths(bundle, inputs["input_ids"].shape[1], n_tgt)
+        chosen = {s: resolve(layers, bundle.stack_layers(s), "layer") for s in bundle.arch.stacks}
+        picked = {s: resolve(rows, lengths[s], "position") for s in bundle.arch.stacks}
+        plan = dict(layers={s: frozenset(v) for s, v in chosen.items()} if layers is not None else {},
+                    rows={s: torch.tensor(v) for s, v in picked.items()} if rows is not None else {},
+                    weights=weights, qkv=qkv, pool=pool)
+        check_budget(bundle, lengths, chosen, picked, weights=weights, qkv=qkv, hidden=hidden, logits=with_logits)
+        with recording(bundle, **plan) as rec, applied(bundle, intervention):
+            out = model(**inputs, output_hidden_states=hidden, use_cache=False, return_dict=True,
+                        **_logits_kwargs(model, with_logits, picked, bundle.kind, rows is not None))
         ids = inputs["input_ids"][0].tolist()
         tokens, spans, special = _token_info(tok, enc, ids)
         cap = Capture(model_name=bundle.name, kind=bundle.kind, tokens=tokens, word_spans=spans, special=special,
-                      input_ids=np.array(ids), n_input_tokens=n_full, truncated=n_full > len(ids))
+                      input_ids=np.array(ids), n_input_tokens=n_full, truncated=n_full > len(ids),
+                      layers=chosen, rows=picked)
         if bundle.kind == "encoder-decoder":
             dec_ids = inputs["decoder_input_ids"][0].tolist()
             cap.target_tokens = tok.convert_ids_to_tokens(dec_ids)
@@ -259,31 +216,68 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
             cap.target_special = _special(tok, dec_ids)
             # shifted decoder inputs have no word ids: one span per token
             cap.target_word_spans = word_spans([None if s else i for i, s in enumerate(cap.target_special)])
-        _fill(cap, rec, out, bundle)
+        _fill(cap, rec, out, bundle, hidden)
         if with_logits and getattr(out, "logits", None) is not None:
-            cap.logits = out.logits[0].float().numpy()
+            cap.logits = _logit_rows(out.logits[0], picked[ENCODER if bundle.kind == "encoder" else DECODER],
+                                     rows is not None)
     return cap
 
 
-def _fill(cap: Capture, rec: _Recorder, out, bundle: ModelBundle) -> None:
+def _logits_kwargs(model, with_logits: bool, picked: dict, kind: str, selective: bool) -> dict:
+    """Decoders compute only the logits shown (`logits_to_keep`): a 128k vocabulary at 4k tokens is ~2 GB."""
+    import inspect
+
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return {}
+    if not with_logits:
+        return {"logits_to_keep": 1}
+    if selective and kind == "decoder":
+        return {"logits_to_keep": torch.tensor(picked[DECODER], device=next(model.parameters()).device)}
+    return {}
+
+
+def _logit_rows(logits: torch.Tensor, rows: list[int], selective: bool) -> np.ndarray:
+    if selective and logits.shape[0] != len(rows):
+        logits = logits[rows]
+    return logits.float().cpu().numpy()
+
+
+def _numpy(tensors: list[torch.Tensor]) -> np.ndarray:
+    """[layer] x [1, ...] -> [layer, ...] float32 on the CPU."""
+    return torch.stack([t[0] for t in tensors]).float().cpu().numpy()
+
+
+def _fill(cap: Capture, rec: Recorder, out, bundle: ModelBundle, hidden: bool) -> None:
     for stack in bundle.arch.stacks:
-        attn = rec.data.get((stack, "attn"))
-        if not attn:
+        if not rec.recorded.get(stack):
             continue
-        cap.attentions[stack] = torch.stack([a[0] for a in attn]).float().numpy()
-        n_heads = cap.attentions[stack].shape[1]
+        H, KV = bundle.n_heads(stack), bundle.n_kv_heads(stack)
+        cap.kv_heads[stack] = np.arange(H) // max(1, H // KV)
+        cap.first_share[stack] = _numpy(rec.data[(stack, "first")])
+        if rec.data.get((stack, "attn")):
+            cap.attentions[stack] = _numpy(rec.data[(stack, "attn")])
+        if rec.data.get((stack, "thumb")):
+            cap.thumbnails[stack] = _numpy(rec.data[(stack, "thumb")])
         for part, dest in (("q", cap.queries), ("k", cap.keys), ("v", cap.values)):
             if rec.data.get((stack, part)):
-                dest[stack] = _stack_heads(rec.data[(stack, part)], n_heads)
+                dest[stack] = _numpy(rec.data[(stack, part)])
+        if KV != H and stack in cap.keys:  # the family's own count wins over the config's
+            cap.kv_heads[stack] = np.arange(H) // max(1, H // cap.keys[stack].shape[1])
+    if not hidden:
+        return
     if bundle.kind == "encoder-decoder":
-        cap.hidden_states[ENCODER] = _hidden(out.encoder_hidden_states)
-        cap.hidden_states[DECODER] = _hidden(out.decoder_hidden_states)
+        cap.hidden_states[ENCODER] = _hidden(out.encoder_hidden_states, cap.rows[ENCODER])
+        cap.hidden_states[DECODER] = _hidden(out.decoder_hidden_states, cap.rows[DECODER])
     else:
-        cap.hidden_states[bundle.arch.stacks[0]] = _hidden(out.hidden_states)
+        stack = bundle.arch.stacks[0]
+        cap.hidden_states[stack] = _hidden(out.hidden_states, cap.rows[stack])
 
 
-def _hidden(states) -> np.ndarray:
-    return torch.stack([h[0] for h in states]).float().numpy()
+def _hidden(states, rows: list[int]) -> np.ndarray:
+    x = torch.stack([h[0] for h in states])
+    if len(rows) != x.shape[1]:
+        x = x[:, rows]
+    return x.float().cpu().numpy()
 
 
 def to_arrays(cap: Capture) -> dict[str, np.ndarray]:
@@ -296,7 +290,16 @@ def to_arrays(cap: Capture) -> dict[str, np.ndarray]:
         arrays[f"{stack}_attentions"] = a
     for stack, h in cap.hidden_states.items():
         arrays[f"{stack}_hidden_states"] = h
-    for name, d in (("queries", cap.queries), ("keys", cap.keys), ("values", cap.values)):
+    for name, d in (("queries", cap.queries), ("keys", cap.keys), ("values", cap.values),
+                    ("kv_heads", cap.kv_heads), ("first_share", cap.first_share), ("thumbnails", cap.thumbnails)):
         for stack, a in d.items():
             arrays[f"{stack}_{name}"] = a
+    for stack in cap.stacks:
+        arrays[f"{stack}_layers"] = np.array(cap.layers.get(stack, range(len(cap.attentions[stack]))), dtype=np.int64)
+        arrays[f"{stack}_rows"] = np.array(cap.rows.get(stack, range(cap.attentions[stack].shape[2])), dtype=np.int64)
     return arrays
+
+
+def hook_count(model) -> int:
+    """Forward (pre-)hooks attached anywhere in `model`. Capture adds none; leak tests compare counts."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

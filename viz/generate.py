@@ -164,13 +164,13 @@ def greedy(bundle: ModelBundle, text: str, max_new_tokens: int = 20, top_k: int 
         # the same rules generate() applies (forced BOS/EOS, bad words, ...): built by transformers itself
         procs = model._get_logits_processor(gc, input_ids_seq_length=1, encoder_input_ids=inputs["input_ids"],
                                             device=inputs["input_ids"].device, model_kwargs={})
-        with recording(bundle) as rec:
+        with recording(bundle, qkv=False) as rec:
             enc_out = model.get_encoder()(**inputs, return_dict=True)
         enc_attn = torch.stack([a[0] for a in rec.data[(ENCODER, "attn")]]).float().numpy()
         dec = torch.tensor([[gc.decoder_start_token_id]])
         eos, steps = _eos_ids(gc), []
         for i in range(max_new):
-            with recording(bundle) as rec:
+            with recording(bundle, qkv=False) as rec:
                 out = model(encoder_outputs=enc_out, attention_mask=inputs["attention_mask"],
                             decoder_input_ids=dec, use_cache=False, return_dict=True)
             logits = out.logits[:, -1]
@@ -192,7 +192,7 @@ def _teacher_forced(bundle: ModelBundle, inputs: dict, dec_in: torch.Tensor, lab
                     method: str, info: dict, forced_by_target: bool) -> Generation:
     """One forward over a known decoder sequence; step t is row t of every attention matrix."""
     model, tok = bundle.model, bundle.tokenizer
-    with recording(bundle) as rec:
+    with recording(bundle, qkv=False) as rec:
         out = model(**inputs, decoder_input_ids=dec_in, use_cache=False, return_dict=True)
     att = {s: torch.stack([a[0] for a in rec.data[(s, "attn")]]).float().numpy() for s in (ENCODER, DECODER, CROSS)}
     steps = []

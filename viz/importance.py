@@ -2,10 +2,9 @@
 "Are Sixteen Heads Really Better than One?", §4.1, eq. 2-3): I_h = E_x |dL(x)/dxi_h|.
 
 `head_mask` was removed from transformers v5, so the gates xi [layer, head] (ones, requiring
-grad) are applied by a forward *pre*-hook on each layer's attention output projection: its
-input is the merged per-head context [batch, token, head * head_dim], scaled head by head
-before the heads are mixed. The hooks are switched on by a ContextVar (another session sharing
-the cached model never sees the gates) and removed in a `finally` when the scope ends.
+grad) scale each head's output inside our attention function (`viz.recorder.Edit`), just before
+the heads are mixed by the output projection. The gates live in a ContextVar for this scope only:
+another session sharing the cached model never sees them.
 
 Masking is BERT's (Devlin et al. 2019 §3.1): 15% of the non-special tokens are chosen; of those
 80% become [MASK], 10% a random token, 10% stay; the loss is over the chosen tokens only.
@@ -13,9 +12,7 @@ Masking is BERT's (Devlin et al. 2019 §3.1): 15% of the non-special tokens are 
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -24,48 +21,21 @@ import torch
 from viz.atlas import Batch, TokenClasses, iter_batches
 from viz.arch import ENCODER
 from viz.models import ModelBundle
-
-_GATES: ContextVar[torch.Tensor | None] = ContextVar("viz_head_gates", default=None)
+from viz.recorder import EDIT, Edit, active
 
 
 class NoMaskedLMHead(ValueError):
     pass
 
 
-def _output_projections(bundle: ModelBundle) -> list[torch.nn.Module]:
-    site = bundle.arch.sites[ENCODER]
-    pattern = re.compile(r"(^|\.)" + site.output + "$")
-    return [m for n, m in bundle.model.named_modules() if pattern.search(n)]
-
-
-def _gate_hook(layer: int, n_heads: int):
-    def pre_hook(module, args):
-        gates = _GATES.get()
-        if gates is None:
-            return None
-        x = args[0]  # [B, T, H * D]
-        B, T, HD = x.shape
-        scaled = (x.view(B, T, n_heads, HD // n_heads) * gates[layer].view(1, 1, n_heads, 1)).view(B, T, HD)
-        return (scaled, *args[1:])
-
-    return pre_hook
-
-
 @contextmanager
 def head_gates(bundle: ModelBundle, n_heads: int) -> Iterator[torch.Tensor]:
-    """Gates [layer, head] (ones, requires_grad) live on the model's attention outputs in this scope only."""
-    mods = _output_projections(bundle)
-    if not mods:
-        raise RuntimeError(f"No attention output projections found in {type(bundle.model).__name__}.")
-    gates = torch.ones(len(mods), n_heads, requires_grad=True)
-    handles = [m.register_forward_pre_hook(_gate_hook(i, n_heads)) for i, m in enumerate(mods)]
-    token = _GATES.set(gates)
-    try:
+    """Gates [layer, head] (ones, requires_grad) scale the encoder's head outputs in this scope only."""
+    L = bundle.stack_layers(ENCODER)
+    gates = torch.ones(L, n_heads, requires_grad=True, device=bundle.device)
+    edit = Edit(n_layers={ENCODER: L}, scales={(ENCODER, layer): gates[layer] for layer in range(L)})
+    with active(EDIT, edit):
         yield gates
-    finally:
-        _GATES.reset(token)
-        for h in handles:
-            h.remove()
 
 
 def mask_tokens(ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int,
@@ -132,6 +102,7 @@ def _batch_grad(bundle: ModelBundle, batch: Batch, tc: TokenClasses, gen: torch.
         return None
     inputs, labels = mask_tokens(batch.ids, maskable, tok.mask_token_id, model.config.vocab_size, gen)
     with bundle.lock, torch.enable_grad(), head_gates(bundle, n_heads) as gates:
-        out = model(input_ids=inputs, attention_mask=batch.mask.long(), labels=labels)
+        dev = bundle.device
+        out = model(input_ids=inputs.to(dev), attention_mask=batch.mask.long().to(dev), labels=labels.to(dev))
         (grad,) = torch.autograd.grad(out.loss, gates)  # parameters' .grad stays untouched
-    return grad.abs().detach()
+    return grad.abs().detach().cpu()

@@ -1,27 +1,24 @@
 """Change what the model computes, for one call only: causal self-attention, ablated heads.
 
-Same discipline as `viz.capture`: hooks are installed once per model and do nothing unless a
-ContextVar holds an `Intervention` for the current call, so one session's ablation never reaches
-another session that shares the model.
+Same discipline as `viz.capture`: the change rides our attention function (`viz.recorder`) and is
+held in a ContextVar for the current call only, so one session's ablation never reaches another
+session that shares the model, and an exception inside the forward leaves nothing behind.
 
 - causal: the decoder's look-ahead mask ("Attention is all you need", §3.2.3) added to an
   encoder's self-attention mask, so position i attends only to positions <= i.
 - ablate: zero chosen heads' outputs (the head's slice of the merged context, just before the
-  output projection). transformers v5 removed `head_mask`; this is its hook-based replacement.
+  output projection). transformers v5 removed `head_mask`; this is its replacement, for every family.
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from viz.models import ModelBundle
-
-_INSTALL_LOCK = threading.Lock()
+from viz.recorder import EDIT, Edit, active
 
 
 @dataclass(frozen=True)
@@ -35,56 +32,6 @@ class Intervention:
         return not self.causal and not self.ablate
 
 
-@dataclass
-class _Active:
-    iv: Intervention
-    calls: dict[str, int] = field(default_factory=dict)  # output-projection calls so far: the layer index
-
-
-_ACTIVE: ContextVar[_Active | None] = ContextVar("viz_intervention", default=None)
-
-
-def _causal_hook(stack: str):
-    def hook(module, args, kwargs):
-        state = _ACTIVE.get()
-        if state is None or not state.iv.causal or state.iv.stack != stack:
-            return None
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        T = hidden.shape[1]
-        floor = torch.finfo(hidden.dtype).min
-        causal = torch.triu(torch.full((T, T), floor, dtype=hidden.dtype), diagonal=1)[None, None]
-        if "attention_mask" in kwargs or len(args) < 2:
-            mask = kwargs.get("attention_mask")
-            kwargs["attention_mask"] = causal if mask is None else (mask + causal).clamp(min=floor)
-            return args, kwargs
-        mask = args[1]
-        args = (args[0], causal if mask is None else (mask + causal).clamp(min=floor), *args[2:])
-        return args, kwargs
-
-    hook._viz = True
-    return hook
-
-
-def _ablate_hook(stack: str, n_heads: int):
-    def hook(module, args):
-        state = _ACTIVE.get()
-        if state is None or state.iv.stack != stack:
-            return None
-        layer = state.calls.get(stack, 0)
-        state.calls[stack] = layer + 1
-        heads = [h for (l, h) in state.iv.ablate if l == layer]
-        if not heads:
-            return None
-        x = args[0].clone()
-        d = x.shape[-1] // n_heads
-        for h in heads:
-            x[..., h * d:(h + 1) * d] = 0.0
-        return (x, *args[1:])
-
-    hook._viz = True
-    return hook
-
-
 def n_heads(config, stack: str) -> int:
     for name in ("num_attention_heads", "n_head", "n_heads", "num_heads",
                  "decoder_attention_heads" if stack != "encoder" else "encoder_attention_heads"):
@@ -93,22 +40,15 @@ def n_heads(config, stack: str) -> int:
     raise ValueError("cannot tell the number of heads from the config")
 
 
-def install(bundle: ModelBundle) -> None:
-    """Attach the intervention hooks once (idempotent)."""
-    import re
-
-    model = bundle.model
-    with _INSTALL_LOCK:
-        if getattr(model, "_viz_intervention_handles", None):
-            return
-        handles = []
-        for name, module in model.named_modules():
-            for stack, site in bundle.arch.sites.items():
-                if site.matches(name) and stack != "cross":
-                    handles.append(module.register_forward_pre_hook(_causal_hook(stack), with_kwargs=True))
-                if re.search(r"(^|\.)" + site.output + "$", name):
-                    handles.append(module.register_forward_pre_hook(_ablate_hook(stack, n_heads(model.config, stack))))
-        model._viz_intervention_handles = handles
+def edit_for(bundle: ModelBundle, iv: Intervention) -> Edit:
+    """The recorder-level `Edit` an intervention stands for."""
+    H = bundle.n_heads(iv.stack)
+    scales = {}
+    for layer, head in iv.ablate:
+        s = scales.setdefault((iv.stack, int(layer)), torch.ones(H, device=bundle.device))
+        s[int(head)] = 0.0
+    return Edit(n_layers={s: bundle.stack_layers(s) for s in bundle.arch.stacks},
+                causal=frozenset([iv.stack]) if iv.causal else frozenset(), scales=scales)
 
 
 @contextmanager
@@ -119,9 +59,5 @@ def applied(bundle: ModelBundle, iv: Intervention | None):
         return
     if iv.causal and bundle.kind != "encoder":
         raise ValueError("The causal-mask comparison is for encoders (decoders are causal already).")
-    install(bundle)
-    token = _ACTIVE.set(_Active(iv))
-    try:
+    with active(EDIT, edit_for(bundle, iv)):
         yield
-    finally:
-        _ACTIVE.reset(token)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from viz.arch import Arch, arch_for
+from viz.recorder import install, supports_interface
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "minilm"
@@ -43,6 +44,17 @@ class ModelBundle:
     has_mlm_head: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
+    def __post_init__(self) -> None:
+        install(self.model, self.arch.kind)  # every bundle captures through the `atlas` attention function
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     @property
     def config(self):
         return self.model.config
@@ -62,6 +74,31 @@ class ModelBundle:
     def n_layers(self) -> int:
         cfg = self.model.config
         return int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers"))
+
+    def stack_layers(self, stack: str) -> int:
+        """Layers of one stack (T5 and BART may give the decoder another depth than the encoder)."""
+        cfg = self.model.config
+        if self.kind == "encoder-decoder" and stack != "encoder":
+            for n in ("num_decoder_layers", "decoder_layers"):
+                if getattr(cfg, n, None):
+                    return int(getattr(cfg, n))
+        for n in ("encoder_layers",) if self.kind == "encoder-decoder" else ():
+            if getattr(cfg, n, None):
+                return int(getattr(cfg, n))
+        return self.n_layers
+
+    def n_heads(self, stack: str = "encoder") -> int:
+        """Query heads of one stack."""
+        cfg = self.model.config
+        names = ("decoder_attention_heads",) if stack != "encoder" else ("encoder_attention_heads",)
+        for n in names + ("num_attention_heads", "n_head", "n_heads", "num_heads"):
+            if getattr(cfg, n, None):
+                return int(getattr(cfg, n))
+        raise ValueError("cannot tell the number of heads from the config")
+
+    def n_kv_heads(self, stack: str = "encoder") -> int:
+        """Key/value heads (fewer than query heads in grouped-query attention)."""
+        return int(getattr(self.model.config, "num_key_value_heads", None) or self.n_heads(stack))
 
 
 def minilm_dir() -> Path:
@@ -96,6 +133,8 @@ def _tiny_config(family: str):
     enc = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                max_position_embeddings=128, **common)
     s2s = dict(bos_token_id=101, eos_token_id=102, decoder_start_token_id=101, **common)
+    dec = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102, **common)
     bart = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                 decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, **s2s)
     return {
@@ -110,11 +149,31 @@ def _tiny_config(family: str):
         "marian": lambda: tf.MarianConfig(**bart),
         "gpt2": lambda: tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128,
                                       bos_token_id=101, eos_token_id=102, **common),
+        # decoders of today's layout: RoPE, RMSNorm, gated MLPs, 4 query heads over 2 key/value heads
+        "llama": lambda: tf.LlamaConfig(**dec),
+        "qwen2": lambda: tf.Qwen2Config(**dec),
+        "qwen3": lambda: tf.Qwen3Config(head_dim=16, **dec),
+        "mistral": lambda: tf.MistralConfig(sliding_window=8, **dec),
+        "gemma2": lambda: tf.Gemma2Config(head_dim=16, sliding_window=8, attn_logit_softcapping=50.0,
+                                          final_logit_softcapping=30.0, query_pre_attn_scalar=16, **dec),
+        "phi3": lambda: tf.Phi3Config(**dec),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                             intermediate_size=128, max_position_embeddings=256, rotary_pct=0.25,
+                                             bos_token_id=101, eos_token_id=102, **common),
+        "opt": lambda: tf.OPTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
+                                    word_embed_proj_dim=64, max_position_embeddings=256, bos_token_id=101,
+                                    eos_token_id=102, **common),
+        "modernbert": lambda: tf.ModernBertConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                                  intermediate_size=128, max_position_embeddings=256,
+                                                  global_attn_every_n_layers=2, local_attention=8, cls_token_id=101,
+                                                  sep_token_id=102, bos_token_id=101, eos_token_id=102, **common),
     }[family]()
 
 
-TINY_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "t5", "bart", "marian", "gpt2")
-TINY_MLM = ("bert", "roberta", "electra", "albert", "distilbert")  # `tiny-<family>-mlm`
+DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3", "gpt_neox", "opt")
+TINY_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "modernbert", "t5", "bart", "marian", "gpt2",
+                 *DECODER_FAMILIES)
+TINY_MLM = ("bert", "roberta", "electra", "albert", "distilbert", "modernbert")  # `tiny-<family>-mlm`
 
 
 def _load_tiny(family: str, mlm: bool = False):
@@ -138,7 +197,7 @@ def _auto_class(config):
     archs = " ".join(getattr(config, "architectures", None) or [])
     if config.is_encoder_decoder:
         return tf.AutoModelForSeq2SeqLM
-    if arch_for(config.model_type).kind == "decoder":
+    if arch_for(config.model_type, config).kind == "decoder":
         return tf.AutoModelForCausalLM
     if "MaskedLM" in archs or "ForPreTraining" in archs:
         return tf.AutoModelForMaskedLM
@@ -149,8 +208,28 @@ def _has_mlm_head(model) -> bool:
     return type(model).__name__.endswith(("ForMaskedLM", "ForPreTraining"))
 
 
-def _from_pretrained(source: str | Path, local_only: bool):
-    """Config first (refuses remote code), then weights (safetensors only), then tokenizer."""
+def _model_class(auto_cls, config):
+    """The concrete transformers class `auto_cls` would build for `config` (None if it has none)."""
+    try:
+        return auto_cls._model_mapping[type(config)]
+    except (KeyError, AttributeError):
+        return None
+
+
+def check_supported(config, model_cls) -> None:
+    """Refuse, before any weight is read, a family whose attention bypasses the attention interface."""
+    if model_cls is None or not supports_interface(model_cls):
+        name = getattr(model_cls, "__name__", config.model_type)
+        raise ModelLoadError(
+            f"Model type '{config.model_type}' ({name}) computes attention in its own code, outside transformers' "
+            "attention interface, so Attention Atlas cannot capture its heads. Families that work include BERT, "
+            "RoBERTa, DistilBERT, ALBERT, ELECTRA, ModernBERT, T5, BART, Marian, GPT-2, Llama, Qwen2/3, Mistral, "
+            "Gemma 1/2/3, Phi/Phi-3, GPT-NeoX (Pythia), OPT and OLMo; pick one of those.")
+
+
+def _from_pretrained(source: str | Path, local_only: bool, dtype: torch.dtype | None = None):
+    """Config first (refuses remote code and unsupported families), then weights (safetensors only, in
+    `dtype`), then tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
     try:
@@ -167,11 +246,12 @@ def _from_pretrained(source: str | Path, local_only: bool):
             f"'{source}' declares custom code (auto_map in config.json). Attention Atlas never runs downloaded "
             "code; pick a model built from a standard transformers architecture."
         )
-    arch = arch_for(config.model_type)
+    arch = arch_for(config.model_type, config)
     cls = _auto_class(config)
+    check_supported(config, _model_class(cls, config))
     try:
         model = cls.from_pretrained(source, config=config, attn_implementation="eager", use_safetensors=True,
-                                    trust_remote_code=False, local_files_only=local_only)
+                                    trust_remote_code=False, local_files_only=local_only, dtype=dtype)
     except (OSError, EnvironmentError) as e:
         msg = str(e)
         if "safetensors" in msg.lower() or ".bin" in msg:
@@ -271,11 +351,48 @@ def hub_reachable(timeout: float = 1.5) -> bool:
     return ok
 
 
-def load_model(name: str = DEFAULT_MODEL) -> ModelBundle:
-    """Load `name` (see module docstring) in eval mode with eager attention. Raises ModelLoadError."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """'auto' (or None): CUDA, else Apple MPS, else the CPU. Asking for a device that is absent is an error."""
+    device = (device or "auto").strip().lower()
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    kind = device.split(":")[0]
+    if kind not in DEVICES:
+        raise ModelLoadError(f"Unknown device '{device}': use one of {', '.join(DEVICES)}.")
+    if kind == "cuda" and not cuda or kind == "mps" and not mps:
+        raise ModelLoadError(f"This machine has no {kind.upper()} device; use --device cpu (or auto).")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """'auto' (or None): bfloat16 on a GPU, float32 on the CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = (dtype or "auto").strip().lower()
+    if key not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype '{dtype}': use one of auto, float32, bfloat16, float16.")
+    chosen = DTYPES[key]
+    if chosen is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    return chosen
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
+               device: str | None = None) -> ModelBundle:
+    """Load `name` (see module docstring) in eval mode, on `device` in `dtype` ('auto': a GPU in bfloat16
+    where present, else the CPU in float32), switched to the `atlas` attention function. Raises ModelLoadError."""
     name = (name or "").strip()
     if not name:
         raise ModelLoadError("No model name given. Pick one of: " + ", ".join(real_names()) + ".")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     if name in BUILTIN:
         model, tok, arch = BUILTIN[name]()
     elif name.startswith("tiny-") and name[5:] in TINY_FAMILIES:
@@ -287,10 +404,10 @@ def load_model(name: str = DEFAULT_MODEL) -> ModelBundle:
     elif (shipped := _builtin_dirs().get(name)) is not None:
         model, tok, arch = shipped()
     elif (path := _resolve_local(name)) is not None:
-        model, tok, arch = _from_pretrained(path, local_only=True)
+        model, tok, arch = _from_pretrained(path, local_only=True, dtype=dt)
     elif HUB_ID.match(name):
         try:  # offline: look in the local HF cache only, instead of retrying the network for ~20 s
-            model, tok, arch = _from_pretrained(name, local_only=not hub_reachable())
+            model, tok, arch = _from_pretrained(name, local_only=not hub_reachable(), dtype=dt)
         except ModelLoadError:
             raise
         except Exception as e:  # network down, repo missing, gated, ...
@@ -304,5 +421,7 @@ def load_model(name: str = DEFAULT_MODEL) -> ModelBundle:
             f"'{name}' is neither a bundled model, a Hugging Face id (org/name) nor a model folder. "
             f"Bundled: {', '.join(real_names())}."
         )
+    if next(model.parameters()).dtype != dt or dev.type != "cpu":
+        model.to(device=dev, dtype=dt)
     _eval(model)
     return ModelBundle(name=name, model=model, tokenizer=tok, arch=arch, has_mlm_head=_has_mlm_head(model))
