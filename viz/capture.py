@@ -81,6 +81,14 @@ class Capture:
         tgt = self.target_tokens if self.target_tokens is not None else self.tokens
         return {ENCODER: (src, src), DECODER: (tgt, tgt), CROSS: (tgt, src)}[stack]
 
+    def head_keys(self, stack: str) -> np.ndarray:
+        """Keys per *query* head [layer, head, key, head_dim]: a GQA group's kv head repeated (repeat_kv)."""
+        return self.keys[stack][:, self.kv_heads[stack]]
+
+    def head_values(self, stack: str) -> np.ndarray:
+        """Values per *query* head [layer, head, key, head_dim] (see `head_keys`)."""
+        return self.values[stack][:, self.kv_heads[stack]]
+
     def axis_spans(self, stack: str):
         src = (self.word_spans, self.special)
         tgt = (self.target_word_spans, self.target_special) if self.target_tokens is not None else src
@@ -282,7 +290,8 @@ def _hidden(states, rows: list[int]) -> np.ndarray:
 
 def to_arrays(cap: Capture) -> dict[str, np.ndarray]:
     """The CLI/NPZ contract: `tokens`, `<stack>_attentions`, `<stack>_hidden_states`, ... (see `viz capture --help`)."""
-    arrays: dict[str, np.ndarray] = {"tokens": np.array(cap.tokens), "special": cap.special,
+    arrays: dict[str, np.ndarray] = {"tokens": np.array(cap.tokens), "input_ids": np.asarray(cap.input_ids),
+                                     "special": cap.special,
                                      "word_spans": np.array(cap.word_spans, dtype=np.int64).reshape(-1, 2)}
     if cap.target_tokens is not None:
         arrays["target_tokens"] = np.array(cap.target_tokens)

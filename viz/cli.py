@@ -14,6 +14,7 @@ import numpy as np
 CAPTURE_KEYS = """\
 output keys (numpy .npz):
   tokens                    [token]                         input (encoder / decoder-only) tokens
+  input_ids                 [token]                         their ids in the model's vocabulary
   special                   [token] bool                    special tokens ([CLS], [SEP], </s>, padding)
   word_spans                [word, 2]                       [start, end) of each word's pieces
   target_tokens             [target]                        decoder input tokens (encoder-decoder only)
@@ -22,18 +23,57 @@ output keys (numpy .npz):
   decoder_attentions        [layer, head, target, target]   masked self-attention (decoders, enc-dec)
   decoder_hidden_states     [layer+1, target, dim]
   cross_attentions          [layer, head, target, token]    decoder -> encoder (enc-dec only)
-  <stack>_queries|keys|values [layer, head, token, head_dim] per-head projections from forward hooks
-Decoder-only models (GPT-2) use the decoder_* keys with `tokens` on both axes.
-Rows of every attention matrix sum to 1."""
+  <stack>_queries           [layer, head, row, head_dim]    queries as the attention function received them
+                                                            (after RoPE for rotary models)
+  <stack>_keys|values       [layer, kv_head, token, head_dim]  keys/values at the model's own kv-head count
+  <stack>_kv_heads          [head]                          kv head each query head reads (grouped-query
+                                                            attention; arange(head) otherwise)
+  <stack>_first_share       [layer, head]                   mean attention on the first token over rows >= 1
+                                                            (the "attention sink" share)
+  <stack>_layers            [layer]                         which model layer each slice is (--layers)
+  <stack>_rows              [row]                           which query position each row is (--rows)
+Decoder-only models (GPT-2, Llama, ...) use the decoder_* keys with `tokens` on both axes.
+With --layers/--rows the attention arrays are [len(layers), head, len(rows), token] and hidden
+states [layer+1, len(rows), dim] (every layer, chosen rows). Rows of every attention matrix sum to 1."""
+
+
+def index_list(value: str) -> list[int] | None:
+    """argparse type for --layers/--rows: 'all' or comma-separated integers (negative: from the end)."""
+    value = value.strip().lower()
+    if value == "all":
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not 'all' or a comma-separated list of integers "
+                                         "(e.g. 0,5,-1)") from None
+    if not out:
+        raise argparse.ArgumentTypeError("give 'all' or at least one index")
+    return out
+
+
+def add_device_args(p) -> None:
+    """--device/--dtype, the same on every command that loads a model."""
+    p.add_argument("--device", default="auto", help="auto (CUDA or MPS where present, else cpu), cpu, cuda, "
+                                                   "cuda:N or mps")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU), float32, "
+                                                  "bfloat16 or float16")
+
+
+def load_for(args):
+    """The model a command asked for, on its --device in its --dtype."""
+    from viz.models import load_model
+
+    return load_model(args.model, dtype=getattr(args, "dtype", None), device=getattr(args, "device", None))
 
 
 def _capture(args) -> int:
     from viz.capture import CaptureError, capture, to_arrays
-    from viz.models import ModelLoadError, load_model
+    from viz.models import ModelLoadError
 
     try:
-        bundle = load_model(args.model)
-        cap = capture(bundle, args.text, args.target)
+        bundle = load_for(args)
+        cap = capture(bundle, args.text, args.target, layers=args.layers, rows=args.rows)
     except (ModelLoadError, CaptureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -55,6 +95,11 @@ def add_capture(sub) -> None:
     p.add_argument("--target", default=None, help="decoder text for encoder-decoders (teacher forcing); "
                                                    "default: the model's own greedy output")
     p.add_argument("--out", required=True, help="output .npz path")
+    p.add_argument("--layers", type=index_list, default=None,
+                   help="attention layers to keep: 'all' (default) or indices like 0,5,-1 (negative: from the end)")
+    p.add_argument("--rows", type=index_list, default=None,
+                   help="query positions to keep: 'all' (default) or indices like -1 (the last token)")
+    add_device_args(p)
     p.set_defaults(func=_capture)
 
 
@@ -62,10 +107,10 @@ def _mask(args) -> int:
     import json
 
     from viz.mlm import MaskError, predict
-    from viz.models import ModelLoadError, load_model
+    from viz.models import ModelLoadError
 
     try:
-        result = predict(load_model(args.model), args.text, top_k=args.top_k, layers=args.layers)
+        result = predict(load_for(args), args.text, top_k=args.top_k, layers=args.layers)
     except (ModelLoadError, MaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -94,6 +139,7 @@ def add_mask(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, dest="top_k")
     p.add_argument("--layers", action="store_true", help="add per-layer predictions (MLM head on every layer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_device_args(p)
     p.set_defaults(func=_mask)
 
 
@@ -115,10 +161,10 @@ def _generate(args) -> int:
 
     from viz.capture import CaptureError
     from viz.generate import generate
-    from viz.models import ModelLoadError, load_model
+    from viz.models import ModelLoadError
 
     try:
-        bundle = load_model(args.model)
+        bundle = load_for(args)
         gen = generate(bundle, args.text, "beam" if args.num_beams > 1 else "greedy", num_beams=args.num_beams,
                        max_new_tokens=args.max_new_tokens, top_k=args.top_k)
     except (ModelLoadError, CaptureError) as e:
@@ -154,6 +200,7 @@ def add_generate(sub) -> None:
     p.add_argument("--num-beams", type=int, default=1, help="1: greedy (default); more: beam search")
     p.add_argument("--top-k", type=int, default=5, help="next-token candidates to report per step")
     p.add_argument("--json", action="store_true", help="machine-readable output (see below)")
+    add_device_args(p)
     p.set_defaults(func=_generate)
 
 
@@ -190,13 +237,13 @@ def _atlas(args) -> int:
 
     from viz.atlas import frame, run_atlas
     from viz.corpus import CorpusError, read_file, sample_corpus
-    from viz.models import ModelLoadError, load_model
+    from viz.models import ModelLoadError
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         corpus = sample_corpus() if args.corpus == "sample" else read_file(args.corpus, args.column)
-        bundle = load_model(args.model)
+        bundle = load_for(args)
     except (CorpusError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -229,6 +276,7 @@ def add_atlas(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (32)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_device_args(p)
     p.set_defaults(func=_atlas)
 
 

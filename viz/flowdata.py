@@ -66,7 +66,7 @@ def layer_flow(bundle: ModelBundle, cap: Capture, stack: str) -> LayerFlow:
     raw = cap.attentions[stack]
     L, H = raw.shape[:2]
     lf = LayerFlow(stack, list(q_tok), list(k_tok), raw, raw.mean(axis=1))
-    values = cap.values.get(stack)
+    values = cap.head_values(stack) if stack in cap.values else None
     if values is not None:
         try:
             w_o = output_projections(bundle, stack, L, H)
