@@ -305,3 +305,25 @@ def test_roberta_limit_respects_position_offset(load):
 def test_encoder_decoder_without_target_uses_own_output(load):
     cap = capture(load("tiny-bart"), TEXT)
     assert cap.target_tokens and cap.attentions["cross"].shape[2:] == (len(cap.target_tokens), len(cap.tokens))
+
+
+@pytest.mark.parametrize("name", ["minilm", "tiny-t5", "tiny-gemma2", "tiny-llama", "tiny-mistral", "tiny-modernbert",
+                                  "tiny-gpt2", "tiny-bart", "tiny-gpt_neox"])
+def test_details_recompose_the_weights_from_q_and_k(load, name):
+    """softmax(cap(q·k·scaling) + bias + mask) from what `details=True` keeps equals the captured weights:
+    scaling (T5: none), soft-capping (Gemma 2), relative bias (T5), sliding windows and causal masks."""
+    bundle = load(name)
+    cap = capture(bundle, TEXT, details=True, rows=[0, 5, -1])
+    for stack, a in cap.attentions.items():
+        s = np.einsum("lhqd,lhkd->lhqk", cap.queries[stack].astype(np.float64), cap.head_keys(stack).astype(np.float64))
+        s *= cap.scaling[stack][:, None, None, None]
+        for layer, c in enumerate(cap.softcap[stack]):
+            if not np.isnan(c):
+                s[layer] = np.tanh(s[layer] / c) * c
+        s = s + cap.score_bias.get(stack, 0.0) + cap.masks[stack][:, None]
+        p = np.exp(s - s.max(-1, keepdims=True))
+        np.testing.assert_allclose(p / p.sum(-1, keepdims=True), a, atol=1e-5)
+        if bundle.kind != "encoder" and stack == "decoder":  # the causal mask is there, exactly above the diagonal
+            rows = np.array(cap.rows[stack])
+            ahead = np.arange(a.shape[-1])[None, :] > rows[:, None]
+            assert np.isneginf(cap.masks[stack][:, ahead]).all()

@@ -70,6 +70,11 @@ class Capture:
     kv_heads: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [head] kv head each query head reads
     first_share: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head]
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head, P, P]
+    # with details=True: what each recorded layer's scores were made of (see viz.recorder)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, row, key] additive, -inf = masked
+    score_bias: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head, row, key] (T5)
+    scaling: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer]
+    softcap: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer], nan = none
 
     @property
     def stacks(self) -> list[str]:
@@ -176,13 +181,15 @@ def _query_lengths(bundle: ModelBundle, n_src: int, n_tgt: int | None) -> dict[s
 def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_logits: bool = False,
             max_tokens: int | None = None, mask_positions: tuple[int, ...] = (),
             intervention: Intervention | None = None, layers=None, rows=None, qkv: bool = True,
-            hidden: bool = True, weights: bool = True, pool: int = 0) -> Capture:
+            hidden: bool = True, weights: bool = True, pool: int = 0, details: bool = False) -> Capture:
     """Run `text` (and, for encoder-decoders, `target`) through the bundle and collect what was asked.
 
     layers: attention layers to keep (indices, negative from the end; None = all).
     rows: query positions to keep, for attention, queries, hidden states and logits (None = all).
     qkv / hidden / weights: keep per-head q/k/v, hidden states, attention weights (False: only the
     first-token share and, with `pool=P`, [P, P] thumbnails of every recorded head).
+    details: also keep each recorded layer's mask rows, position bias, scaling and soft-cap, so its
+    scores can be recomputed from q and k alone (`viz.inside`).
     Text longer than the model takes is truncated; `truncated` and `n_input_tokens` say so.
     Encoder-decoders without a target are teacher-forced on their own greedy output.
     `mask_positions` replaces those input tokens by the tokenizer's mask token; `intervention`
@@ -207,7 +214,7 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
         picked = {s: resolve(rows, lengths[s], "position") for s in bundle.arch.stacks}
         plan = dict(layers={s: frozenset(v) for s, v in chosen.items()} if layers is not None else {},
                     rows={s: torch.tensor(v) for s, v in picked.items()} if rows is not None else {},
-                    weights=weights, qkv=qkv, pool=pool)
+                    weights=weights, qkv=qkv, pool=pool, details=details)
         check_budget(bundle, lengths, chosen, picked, weights=weights, qkv=qkv, hidden=hidden, logits=with_logits)
         with recording(bundle, **plan) as rec, applied(bundle, intervention):
             out = model(**inputs, output_hidden_states=hidden, use_cache=False, return_dict=True,
@@ -266,9 +273,14 @@ def _fill(cap: Capture, rec: Recorder, out, bundle: ModelBundle, hidden: bool) -
             cap.attentions[stack] = _numpy(rec.data[(stack, "attn")])
         if rec.data.get((stack, "thumb")):
             cap.thumbnails[stack] = _numpy(rec.data[(stack, "thumb")])
-        for part, dest in (("q", cap.queries), ("k", cap.keys), ("v", cap.values)):
+        for part, dest in (("q", cap.queries), ("k", cap.keys), ("v", cap.values), ("bias", cap.score_bias)):
             if rec.data.get((stack, part)):
                 dest[stack] = _numpy(rec.data[(stack, part)])
+        if rec.data.get((stack, "mask")):
+            m = _numpy([t[:, 0] for t in rec.data[(stack, "mask")]])  # [layer, row, key]
+            cap.masks[stack] = np.where(m <= np.finfo(np.float32).min / 2, -np.inf, m).astype(np.float32)
+            cap.scaling[stack] = np.array(rec.meta[(stack, "scaling")], dtype=np.float64)
+            cap.softcap[stack] = np.array(rec.meta[(stack, "softcap")], dtype=np.float64)
         if KV != H and stack in cap.keys:  # the family's own count wins over the config's
             cap.kv_heads[stack] = np.arange(H) // max(1, H // cap.keys[stack].shape[1])
     if not hidden:

@@ -31,6 +31,9 @@ Shapes recorded per layer (torch, model dtype and device):
     q       [batch, head, row, head_dim]
     k, v    [batch, kv_head, key, head_dim]
     thumb   [batch, head, pool, pool]      average-pooled weights (all rows), when `pool` is set
+    mask    [batch, 1|head, row, key]      the additive mask the eager math used (0 / -inf), with `details`
+    bias    [batch, head, row, key]        a position bias added to the scores (T5), with `details`
+    scaling, softcap (floats per layer, in `Recorder.meta`), with `details`
     first   [batch, head]                  mean weight on key 0 over rows i >= 1 (the "sink" share)
 """
 
@@ -66,8 +69,10 @@ class Recorder:
     weights: bool = True  # keep the weights themselves (False: only `first` and thumbnails)
     qkv: bool = True
     pool: int = 0  # > 0: keep a [head, pool, pool] thumbnail of each recorded layer
+    details: bool = False  # keep what the scores were made of: mask rows, position bias, scaling, soft-cap
     data: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     recorded: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    meta: dict[tuple[str, str], list] = field(default_factory=lambda: defaultdict(list))
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def wants(self, stack: str, layer: int) -> bool:
@@ -212,6 +217,8 @@ def atlas_attention(module, query, key, value, attention_mask, **kwargs):
             weights = _eager_rows(module, query, key, value, attention_mask, rows, kwargs)
     if keep:
         _record(rec, stack, layer, weights, query, key, value, rows)
+        if rec.details:
+            _record_details(rec, stack, module, query, key, attention_mask, rows, kwargs)
     if scale is not None:
         out = out * scale.to(out.dtype).view(1, 1, -1, 1)
     return out, weights
@@ -233,6 +240,23 @@ def _record(rec: Recorder, stack: str, layer: int, weights, query, key, value, r
         rec.keep(stack, "q", query if rows is None else query.index_select(2, rows.to(query.device)))
         rec.keep(stack, "k", key)
         rec.keep(stack, "v", value)
+
+
+def _record_details(rec: Recorder, stack: str, module, query, key, mask, rows, kwargs) -> None:
+    """What the eager scores were made of, for the kept rows: scores = q·k·scaling (soft-capped) + bias + mask."""
+    full = float_mask(mask, module, query, key, kwargs.get("is_causal"))
+    if full is None:
+        full = torch.zeros((1, 1, query.shape[2], key.shape[2]), dtype=query.dtype, device=query.device)
+    full = full.expand(full.shape[0], full.shape[1], query.shape[2], key.shape[2])
+    rec.keep(stack, "mask", full if rows is None else _rows_of(full, rows))
+    bias = kwargs.get("position_bias")
+    if bias is not None:
+        bias = bias.expand(query.shape[0], -1, query.shape[2], key.shape[2])
+        rec.keep(stack, "bias", bias if rows is None else _rows_of(bias, rows))
+    scaling = kwargs.get("scaling")
+    rec.meta[(stack, "scaling")].append(float(query.shape[-1] ** -0.5 if scaling is None else scaling))
+    softcap = kwargs.get("softcap")
+    rec.meta[(stack, "softcap")].append(float("nan") if softcap is None else float(softcap))
 
 
 # ----------------------------------------------------------------------------- installing
