@@ -1,13 +1,13 @@
-"""Attention page: the model view (every layer x head), one head, and aggregates."""
+"""Attention page: the model view (every layer x head), one head, aggregates, and each head's sink share."""
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import ui
-from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, span_labels
+from viz import cache, ui
+from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, sink_aware, span_labels
 from viz.capture import to_arrays
-from viz.figures.attention import head_heatmap, model_view
+from viz.figures.attention import head_heatmap, model_view, sink_heatmap
 
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
                 "cross": "Cross-attention (decoder → encoder)"}
@@ -15,18 +15,28 @@ STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked 
 ui.through_app()
 st.title("Attention")
 name, text, target, bundle = ui.page_input("attn")
-cap = ui.capture_or_stop(name, text, target)
+overview = ui.needs_overview(bundle, text)
+# a long input on a big model: pooled thumbnails of every head come from inside the model, one layer in full
+cap = ui.capture_or_stop(name, text, target, pool=40, weights=False) if overview else \
+    ui.capture_or_stop(name, text, target)
 
-c1, c2, c3 = st.columns([2, 1, 1])
-stack = c1.radio("Attention", cap.stacks, format_func=STACK_LABELS.get, horizontal=True, key="attn_stack") \
-    if len(cap.stacks) > 1 else cap.stacks[0]
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+stacks = list(cap.first_share)
+stack = c1.radio("Attention", stacks, format_func=STACK_LABELS.get, horizontal=True, key="attn_stack") \
+    if len(stacks) > 1 else stacks[0]
 words = c2.toggle("Merge word pieces", key="attn_words", help="Sum over key pieces, mean over query pieces.")
 hide = c3.toggle("Hide special tokens", key="attn_hide_special",
                  help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row.")
+sink = c4.toggle("Sink-aware", key="attn_sink",
+                 help="Sink-aware view: drop the first token's row and column and renormalise each row, so "
+                      "heads that park most of their attention on it (an 'attention sink') show what they do "
+                      "with the rest.")
+L, H = cap.first_share[stack].shape
+kv = cap.kv_heads.get(stack)
 
 
 def view(attn, stack):
-    """The attention tensor and axis labels after the word / special-token toggles."""
+    """The attention tensor and axis labels after the word / special-token / sink toggles."""
     (q_tok, k_tok), ((q_sp, q_spec), (k_sp, k_spec)) = cap.axis_tokens(stack), cap.axis_spans(stack)
     if words:
         attn = merge_pieces(attn, q_sp, k_sp)
@@ -34,6 +44,12 @@ def view(attn, stack):
         q_spec, k_spec = q_spec[[s for s, _ in q_sp]], k_spec[[s for s, _ in k_sp]]
     else:
         q_lab, k_lab = list(q_tok), list(k_tok)
+    if sink and len(k_lab) > 1:
+        same = stack != "cross"  # cross-attention's first key is a source token, its first row a target token
+        attn = sink_aware(attn) if same else drop_rows_cols(attn, np.ones(attn.shape[-2], bool),
+                                                            np.arange(attn.shape[-1]) > 0)
+        q_lab, q_spec = (q_lab[1:], q_spec[1:]) if same else (q_lab, q_spec)
+        k_lab, k_spec = k_lab[1:], k_spec[1:]
     if hide and (~q_spec).any() and (~k_spec).any():
         attn = drop_rows_cols(attn, ~q_spec, ~k_spec)
         q_lab = [t for t, s in zip(q_lab, q_spec) if not s]
@@ -41,9 +57,11 @@ def view(attn, stack):
     return attn, q_lab, k_lab
 
 
-A, q_lab, k_lab = view(cap.attentions[stack], stack)  # [layer, head, query, key]
-L, H = A.shape[:2]
-st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads · {len(cap.tokens)} tokens")
+n_q, n_k = (len(t) for t in cap.axis_tokens(stack))
+grouped = kv is not None and len(set(kv.tolist())) < H
+st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads"
+           + (f" ({len(set(kv.tolist()))} key/value heads, grouped-query attention)" if grouped else "")
+           + f" · {n_q} tokens" + (f" → {n_k} source tokens" if stack == "cross" else ""))
 
 
 def open_head():
@@ -54,11 +72,31 @@ def open_head():
 
 
 st.subheader("Model view")
-st.caption("Every layer × head; each thumbnail scaled to its own maximum. Click one to open it below.")
-ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
-        selection_mode="points")
-ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
-                key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
+if overview:
+    st.info(f"A long input on a big model ({n_q} tokens): the model view shows {cap.thumbnails[stack].shape[-1]}-pixel "
+            "thumbnails pooled inside the model, without keeping every weight; the head you open is captured "
+            "in full, one layer at a time.", icon="🔭")
+    thumbs = cap.thumbnails[stack]
+else:
+    thumbs = view(cap.attentions[stack], stack)[0]
+st.caption("Every layer × head; each thumbnail scaled to its own maximum"
+           + ("; heads that share keys and values sit together" if grouped else "")
+           + ". Click one to open it below.")
+ui.plot(model_view(thumbs, kv_heads=kv, first_share=cap.first_share[stack]), key="attn_model_view",
+        stem=f"model-view-{stack}", on_select=open_head, selection_mode="points")
+if not overview:
+    A, q_lab, k_lab = view(cap.attentions[stack], stack)
+    ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
+                    key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
+
+with st.expander("Attention on the first token, per head (attention sinks)", expanded=False):
+    st.caption("Mean share of each row's attention that goes to the first token (rows after the first). Heads near "
+               "100 % use it as a resting place (Xiao et al. 2023, 'Efficient streaming language models with "
+               "attention sinks'); the toggle above sets it aside.")
+    ui.plot(sink_heatmap(cap.first_share[stack]), key="attn_sink_fig", stem=f"first-token-share-{stack}")
+    ui.table_download(pd.DataFrame(cap.first_share[stack], index=[f"L{i}" for i in range(L)],
+                                   columns=[f"H{h}" for h in range(H)]), key="attn_sink_csv",
+                      stem=f"first-token-share-{stack}")
 
 left, right = st.columns([1, 1])
 with left:
@@ -66,7 +104,12 @@ with left:
     s1, s2 = st.columns(2)
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
     head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
-    M = A[layer, head]
+    if overview:
+        one = ui.capture_or_stop(name, text, target, layers=(int(layer),))
+        A, q_lab, k_lab = view(one.attentions[stack], stack)  # [1, head, q, k]: this layer only
+        M = A[0, head]
+    else:
+        M = A[layer, head]
     ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · layer {layer} · head {head}"),
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")
     ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="attn_head_csv",
@@ -75,8 +118,15 @@ with right:
     st.subheader("Aggregate")
     a1, a2 = st.columns(2)
     how = a1.radio("Over heads by", ["mean", "max"], horizontal=True, key="attn_agg")
-    scope = a2.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], key="attn_agg_layer")
-    agg = aggregate(A, how) if scope == "all layers" else aggregate(A[int(scope.split()[1])], how, axis=0)
+    if overview:
+        scope = f"layer {layer}"
+        a2.caption(f"Over the heads of the opened layer ({scope}).")
+    else:
+        scope = a2.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], key="attn_agg_layer")
+    if scope == "all layers":
+        agg = aggregate(A, how)
+    else:
+        agg = aggregate(A[0 if overview else int(scope.split()[1])], how, axis=0)
     ui.plot(head_heatmap(agg, q_lab, k_lab, f"{how} over heads · {scope}"), key="attn_agg_fig",
             stem=f"{stack}-{how}-{scope}")
     ui.table_download(pd.DataFrame(agg, index=q_lab, columns=k_lab), key="attn_agg_csv",

@@ -115,3 +115,18 @@ def browser_page(_browser):
 def wait_for_chart(page, timeout: int = 120_000):
     """Wait until a Plotly chart has really drawn (its SVG exists), not just the placeholder."""
     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=timeout)
+
+
+def plotly_array(value):
+    """A figure's array as numpy: Plotly 7 sends numeric arrays as {'dtype', 'bdata' (base64), 'shape'}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            arr = arr.reshape([int(s) for s in str(shape).split(",")])
+        return arr
+    return np.asarray(value)

@@ -1,9 +1,10 @@
 """The Attention page through Streamlit's AppTest, on the real bundled model."""
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP
+from conftest import APP, plotly_array
 from viz.ui import OTHER
 
 
@@ -17,7 +18,7 @@ def test_page_draws_on_real_minilm(app):
     assert not app.exception
     assert app.sidebar.selectbox(key="model_choice").value == "minilm"
     charts = app.get("plotly_chart")
-    assert len(charts) == 3  # model view, one head, aggregate
+    assert len(charts) == 4  # model view, first-token shares, one head, aggregate
     assert any("6 layers × 12 heads" in c.value for c in app.caption)
     downloads = app.get("download_button")
     assert len(downloads) >= 6  # an HTML download per figure + CSV/NPZ exports
@@ -31,7 +32,7 @@ def test_head_selection_and_toggles(app):
     app.radio(key="attn_agg").set_value("max")
     app.run()
     assert not app.exception
-    assert len(app.get("plotly_chart")) == 3
+    assert len(app.get("plotly_chart")) == 4
 
 
 def test_empty_text_gets_a_message(app):
@@ -45,7 +46,7 @@ def test_too_long_text_is_truncated_with_notice(app):
     app.sidebar.text_area(key="text").set_value("attention " * 700).run()
     assert not app.exception
     assert any("512" in w.value and "first" in w.value for w in app.warning)
-    assert len(app.get("plotly_chart")) == 3
+    assert len(app.get("plotly_chart")) == 4
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -64,7 +65,7 @@ def test_bad_model_names_get_a_message_and_the_app_recovers(name, expected):
     assert not at.get("plotly_chart")
     at.session_state["model_choice"] = "minilm"
     at.run()
-    assert not at.exception and not at.error and len(at.get("plotly_chart")) == 3
+    assert not at.exception and not at.error and len(at.get("plotly_chart")) == 4
 
 
 def test_encoder_decoder_offers_the_three_attentions():
@@ -77,4 +78,77 @@ def test_encoder_decoder_offers_the_three_attentions():
     assert list(radio.options) == ["Encoder self-attention", "Decoder masked self-attention",
                                    "Cross-attention (decoder → encoder)"]
     radio.set_value("cross").run()
-    assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert not at.exception and len(at.get("plotly_chart")) == 4
+
+
+def _chart(at, index):
+    """The figure the index-th chart sends to the browser, as a dict (what the user sees)."""
+    import json
+
+    fig = json.loads(at.get("plotly_chart")[index].proto.spec)
+    for trace in fig["data"]:
+        for k in ("z", "x", "y", "customdata"):
+            if k in trace:
+                trace[k] = plotly_array(trace[k])
+    return fig
+
+
+def test_sink_aware_toggle_shows_the_renormalised_rows_without_the_first_token(app):
+    from viz.analysis.words import sink_aware
+    from viz.capture import capture
+    from viz.models import load_model
+
+    app.number_input(key="attn_layer").set_value(2)
+    app.number_input(key="attn_head").set_value(7)
+    app.toggle(key="attn_sink").set_value(True).run()
+    assert not app.exception
+    shown = np.array(_chart(app, 2)["data"][0]["z"], dtype=float)  # the one-head heatmap
+    cap = capture(load_model("minilm"), app.session_state["text"])
+    want = sink_aware(cap.attentions["encoder"][2, 7])
+    np.testing.assert_allclose(shown, want, atol=1e-6)
+    assert shown.shape == (len(cap.tokens) - 1,) * 2 and np.allclose(shown.sum(-1), 1, atol=1e-5)
+
+
+def test_grouped_query_heads_are_grouped_and_sink_shares_are_the_capture_s():
+    from viz.capture import capture
+    from viz.models import load_model
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["model_choice"] = "tiny-llama"
+    at.run()
+    assert not at.exception
+    assert any("2 key/value heads" in c.value for c in at.caption)
+    view = _chart(at, 0)
+    ticks = view["layout"]["xaxis"]["ticktext"]
+    assert ticks[0].endswith("kv0") and ticks[2].endswith("kv1") and "kv" not in ticks[1]
+    shares = np.array(_chart(at, 1)["data"][0]["z"], dtype=float)
+    cap = capture(load_model("tiny-llama"), at.session_state["text"])
+    np.testing.assert_allclose(shares, cap.first_share["decoder"], atol=1e-6)
+
+
+def test_long_input_on_a_big_model_uses_thumbnails_and_one_layer(monkeypatch):
+    """Over the page budget, the model view comes from pooled thumbnails and the opened head from a
+    one-layer capture; what is drawn still equals the full capture."""
+    from viz.capture import capture
+    from viz.models import load_model
+
+    monkeypatch.setenv("VIZ_PAGE_CAPTURE_MB", "0.01")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["model_choice"] = "tiny-bert"
+    at.session_state["text"] = "attention " * 100
+    at.run()
+    assert not at.exception
+    assert any("thumbnails pooled inside the model" in i.value for i in at.info)
+    at.number_input(key="attn_layer").set_value(1)
+    at.number_input(key="attn_head").set_value(3).run()
+    full = capture(load_model("tiny-bert"), "attention " * 100)
+    shown = np.array(_chart(at, 2)["data"][0]["z"], dtype=float)
+    np.testing.assert_allclose(shown, full.attentions["encoder"][1, 3], atol=1e-6)
+    import torch
+
+    from viz.figures.attention import model_view
+
+    shown = _chart(at, 0)["data"][0]["z"]  # uint8 thumbnails pooled inside the model
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(full.attentions["encoder"]), 40).numpy()
+    want = model_view(pooled)["data"][0]["z"]
+    assert np.abs(np.array(shown, dtype=int) - np.array(want, dtype=int)).max() <= 1  # rounding to uint8

@@ -34,5 +34,5 @@ def test_page_opens_on_family(page, family):
     said = [m.value for m in (*at.error, *at.warning, *at.info)]
     assert drawn or said or page in ("atlas", "studio"), "the page drew nothing and said nothing"
     if page == "attention":
-        assert drawn == 3
+        assert drawn == 4
         assert any(f"tiny-{family}" in c.value for c in at.caption)

@@ -11,17 +11,23 @@ import streamlit as st
 
 from viz.capture import Capture, capture
 from viz.generate import Generation, generate
-from viz.models import ModelBundle, load_model
+from viz.models import ModelBundle, load_model, split_key
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def get_bundle(name: str) -> ModelBundle:
-    return load_model(name)
+    """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.models.split_key`)."""
+    model, device, dtype = split_key(name)
+    return load_model(model, dtype=dtype, device=device)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the model…")
-def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
-    return capture(get_bundle(name), text, target, with_logits=with_logits)
+def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False,
+                layers: tuple[int, ...] | None = None, pool: int = 0, weights: bool = True) -> Capture:
+    """A capture; `layers`/`pool`/`weights` as in `viz.capture.capture` (the model view of a long input asks
+    for pooled thumbnails only, one opened layer in full)."""
+    return capture(get_bundle(name), text, target, with_logits=with_logits, layers=layers, pool=pool,
+                   weights=weights, qkv=weights and pool == 0)
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")

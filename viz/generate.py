@@ -28,7 +28,7 @@ import torch
 from viz.arch import CROSS, DECODER, ENCODER
 from viz.capture import Capture, CaptureError, _check_text, _decoder_inputs, _encode, _token_info, recording, \
     word_spans
-from viz.models import REPO_ROOT, ModelBundle
+from viz.models import REPO_ROOT, ModelBundle, split_key
 
 METHODS = ("greedy", "beam", "teacher")
 
@@ -253,6 +253,7 @@ TASK_HINTS = {
 
 
 def _config(name: str, models_root: Path) -> dict:
+    name = split_key(name)[0]
     for d in (models_root / name, Path(name).expanduser()):
         try:
             return json.loads((d / "config.json").read_text())
@@ -270,6 +271,7 @@ def encoder_decoder_names(names: list[str], models_root: Path = REPO_ROOT / "mod
 
 def shipped_task(name: str, models_root: Path = REPO_ROOT / "models") -> str | None:
     """The synthetic task a shipped checkpoint was trained on (its task.json), else None."""
+    name = split_key(name)[0]
     for d in (models_root / name, Path(name).expanduser()):
         try:
             return json.loads((d / "task.json").read_text()).get("task")

@@ -384,6 +384,22 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return chosen
 
 
+def model_key(name: str, device: str = "auto", dtype: str = "auto") -> str:
+    """One string for a model and where it runs ('minilm', 'minilm@cpu:bfloat16'): cache keys stay strings."""
+    if (device or "auto") == "auto" and (dtype or "auto") == "auto":
+        return name
+    return f"{name}@{device or 'auto'}:{dtype or 'auto'}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """`model_key` backwards: (name, device, dtype). A name may itself contain '@' only before a path."""
+    name, sep, where = key.rpartition("@")
+    if not sep or ":" not in where or "/" in where:
+        return key, "auto", "auto"
+    device, _, dtype = where.rpartition(":")
+    return name, device, dtype
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
                device: str | None = None) -> ModelBundle:
     """Load `name` (see module docstring) in eval mode, on `device` in `dtype` ('auto': a GPU in bfloat16

@@ -61,8 +61,27 @@ def sidebar() -> None:
                               help="Bundled models work offline. Hub ids need the network or a local HF cache.")
         if choice == OTHER:
             st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model")
+        device_picker()
         st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example)
         st.text_area("Text", key="text", height=110)
+
+
+def device_picker() -> None:
+    """Where the model runs: 'auto' is a GPU in bfloat16 where one is present, else the CPU in float32."""
+    import torch
+
+    from viz.models import resolve_device, resolve_dtype
+
+    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
+        (["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
+    with st.expander("Device and precision", expanded=False):
+        device = st.selectbox("Device", devices, key="model_device",
+                              help="auto: CUDA (or Apple MPS) where present, else the CPU.")
+        dtype = st.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="model_dtype",
+                             help="auto: bfloat16 on a GPU, float32 on the CPU. Captured numbers are shown in "
+                                  "float32 whatever the model computes in.")
+    dev = resolve_device(device)
+    st.caption(f"Runs on {dev.type} in {str(resolve_dtype(dtype, dev)).replace('torch.', '')}")
 
 
 def _use_example() -> None:
@@ -71,8 +90,14 @@ def _use_example() -> None:
 
 
 def model_name() -> str:
+    """The chosen model as a cache key: its name, plus `@device:dtype` when not on 'auto' (viz.models.model_key)."""
+    from viz.models import model_key
+
     choice = st.session_state.get("model_choice", DEFAULT_MODEL)
-    return st.session_state.get("model_other", "").strip() if choice == OTHER else choice
+    name = st.session_state.get("model_other", "").strip() if choice == OTHER else choice
+    if not name:
+        return name
+    return model_key(name, st.session_state.get("model_device", "auto"), st.session_state.get("model_dtype", "auto"))
 
 
 def bundle_or_stop(name: str | None = None) -> ModelBundle:
@@ -96,9 +121,28 @@ def page_input(key_prefix: str) -> tuple[str, str, str | None, ModelBundle]:
     return name, text, target, bundle
 
 
-def capture_or_stop(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
+PAGE_CAPTURE_MB = 256  # above this a page asks for pooled thumbnails and one layer at a time (VIZ_PAGE_CAPTURE_MB)
+
+
+def needs_overview(bundle: ModelBundle, text: str) -> bool:
+    """Whether every layer x head x token^2 of this text would be too much to hold and draw: then pages show
+    pooled thumbnails computed inside the model and capture one layer at a time."""
+    import os
+
+    if bundle.kind == "encoder-decoder" or not text.strip():
+        return False
+    with bundle.lock:  # fast tokenizers are not thread-safe
+        n = min(len(bundle.tokenizer(text)["input_ids"]), bundle.max_tokens)
+    stack = bundle.arch.stacks[0]
+    cells = bundle.stack_layers(stack) * bundle.n_heads(stack) * n * n
+    limit = float(os.environ.get("VIZ_PAGE_CAPTURE_MB", PAGE_CAPTURE_MB))
+    return cells * 4 > limit * 2**20
+
+
+def capture_or_stop(name: str, text: str, target: str | None = None, with_logits: bool = False,
+                    layers: tuple[int, ...] | None = None, pool: int = 0, weights: bool = True) -> Capture:
     try:
-        cap = cache.get_capture(name, text, target, with_logits)
+        cap = cache.get_capture(name, text, target, with_logits, layers, pool, weights)
     except CaptureError as e:
         stop(str(e), "warning", "✍️")
     if cap.truncated:

@@ -45,3 +45,12 @@ def aggregate(attn: np.ndarray, how: str = "mean", axis=(0, 1)) -> np.ndarray:
     if how == "max":
         return attn.max(axis=axis)
     raise ValueError(f"unknown aggregation {how!r}; use 'mean' or 'max'")
+
+
+def sink_aware(attn: np.ndarray) -> np.ndarray:
+    """[..., query, key] without the first token (row and column), rows renormalised to sum to 1: what a head
+    does once its "attention sink" (Xiao et al. 2023) is set aside. Rows that gave everything to the
+    first token become all zero rather than undefined."""
+    out = attn[..., 1:, 1:]
+    total = out.sum(axis=-1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 1e-12)
