@@ -15,7 +15,8 @@ from viz.interventions import Intervention, applied
 from viz.mlm import MaskError, mask_sweep, predict
 
 TEXT = "The cat sat on the mat because it was tired."
-MLMS = ["tiny-bert-mlm", "tiny-roberta-mlm", "tiny-distilbert-mlm", "tiny-albert-mlm", "tiny-electra-mlm"]
+MLMS = ["tiny-bert-mlm", "tiny-roberta-mlm", "tiny-distilbert-mlm", "tiny-albert-mlm", "tiny-electra-mlm",
+        "tiny-modernbert-mlm"]
 
 
 @pytest.mark.parametrize("name", MLMS)
@@ -128,3 +129,13 @@ def test_mask_cli_json(tmp_path):
     r = subprocess.run([sys.executable, "-m", "viz", "mask", "--model", "minilm", "--text", "a [MASK]"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "minilm-mlm" in r.stderr
+
+
+@pytest.mark.parametrize("name", MLMS)
+def test_last_layer_lens_is_the_models_own_prediction(load, name):
+    """The masked-LM head applied to the last hidden state gives the model's own probabilities (ModernBERT's
+    final norm, RoBERTa's lm_head, DistilBERT's vocab layers): the lens reads the real residual stream."""
+    r = predict(load(name), "The [MASK] sat on the mat.", top_k=5, layers=True)
+    p = r.predictions[0]
+    assert [t for t, _ in p.layer_top[-1]] == [t for t, _ in p.top]
+    np.testing.assert_allclose([q for _, q in p.layer_top[-1]], [q for _, q in p.top], atol=1e-5)
