@@ -1,108 +1,126 @@
-"""Streamlit caching around the library (the only viz module besides `viz.ui` that imports streamlit).
+"""Caching around the library (the only viz module besides `viz.ui` that imports streamlit).
 
-Models are `cache_resource` (one shared object for every session: hence the bundle lock and the
-ContextVar-gated hooks in `viz.capture`). Captures are `cache_data`: each session gets its own
-unpickled copy, so one session can never mutate another's arrays.
+Two byte-bounded LRU caches shared by every session (`viz.store.ByteLRU`), not `st.cache_*`:
+
+- models, bounded by their parameters' bytes (`VIZ_MODEL_CACHE_MB`, default 4096): shared objects, hence
+  the bundle lock and the ContextVar-gated hooks in `viz.capture`; the most recent model always stays.
+- results (captures, flows, generations, mask predictions, comparisons, head atlases), bounded by the
+  bytes of their arrays (`VIZ_CACHE_MB`, default 1024). Their arrays are read-only and every caller gets
+  its own containers, so one session can never change what another session draws (see `viz.store`).
+
+A miss shows a spinner, as `st.cache_data` did. Exceptions are never cached.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from viz import serving
 from viz.capture import Capture, capture
 from viz.generate import Generation, generate
 from viz.models import ModelBundle, load_model
+from viz.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
+
+_MISS = object()
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def _model_evicted(name, bundle) -> None:
+    serving.refresh()  # models are loaded after gc.freeze(): let the collector see an evicted one again
+
+
+MODELS = ByteLRU(budget_from_env("VIZ_MODEL_CACHE_MB", DEFAULT_MODEL_CACHE_MB),
+                 sizer=lambda b: model_nbytes(b.model), share=False, keep_oversized=True, on_evict=_model_evicted)
+RESULTS = ByteLRU(budget_from_env("VIZ_CACHE_MB", DEFAULT_CACHE_MB))
+
+
+def _cached(store: ByteLRU, key: tuple, compute, spinner: str | None):
+    """`store`'s value for `key`, computed (once, whoever else asks meanwhile) under a spinner on a miss."""
+    hit = store.get(key, _MISS)
+    if hit is not _MISS:
+        return hit
+    if spinner:
+        with st.spinner(spinner):
+            return store.get_or_compute(key, compute)
+    return store.get_or_compute(key, compute)
+
+
+def _load(name: str) -> ModelBundle:
+    bundle = load_model(name)
+    serving.settle()  # a model's objects live long: keep them out of every later collection
+    return bundle
+
+
 def get_bundle(name: str) -> ModelBundle:
-    return load_model(name)
+    return _cached(MODELS, (name,), lambda: _load(name), "Loading model…")
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the model…")
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
-    return capture(get_bundle(name), text, target, with_logits=with_logits)
+    return _cached(RESULTS, ("capture", name, text, target, with_logits),
+                   lambda: capture(get_bundle(name), text, target, with_logits=with_logits), "Running the model…")
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")
+def peek_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture | None:
+    """The cached capture, or None; never computes (for download buttons built after the page ran)."""
+    return RESULTS.get(("capture", name, text, target, with_logits))
+
+
 def get_layer_flow(name: str, text: str, target: str | None, stack: str):
     from viz.flowdata import layer_flow
 
-    return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
-
-
-@st.cache_resource
-def _flow_store() -> dict:
-    """Attention-flow results shared by all sessions. Not st.cache_data: the page draws a progress
-    bar from inside the computation, and cache_data would try to replay those element calls."""
-    import threading
-    from collections import OrderedDict
-
-    return {"lock": threading.Lock(), "items": OrderedDict()}
+    return _cached(RESULTS, ("layer_flow", name, text, target, stack),
+                   lambda: layer_flow(get_bundle(name), get_capture(name, text, target), stack),
+                   "Computing rollout and norm-based attention…")
 
 
 def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, queries: tuple[int, ...] | None,
              max_tokens: int | None, progress=None):
-    """Attention flow (viz.analysis.flow.attention_flow) for one layer, memoised (64 entries, LRU)."""
+    """Attention flow (viz.analysis.flow.attention_flow) for one layer, memoised. No spinner: the page
+    draws a progress bar from inside the computation."""
     from viz.analysis.flow import attention_flow
 
-    store, key = _flow_store(), (name, text, target, stack, layer, queries, max_tokens)
-    with store["lock"]:
-        hit = store["items"].get(key)
-        if hit is not None:
-            store["items"].move_to_end(key)
-            return hit.copy()
-    attn = get_capture(name, text, target).attentions[stack]
-    out = attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
-                         max_tokens=max_tokens, progress=progress)
-    with store["lock"]:
-        store["items"][key] = out
-        while len(store["items"]) > 64:
-            store["items"].popitem(last=False)
-    return out.copy()
+    def compute():
+        attn = get_capture(name, text, target).attentions[stack]
+        return attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
+                              max_tokens=max_tokens, progress=progress)
+
+    return _cached(RESULTS, ("flow", name, text, target, stack, layer, queries, max_tokens), compute, None)
 
 
-@st.cache_data(max_entries=64, show_spinner="Decoding…")
 def get_generation(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
                    max_new_tokens: int = 20, top_k: int = 5) -> Generation:
-    return generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
-                    max_new_tokens=max_new_tokens, top_k=top_k)
+    return _cached(RESULTS, ("generation", name, text, method, target, num_beams, max_new_tokens, top_k),
+                   lambda: generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
+                                    max_new_tokens=max_new_tokens, top_k=top_k), "Decoding…")
 
 
-@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
 def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
     from viz.mlm import predict
 
-    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+    return _cached(RESULTS, ("mask", name, text, positions, top_k, layers),
+                   lambda: predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers),
+                   "Predicting masked tokens…")
 
 
-@st.cache_data(max_entries=32, show_spinner="Running both variants…")
 def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
     from viz.compare import compare
 
-    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
+    return _cached(RESULTS, ("comparison", name, text, variant, positions, heads),
+                   lambda: compare(get_bundle(name), text, variant, positions=positions, heads=heads),
+                   "Running both variants…")
 
 
 # ----------------------------------------------------------------------------- head atlas
-# The atlas job runs in the page (it draws a progress bar and can be cancelled), so it cannot run
-# *inside* a cached function: st.cache_data replays elements drawn in there and fails on a progress
-# bar created outside. Instead the finished result is stored under (model, corpus hash, options)
-# with the memo below: a call without `_result` is a lookup (a miss raises, and exceptions are
-# never cached), a call with it stores.
-@st.cache_data(max_entries=16, show_spinner=False)
-def _atlas_memo(name: str, corpus_key: str, options: tuple, _result=None):
-    if _result is None:
-        raise LookupError("not computed yet")
-    return _result
-
-
+# The atlas job runs in the page (it draws a progress bar and can be cancelled), so it is not computed
+# through `_cached`: the page stores the finished result under (model, corpus hash, options).
 def cached_atlas(name: str, corpus_key: str, options: tuple):
     """The stored AtlasResult / importance array for these inputs, or None."""
-    try:
-        return _atlas_memo(name, corpus_key, options)
-    except LookupError:
-        return None
+    return RESULTS.get(("atlas", name, corpus_key, options))
 
 
 def store_atlas(name: str, corpus_key: str, options: tuple, result) -> None:
-    _atlas_memo(name, corpus_key, options, _result=result)
+    RESULTS.put(("atlas", name, corpus_key, options), result)
+
+
+def stats() -> dict:
+    """Entries, bytes, budget, hits, misses and evictions of both caches (for the bench and tests)."""
+    return {"models": MODELS.stats(), "results": RESULTS.stats()}
