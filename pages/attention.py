@@ -1,12 +1,12 @@
 """Attention page: the model view (every layer x head), one head, and aggregates."""
 
-import numpy as np
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
-from viz import ui
-from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, span_labels
-from viz.capture import to_arrays
+from viz import cache, ui
+from viz.analysis.words import aggregate
 from viz.figures.attention import head_heatmap, model_view
 
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
@@ -25,39 +25,17 @@ hide = c3.toggle("Hide special tokens", key="attn_hide_special",
                  help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row.")
 
 
-def view(attn, stack):
-    """The attention tensor and axis labels after the word / special-token toggles."""
-    (q_tok, k_tok), ((q_sp, q_spec), (k_sp, k_spec)) = cap.axis_tokens(stack), cap.axis_spans(stack)
-    if words:
-        attn = merge_pieces(attn, q_sp, k_sp)
-        q_lab, k_lab = span_labels(q_tok, q_sp, bundle.tokenizer), span_labels(k_tok, k_sp, bundle.tokenizer)
-        q_spec, k_spec = q_spec[[s for s, _ in q_sp]], k_spec[[s for s, _ in k_sp]]
-    else:
-        q_lab, k_lab = list(q_tok), list(k_tok)
-    if hide and (~q_spec).any() and (~k_spec).any():
-        attn = drop_rows_cols(attn, ~q_spec, ~k_spec)
-        q_lab = [t for t, s in zip(q_lab, q_spec) if not s]
-        k_lab = [t for t, s in zip(k_lab, k_spec) if not s]
-    return attn, q_lab, k_lab
-
-
-A, q_lab, k_lab = view(cap.attentions[stack], stack)  # [layer, head, query, key]
+# [layer, head, query, key] after the toggles (viz.analysis.words.attention_view), cached beside the capture
+A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide)
 L, H = A.shape[:2]
 st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads · {len(cap.tokens)} tokens")
 
-
-def open_head():
-    """Click on a model-view thumbnail -> select that layer and head."""
-    cell = ui.clicked_customdata("attn_model_view")
-    if cell is not None and len(cell) >= 2:
-        st.session_state.attn_layer, st.session_state.attn_head = int(cell[0]), int(cell[1])
-
-
 st.subheader("Model view")
 st.caption("Every layer × head; each thumbnail scaled to its own maximum. Click one to open it below.")
-ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
-        selection_mode="points")
-ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
+# Callbacks and download callables outlive this run: none of them may hold the page's arrays (ui.pick).
+ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}",
+        on_select=ui.pick("attn_model_view", "attn_layer", "attn_head"), selection_mode="points")
+ui.npz_download(partial(cache.attention_view_arrays, name, text, target, stack, words, hide),
                 key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
 
 left, right = st.columns([1, 1])
@@ -81,4 +59,5 @@ with right:
             stem=f"{stack}-{how}-{scope}")
     ui.table_download(pd.DataFrame(agg, index=q_lab, columns=k_lab), key="attn_agg_csv",
                       stem=f"{stack}-{how}-{scope}")
-ui.npz_download(to_arrays(cap), key="attn_capture_npz", stem="capture", label="Whole capture (NPZ)")
+ui.npz_download(partial(cache.capture_arrays, name, text, target), key="attn_capture_npz", stem="capture",
+                label="Whole capture (NPZ)")

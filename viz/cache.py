@@ -14,6 +14,7 @@ A miss shows a spinner, as `st.cache_data` did. Exceptions are never cached.
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from viz import serving
 from viz.capture import Capture, capture
@@ -38,7 +39,7 @@ def _cached(store: ByteLRU, key: tuple, compute, spinner: str | None):
     hit = store.get(key, _MISS)
     if hit is not _MISS:
         return hit
-    if spinner:
+    if spinner and get_script_run_ctx(suppress_warning=True) is not None:  # not in a download's callable
         with st.spinner(spinner):
             return store.get_or_compute(key, compute)
     return store.get_or_compute(key, compute)
@@ -54,14 +55,40 @@ def get_bundle(name: str) -> ModelBundle:
     return _cached(MODELS, (name,), lambda: _load(name), "Loading model…")
 
 
-def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture:
+def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False,
+                spinner: str | None = "Running the model…") -> Capture:
     return _cached(RESULTS, ("capture", name, text, target, with_logits),
-                   lambda: capture(get_bundle(name), text, target, with_logits=with_logits), "Running the model…")
+                   lambda: capture(get_bundle(name), text, target, with_logits=with_logits), spinner)
 
 
-def peek_capture(name: str, text: str, target: str | None = None, with_logits: bool = False) -> Capture | None:
-    """The cached capture, or None; never computes (for download buttons built after the page ran)."""
-    return RESULTS.get(("capture", name, text, target, with_logits))
+def get_attention_view(name: str, text: str, target: str | None, stack: str, words: bool, hide: bool,
+                       spinner: str | None = "Running the model…"):
+    """(attention [layer, head, q, k], query labels, key labels) after the Attention page's toggles
+    (`viz.analysis.words.attention_view`). A toggled view is a new array: cached beside the capture,
+    so a click that reruns the page does not merge or renormalise again."""
+    from viz.analysis.words import attention_view
+
+    cap = get_capture(name, text, target, spinner=spinner)
+    if not words and not hide:
+        return attention_view(cap, stack)
+    return _cached(RESULTS, ("attention_view", name, text, target, stack, words, hide),
+                   lambda: attention_view(cap, stack, words, hide, get_bundle(name).tokenizer), None)
+
+
+# Download buttons build their file when clicked, after the page's run, from these: they hold the
+# cache keys, never the arrays, so an idle session keeps nothing alive once the cache lets go of it.
+def capture_arrays(name: str, text: str, target: str | None = None) -> dict:
+    """The whole capture as the NPZ/CLI contract (`viz.capture.to_arrays`)."""
+    from viz.capture import to_arrays
+
+    return to_arrays(get_capture(name, text, target, spinner=None))
+
+
+def attention_view_arrays(name: str, text: str, target: str | None, stack: str, words: bool, hide: bool) -> dict:
+    import numpy as np
+
+    attn, q_lab, k_lab = get_attention_view(name, text, target, stack, words, hide, spinner=None)
+    return {"attentions": attn, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)}
 
 
 def get_layer_flow(name: str, text: str, target: str | None, stack: str):

@@ -9,6 +9,7 @@ import io
 import re
 import runpy
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,20 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
     return event
 
 
+def pick(chart_key: str, *state_keys: str) -> Callable[[], None]:
+    """An `on_select` callback: the clicked point's customdata -> `st.session_state[state_keys]` (as ints).
+    Made here rather than in the page because Streamlit keeps a widget's callback until the session's
+    next run, and a function defined in a page keeps that page's globals (its capture, its arrays) alive
+    with it."""
+    def on_select() -> None:
+        cell = clicked_customdata(chart_key)
+        if cell is not None and len(cell) >= len(state_keys):
+            for k, v in zip(state_keys, cell):
+                st.session_state[k] = int(v)
+
+    return on_select
+
+
 def clicked_customdata(chart_key: str) -> list | None:
     """customdata of the first point selected on a chart (Streamlit sends arrays as lists or index-keyed dicts)."""
     points = (st.session_state.get(chart_key) or {}).get("selection", {}).get("points", [])
@@ -137,10 +152,13 @@ def table_download(df: pd.DataFrame, key: str, stem: str, label: str = "Data (CS
                        mime="text/csv", key=key, on_click="ignore")
 
 
-def npz_download(arrays: dict[str, np.ndarray], key: str, stem: str, label: str = "Data (NPZ)") -> None:
+def npz_download(arrays: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]], key: str, stem: str,
+                 label: str = "Data (NPZ)") -> None:
+    """`arrays` may be a callable (e.g. a `functools.partial` of a `viz.cache` function): the button keeps
+    it until the session's next run, so for big arrays pass one that holds cache keys, not the arrays."""
     def build() -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **(arrays() if callable(arrays) else arrays))
         return buf.getvalue()
 
     st.download_button(label, data=build, file_name=f"{slug(stem)}.npz", mime="application/octet-stream",
