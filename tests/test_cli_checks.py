@@ -34,7 +34,7 @@ def one_line_error(capsys, argv) -> str:
     (["train", "mlm", "--steps", "-5"], "--steps", "at least 0"),
     (["train", "mlm", "--minutes", "0"], "--minutes", "above 0"),
     (["train", "mlm", "--minutes", "nan"], "--minutes", "finite"),
-    (["train", "mlm", "--lr-head=-1e-3"], "--lr-head", "above 0"),
+    (["train", "mlm", "--lr-head=-1e-3"], "--lr-head", "at least 0"),
     (["train", "mlm", "--dropout", "1.5"], "--dropout", "below 1"),
     (["train", "mlm", "--threads", "0"], "--threads", "at least 1"),
     (["train", "mlm", "--eval-every", "0"], "--eval-every", "at least 1"),
@@ -42,7 +42,7 @@ def one_line_error(capsys, argv) -> str:
     (["train", "mlm", "--device", "tpu"], "--device", "cpu, cuda"),
     (["train", "mlm", "--train", "/no/such/corpus.txt"], "--train", "does not exist"),
     (["train", "seq2seq", "--task", "dates", "--out", "x", "--heads", "0"], "--heads", "at least 1"),
-    (["train", "seq2seq", "--task", "dates", "--out", "x", "--lr", "0"], "--lr", "above 0"),
+    (["train", "seq2seq", "--task", "dates", "--out", "x", "--lr=-0.1"], "--lr", "at least 0"),
     (["train", "seq2seq", "--task", "dates", "--out", "x", "--steps", "0"], "--steps", "at least 1"),
 ])
 def test_numbers_are_checked_by_argparse(capsys, argv, flag, expected):

@@ -363,7 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=None,
                         help="stop (resumably) after this much training")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr-head", type=positive_float, default=1e-3)
+    parser.add_argument("--lr-head", type=non_negative_float, default=1e-3)
     parser.add_argument("--lr-encoder", type=non_negative_float, default=1e-4)
     parser.add_argument("--unfreeze", type=non_negative_int, default=6,
                         help="top encoder layers to train (0 = head only)")

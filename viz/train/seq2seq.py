@@ -268,7 +268,7 @@ def load_seq2seq(path: str | Path):
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of `python -m viz train seq2seq` (checked by argparse: viz/cli_args.py)."""
-    from viz.cli_args import non_negative_int, output_dir, positive_float, positive_int
+    from viz.cli_args import non_negative_float, non_negative_int, output_dir, positive_int
 
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--steps", type=positive_int, default=1000)
@@ -279,7 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--heads", type=positive_int, default=4)
     parser.add_argument("--ffn", type=positive_int, default=None, help="default 2 * d_model")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--lr", type=non_negative_float, default=1e-3)
     parser.add_argument("--eval-n", type=non_negative_int, default=1000, help="held-out examples to score (0: none)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (machine is shared)")
     return parser
