@@ -20,4 +20,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 ui.sidebar()
-page.run()
+try:
+    page.run()
+finally:
+    ui.release_page_data()  # what outlives the run (callbacks, fragments) must not keep the page's arrays

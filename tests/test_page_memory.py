@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
-from viz import cache
+from viz import cache, compare
 from viz.store import MB, ByteLRU, model_nbytes
 
 TEXTS = ["Colorless green ideas sleep furiously.", "The keys to the cabinet are on the table.",
@@ -27,6 +27,7 @@ def spy_captures(monkeypatch):
         return cap
 
     monkeypatch.setattr(cache, "capture", spy)
+    monkeypatch.setattr(compare, "capture", spy)  # Compare masking runs its two captures itself
     return refs
 
 
@@ -53,6 +54,25 @@ def test_a_session_keeps_nothing_the_cache_let_go(monkeypatch, spy_captures):
     at.toggle(key="attn_words").set_value(True).run()
     at.toggle(key="attn_hide_special").set_value(True).run()
     assert not at.exception and len(at.get("plotly_chart")) == 3
+    gc.collect()
+    assert spy_captures and not [r for r in spy_captures if r() is not None]
+
+
+@pytest.mark.parametrize("path,state", [
+    ("pages/flow.py", {"flow_token": 2}),  # a click callback defined in the page, and every NPZ of a stack
+    ("pages/compare.py", {"model_choice": "minilm-mlm", "cmp_variant": "causal"}),
+])
+def test_other_pages_keep_nothing_either(monkeypatch, spy_captures, path, state):
+    """app.py drops a finished page's data (>= 1 MB a value) from its globals (ui.release_page_data), so a
+    page's own callbacks (Layer flow's click-to-follow, Compare's head picker) cannot keep its arrays alive.
+    ~80 tokens: the attention tensor is ~1.8 MB."""
+    monkeypatch.setattr(cache, "RESULTS", ByteLRU(0))
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.switch_page(path)
+    for k, v in {"text": " ".join(TEXTS * 3), **state}.items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception and at.get("plotly_chart")
     gc.collect()
     assert spy_captures and not [r for r in spy_captures if r() is not None]
 
@@ -88,3 +108,16 @@ def test_download_callables_hold_keys_and_rebuild_after_eviction(monkeypatch, lo
     attn, q_lab, k_lab = attention_view(capture(load("tiny-bert"), "one two three"), "encoder", True, True,
                                         load("tiny-bert").tokenizer)
     assert np.allclose(view["attentions"], attn) and list(view["key_tokens"]) == k_lab == ["one", "two", "three"]
+
+
+def test_other_download_callables(monkeypatch):
+    """Layer flow, Compare masking and Encoder–decoder NPZ buttons: keys in, the documented arrays out."""
+    monkeypatch.setattr(cache, "RESULTS", ByteLRU(0))
+    full = cache.layer_flow_arrays("tiny-bert", "one two three", None, "encoder")
+    assert {"raw", "rollout", "query_tokens"} <= set(full)
+    some = cache.layer_flow_arrays("tiny-bert", "one two three", None, "encoder", ("raw", "norm", "norm_summed"))
+    assert set(some) == {"raw", "norm", "norm_summed"}
+    both = cache.comparison_arrays("tiny-bert", "one two three", "causal", (), frozenset())
+    assert both["base"].shape == both["other"].shape == both["diff"].shape
+    gen = cache.generation_arrays("tiny-bart", "a b c", "greedy", None, 1, 3, 5)
+    assert {"cross_attentions", "encoder_attentions", "target_tokens"} <= set(gen)

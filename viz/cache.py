@@ -5,7 +5,7 @@ Two byte-bounded LRU caches shared by every session (`viz.store.ByteLRU`), not `
 - models, bounded by their parameters' bytes (`VIZ_MODEL_CACHE_MB`, default 4096): shared objects, hence
   the bundle lock and the ContextVar-gated hooks in `viz.capture`; the most recent model always stays.
 - results (captures, flows, generations, mask predictions, comparisons, head atlases), bounded by the
-  bytes of their arrays (`VIZ_CACHE_MB`, default 1024). Their arrays are read-only and every caller gets
+  bytes of their arrays (`VIZ_CACHE_MB`, default 768). Their arrays are read-only and every caller gets
   its own containers, so one session can never change what another session draws (see `viz.store`).
 
 A miss shows a spinner, as `st.cache_data` did. Exceptions are never cached.
@@ -91,11 +91,37 @@ def attention_view_arrays(name: str, text: str, target: str | None, stack: str, 
     return {"attentions": attn, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)}
 
 
-def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+def layer_flow_arrays(name: str, text: str, target: str | None, stack: str, keys: tuple[str, ...] = ()) -> dict:
+    """The Layer flow arrays of `stack` (`LayerFlow.arrays()`), or only `keys` of them."""
+    arrays = _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
+                     None).arrays()
+    return {k: v for k, v in arrays.items() if not keys or k in keys}
+
+
+def comparison_arrays(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset) -> dict:
+    import numpy as np
+
+    cmp = get_comparison(name, text, variant, positions, heads)
+    stack = next(iter(cmp.base.attentions))
+    return {"base": cmp.base.attentions[stack], "other": cmp.other.attentions[stack], "diff": cmp.diff,
+            "head_js": cmp.head_js, "tokens": np.array(cmp.base.tokens)}
+
+
+def generation_arrays(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
+                      max_new_tokens: int = 20, top_k: int = 5) -> dict:
+    from viz.capture import to_arrays
+
+    return to_arrays(get_generation(name, text, method, target, num_beams, max_new_tokens, top_k).to_capture())
+
+
+def _layer_flow(name: str, text: str, target: str | None, stack: str):
     from viz.flowdata import layer_flow
 
-    return _cached(RESULTS, ("layer_flow", name, text, target, stack),
-                   lambda: layer_flow(get_bundle(name), get_capture(name, text, target), stack),
+    return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
+
+
+def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+    return _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
                    "Computing rollout and norm-based attention…")
 
 

@@ -4,7 +4,7 @@ Why not `st.cache_data(max_entries=64)`: entries are not the unit that fills a m
 420-word text on MiniLM is ~95 MB (attention weights alone: 6 layers x 12 heads x 512 x 512 float32 =
 75 MB) and st.cache_data keeps it pickled *and* unpickles a fresh copy for every rerun of every session:
 64 of those is 12 GB. Here every entry is counted by the bytes its arrays hold and the least recently
-used entries go once the budget (`VIZ_CACHE_MB`, default 1024) is exceeded.
+used entries go once the budget (`VIZ_CACHE_MB`, default 768) is exceeded.
 
 Isolation between sessions without copies: a stored value's numpy arrays are made read-only (through a
 read-only base, so `flags.writeable = True` cannot undo it), and every reader gets its own copy of the
@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 MB = 1 << 20
-DEFAULT_CACHE_MB = 1024  # results (captures, flows, generations, ...): see README "Memory"
+DEFAULT_CACHE_MB = 768  # results (captures, flows, generations, ...): RSS grows by about this + 0.4 GB (README)
 DEFAULT_MODEL_CACHE_MB = 4096  # loaded models
 _MISSING = object()
 
@@ -45,9 +45,10 @@ def budget_from_env(var: str, default_mb: int) -> int:
 
 
 # ----------------------------------------------------------------------------- sizes
-def nbytes(obj: Any, _seen: set | None = None) -> int:
+def nbytes(obj: Any, _seen: set | None = None, *, deep_objects: bool = True) -> int:
     """Bytes held by `obj`: numpy arrays (their base counted once), torch tensors, strings, and what
-    dataclasses, dicts, lists, tuples and sets contain. Small Python overhead is counted roughly."""
+    dataclasses, dicts, lists, tuples and sets contain. Small Python overhead is counted roughly.
+    `deep_objects=False`: other objects (a model, a tokenizer) count as nothing instead of their attributes."""
     seen = set() if _seen is None else _seen
     if id(obj) in seen:
         return 0
@@ -68,17 +69,18 @@ def nbytes(obj: Any, _seen: set | None = None) -> int:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.Tensor):
         return int(obj.untyped_storage().nbytes()) + 112
+    deep = {"deep_objects": deep_objects}
     if isinstance(obj, dict):
-        return 64 + sum(nbytes(k, seen) + nbytes(v, seen) for k, v in obj.items())
+        return 64 + sum(nbytes(k, seen, **deep) + nbytes(v, seen, **deep) for k, v in obj.items())
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return 56 + sum(nbytes(x, seen) for x in obj)
+        return 56 + sum(nbytes(x, seen, **deep) for x in obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return 64 + sum(nbytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+        return 64 + sum(nbytes(getattr(obj, f.name), seen, **deep) for f in dataclasses.fields(obj))
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
         return int(obj.memory_usage(deep=True).sum()) if isinstance(obj, pd.DataFrame) else int(
             obj.memory_usage(deep=True))
-    if hasattr(obj, "__dict__"):
+    if deep_objects and hasattr(obj, "__dict__"):
         return 64 + nbytes(vars(obj), seen)
     return sys.getsizeof(obj)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import io
 import re
 import runpy
+import sys
+import threading
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -47,10 +50,36 @@ def through_app() -> None:
     from streamlit.runtime.pages_manager import PagesManager
 
     if not PagesManager.uses_pages_directory:
+        _this_run.page_globals = sys._getframe(1).f_globals  # for release_page_data() once the page ends
         return
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
     runpy.run_path(str(APP), run_name="__main__")
     st.stop()
+
+
+_this_run = threading.local()  # each script run is a thread of its own
+
+
+def release_page_data(min_bytes: int = 1 << 20) -> None:
+    """Drop the data (arrays, captures, results: >= `min_bytes` each) from the globals of the page that
+    just ran; app.py calls this after every page, however it ended.
+
+    Why: Streamlit keeps a widget's callback (and a fragment's function) until the session's next run, and a
+    function defined in a page keeps that page's whole globals alive: its capture, its arrays. Across a
+    classroom of idle sessions that is one page's data per session, outside every cache budget. So a
+    callback or fragment must read what it needs from `st.session_state` or `viz.cache`, not from a page
+    global holding data (modules, functions, classes and small values stay)."""
+    from viz.store import nbytes
+
+    page = getattr(_this_run, "page_globals", None)
+    _this_run.page_globals = None
+    if not page:
+        return
+    for name, value in list(page.items()):
+        if name.startswith("__") or isinstance(value, (types.ModuleType, type, types.FunctionType)):
+            continue
+        if nbytes(value, deep_objects=False) >= min_bytes:
+            del page[name]
 
 
 def sidebar() -> None:
