@@ -211,7 +211,7 @@ class Server:
     """`streamlit run app.py` on loopback, with an RSS sampler (seconds since start, MB). With `profile`,
     the server runs under bench/profiled_server.py: every script run's wall and CPU time is recorded."""
 
-    def __init__(self, env: dict[str, str], profile: str | None = None) -> None:
+    def __init__(self, env: dict[str, str], profile: str | None = None, app_root: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench_load_", suffix=".log", delete=False)
@@ -222,10 +222,10 @@ class Server:
             cmd = [sys.executable, str(ROOT / "bench" / "profiled_server.py"), self.runs_path]
             cmd += ["--cprofile", profile, "--"] if profile else ["--"]
         self.proc = subprocess.Popen(
-            cmd + ["run", str(ROOT / "app.py"), "--server.port", str(self.port),
+            cmd + ["run", str(app_root / "app.py"), "--server.port", str(self.port),
                    "--server.address", "127.0.0.1", "--server.headless", "true",
                    "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=app_root, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         deadline = time.time() + 120
@@ -327,13 +327,14 @@ def load_avg() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-async def run_load(ks: list[int], rounds: int, env: dict[str, str], profile: str | None = None) -> dict:
+async def run_load(ks: list[int], rounds: int, env: dict[str, str], profile: str | None = None,
+                   app_root: Path = ROOT) -> dict:
     from playwright.async_api import async_playwright
 
     expect = Expect()
     texts = iter(short_texts(sum(ks) * rounds + 8))
     results = {}
-    server = Server(env, profile)
+    server = Server(env, profile, app_root)
     windows = {}
     try:
         async with async_playwright() as p:
@@ -416,6 +417,9 @@ def main() -> int:
     ap.add_argument("--cache-mb", type=int, default=None, help="VIZ_CACHE_MB for the server (default: the app's)")
     ap.add_argument("--profile", nargs="?", const="", default=None, metavar="OUT.prof",
                     help="time every script run on the server (and write cProfile stats to OUT.prof)")
+    ap.add_argument("--app-root", type=Path, default=ROOT,
+                    help="serve app.py from this checkout instead (before/after comparisons; e.g. a `git archive` "
+                         "of an older commit, run with this repository's .venv)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -430,7 +434,7 @@ def main() -> int:
         res = asyncio.run(run_memory(args.memory, args.words, env))
         bad = res["cross_talk"]
     else:
-        res = asyncio.run(run_load(args.sessions, args.rounds, env, args.profile))
+        res = asyncio.run(run_load(args.sessions, args.rounds, env, args.profile, args.app_root.resolve()))
         bad = sum(v["cross_talk"] for k, v in res.items() if isinstance(k, int))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
