@@ -358,7 +358,8 @@ async def run_load(ks: list[int], rounds: int, env: dict[str, str], profile: str
                                   load=load_avg())
                 print(f"K={k}: p50 {results[k]['p50']:.2f} s, p95 {results[k]['p95']:.2f} s, "
                       f"max {results[k]['max']:.2f} s over {n} submits; CPU per submit: server "
-                      f"{results[k]['server_cpu_per_submit']:.3f} s, browser {results[k]['client_cpu_per_submit']:.3f} s; "
+                      f"{results[k]['server_cpu_per_submit']:.3f} s, "
+                      f"browser {results[k]['client_cpu_per_submit']:.3f} s; "
                       f"RSS {rss_before:.0f} -> {results[k]['rss_after']:.0f} MB; cross-talk {len(foreign)}; "
                       f"load avg {load_avg()}", flush=True)
                 for s in sessions:

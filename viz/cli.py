@@ -70,7 +70,8 @@ def _mask(args) -> int:
     try:
         bundle = load_model(args.model)
         if args.top_k > len(bundle.tokenizer):
-            raise MaskError(f"--top-k {args.top_k} is more than the model's vocabulary ({len(bundle.tokenizer)} tokens).")
+            raise MaskError(f"--top-k {args.top_k} is more than the model's vocabulary "
+                            f"({len(bundle.tokenizer)} tokens).")
         result = predict(bundle, args.text, top_k=args.top_k, layers=args.layers)
     except (ModelLoadError, MaskError) as e:
         print(f"error: {e}", file=sys.stderr)
