@@ -2,10 +2,9 @@
 
 import streamlit as st
 
-from viz import ui
-from viz.memory import keep_freed_memory
+from viz import serving, ui
 
-keep_freed_memory()  # once per process: big attention tensors reuse freed memory instead of faulting in pages
+serving.setup()  # once per process: malloc tuning, one torch thread per forward, gc.freeze (viz/serving.py)
 
 st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide")
 
@@ -21,4 +20,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 ui.sidebar()
-page.run()
+try:
+    page.run()
+finally:
+    ui.release_page_data()  # what outlives the run (callbacks, fragments) must not keep the page's arrays

@@ -1,12 +1,12 @@
 """Attention page: the model view (every layer x head), one head, aggregates, and each head's sink share."""
 
-import numpy as np
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
 from viz import cache, ui
-from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, sink_aware, span_labels
-from viz.capture import to_arrays
+from viz.analysis.words import aggregate
 from viz.figures.attention import head_heatmap, model_view, sink_heatmap
 
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
@@ -17,8 +17,8 @@ st.title("Attention")
 name, text, target, bundle = ui.page_input("attn")
 overview = ui.needs_overview(bundle, text)
 # a long input on a big model: pooled thumbnails of every head come from inside the model, one layer in full
-cap = ui.capture_or_stop(name, text, target, pool=40, weights=False) if overview else \
-    ui.capture_or_stop(name, text, target)
+look = dict(pool=40, weights=False) if overview else {}
+cap = ui.capture_or_stop(name, text, target, **look)
 
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 stacks = list(cap.first_share)
@@ -33,43 +33,11 @@ sink = c4.toggle("Sink-aware", key="attn_sink",
                       "with the rest.")
 L, H = cap.first_share[stack].shape
 kv = cap.kv_heads.get(stack)
-
-
-def view(attn, stack):
-    """The attention tensor and axis labels after the word / special-token / sink toggles."""
-    (q_tok, k_tok), ((q_sp, q_spec), (k_sp, k_spec)) = cap.axis_tokens(stack), cap.axis_spans(stack)
-    if words:
-        attn = merge_pieces(attn, q_sp, k_sp)
-        q_lab, k_lab = span_labels(q_tok, q_sp, bundle.tokenizer), span_labels(k_tok, k_sp, bundle.tokenizer)
-        q_spec, k_spec = q_spec[[s for s, _ in q_sp]], k_spec[[s for s, _ in k_sp]]
-    else:
-        q_lab, k_lab = list(q_tok), list(k_tok)
-    if sink and len(k_lab) > 1:
-        same = stack != "cross"  # cross-attention's first key is a source token, its first row a target token
-        attn = sink_aware(attn) if same else drop_rows_cols(attn, np.ones(attn.shape[-2], bool),
-                                                            np.arange(attn.shape[-1]) > 0)
-        q_lab, q_spec = (q_lab[1:], q_spec[1:]) if same else (q_lab, q_spec)
-        k_lab, k_spec = k_lab[1:], k_spec[1:]
-    if hide and (~q_spec).any() and (~k_spec).any():
-        attn = drop_rows_cols(attn, ~q_spec, ~k_spec)
-        q_lab = [t for t, s in zip(q_lab, q_spec) if not s]
-        k_lab = [t for t, s in zip(k_lab, k_spec) if not s]
-    return attn, q_lab, k_lab
-
-
 n_q, n_k = (len(t) for t in cap.axis_tokens(stack))
 grouped = kv is not None and len(set(kv.tolist())) < H
 st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads"
            + (f" ({len(set(kv.tolist()))} key/value heads, grouped-query attention)" if grouped else "")
            + f" · {n_q} tokens" + (f" → {n_k} source tokens" if stack == "cross" else ""))
-
-
-def open_head():
-    """Click on a model-view thumbnail -> select that layer and head."""
-    cell = ui.clicked_customdata("attn_model_view")
-    if cell is not None and len(cell) >= 2:
-        st.session_state.attn_layer, st.session_state.attn_head = int(cell[0]), int(cell[1])
-
 
 st.subheader("Model view")
 if overview:
@@ -78,15 +46,18 @@ if overview:
             "in full, one layer at a time.", icon="🔭")
     thumbs = cap.thumbnails[stack]
 else:
-    thumbs = view(cap.attentions[stack], stack)[0]
+    # [layer, head, query, key] after the toggles (viz.analysis.words.attention_view), cached beside the capture
+    A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide, sink)
+    thumbs = A
 st.caption("Every layer × head; each thumbnail scaled to its own maximum"
            + ("; heads that share keys and values sit together" if grouped else "")
            + ". Click one to open it below.")
+# Callbacks and download callables outlive this run: none of them may hold the page's arrays (ui.pick).
 ui.plot(model_view(thumbs, kv_heads=kv, first_share=cap.first_share[stack]), key="attn_model_view",
-        stem=f"model-view-{stack}", on_select=open_head, selection_mode="points")
+        stem=f"model-view-{stack}", on_select=ui.pick("attn_model_view", "attn_layer", "attn_head"),
+        selection_mode="points")
 if not overview:
-    A, q_lab, k_lab = view(cap.attentions[stack], stack)
-    ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
+    ui.npz_download(partial(cache.attention_view_arrays, name, text, target, stack, words, hide, sink),
                     key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
 
 with st.expander("Attention on the first token, per head (attention sinks)", expanded=False):
@@ -104,12 +75,9 @@ with left:
     s1, s2 = st.columns(2)
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
     head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
-    if overview:
-        one = ui.capture_or_stop(name, text, target, layers=(int(layer),))
-        A, q_lab, k_lab = view(one.attentions[stack], stack)  # [1, head, q, k]: this layer only
-        M = A[0, head]
-    else:
-        M = A[layer, head]
+    if overview:  # this layer only: [1, head, q, k]
+        A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide, sink, (int(layer),))
+    M = A[0 if overview else layer, head]
     ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · layer {layer} · head {head}"),
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")
     ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="attn_head_csv",
@@ -131,4 +99,5 @@ with right:
             stem=f"{stack}-{how}-{scope}")
     ui.table_download(pd.DataFrame(agg, index=q_lab, columns=k_lab), key="attn_agg_csv",
                       stem=f"{stack}-{how}-{scope}")
-ui.npz_download(to_arrays(cap), key="attn_capture_npz", stem="capture", label="Whole capture (NPZ)")
+ui.npz_download(partial(cache.capture_arrays, name, text, target, **look), key="attn_capture_npz", stem="capture",
+                label="Whole capture (NPZ)" if not overview else "Thumbnails and first-token shares (NPZ)")

@@ -1,5 +1,7 @@
 """Compare masking page: two runs side by side and what changed between them."""
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -62,8 +64,7 @@ with right:
     st.dataframe(top, hide_index=True, width="stretch")
     ui.table_download(pd.DataFrame([(l, h, cmp.head_js[l, h]) for l in range(L) for h in range(cmp.head_js.shape[1])],
                                    columns=["layer", "head", "js"]), key="cmp_js_csv", stem=f"compare-{variant}-js")
-    ui.npz_download({"base": cmp.base.attentions[bundle.arch.stacks[0]], "other": cmp.other.attentions[bundle.arch.stacks[0]],
-                     "diff": cmp.diff, "head_js": cmp.head_js, "tokens": np.array(base_tok)},
+    ui.npz_download(partial(cache.comparison_arrays, name, text, variant, positions, heads),
                     key="cmp_npz", stem=f"compare-{variant}", label="Both runs (NPZ)")
 
 best = cmp.top_heads(1)[0]

@@ -3,6 +3,7 @@ self-attention beside its look-ahead mask, cross-attention (alignment), step-by-
 with top-k, and the architecture read from the loaded model's config."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import streamlit as st
 from viz import cache, ui
 from viz.analysis.words import aggregate
 from viz.architecture import VIEW_LABELS, describe, sublayer_rows, table_rows
-from viz.capture import CaptureError, to_arrays
+from viz.capture import CaptureError
 from viz.figures.attention import head_heatmap, model_view
 from viz.figures.encdec import COLORS, architecture_figure, attention_bars, mask_figure, topk_figure
 from viz.generate import TASK_HINTS, encoder_decoder_names, example_source, max_new_tokens_limit, shipped_task
@@ -156,7 +157,8 @@ with tab_attn:
             key="ed_align_fig", stem=f"alignment-{scope}")
     ui.table_download(pd.DataFrame(align, index=cap.axis_tokens("cross")[0], columns=cap.tokens),
                       key="ed_align_csv", stem=f"alignment-{scope}")
-    ui.npz_download(to_arrays(cap), key="ed_capture_npz", stem=f"{name}-encdec", label="All attentions (NPZ)")
+    ui.npz_download(partial(cache.generation_arrays, name, source, mode, target or None, int(beams), int(max_new),
+                            int(top_k)), key="ed_capture_npz", stem=f"{name}-encdec", label="All attentions (NPZ)")
 
 with tab_arch:
     desc = describe(bundle.config)

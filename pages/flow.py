@@ -1,5 +1,7 @@
 """Layer flow page: rollout, attention flow, norm-based attention and the journey of hidden states."""
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -103,7 +105,8 @@ if method == "flow":
         title = f"Attention flow · layer {layer} → input tokens"
 ui.plot(head_heatmap(M, tokens, tokens, title), key="flow_heat", stem=f"{method}-{stack}-L{layer}")
 ui.table_download(pd.DataFrame(M, index=labels, columns=labels), key="flow_heat_csv", stem=f"{method}-{stack}-L{layer}")
-ui.npz_download(lf.arrays(), key="flow_all_npz", stem=f"layer-flow-{stack}", label="All arrays of this stack (NPZ)")
+ui.npz_download(partial(cache.layer_flow_arrays, name, text, target, stack), key="flow_all_npz",
+                stem=f"layer-flow-{stack}", label="All arrays of this stack (NPZ)")
 
 # ----------------------------------------------------------------------------- raw vs norm
 st.header("Raw vs norm-based attention")
@@ -125,8 +128,8 @@ else:
     with b:
         ui.plot(head_heatmap(nf.norm[nl, nh], nf.query_tokens, nf.key_tokens, f"‖α f(x)‖ · layer {nl} · head {nh}"),
                 key="flow_norm_head_fig", stem=f"norm-{nstack}-L{nl}-H{nh}")
-    ui.npz_download({"raw": nf.raw, "norm": nf.norm, "norm_summed": nf.norm_summed}, key="flow_norm_npz",
-                    stem=f"norms-{nstack}", label="Raw and norm-based, all heads (NPZ)")
+    ui.npz_download(partial(cache.layer_flow_arrays, name, text, target, nstack, ("raw", "norm", "norm_summed")),
+                    key="flow_norm_npz", stem=f"norms-{nstack}", label="Raw and norm-based, all heads (NPZ)")
     if nf.norm_res is not None:
         ui.plot(head_heatmap(nf.norm_res[nl], nf.query_tokens, nf.key_tokens,
                              f"Whole layer {nl}, {nf.norm_res_kind} (Kobayashi et al. 2021)"),

@@ -1,114 +1,187 @@
-"""Streamlit caching around the library (the only viz module besides `viz.ui` that imports streamlit).
+"""Caching around the library (the only viz module besides `viz.ui` that imports streamlit).
 
-Models are `cache_resource` (one shared object for every session: hence the bundle lock and the
-ContextVar-gated hooks in `viz.capture`). Captures are `cache_data`: each session gets its own
-unpickled copy, so one session can never mutate another's arrays.
+Two byte-bounded LRU caches shared by every session (`viz.store.ByteLRU`), not `st.cache_*`:
+
+- models, bounded by their parameters' bytes (`VIZ_MODEL_CACHE_MB`, default 4096): shared objects, hence
+  the bundle lock and the ContextVar-gated hooks in `viz.capture`; the most recent model always stays.
+- results (captures, flows, generations, mask predictions, comparisons, head atlases), bounded by the
+  bytes of their arrays (`VIZ_CACHE_MB`, default 768). Their arrays are read-only and every caller gets
+  its own containers, so one session can never change what another session draws (see `viz.store`).
+
+A miss shows a spinner, as `st.cache_data` did. Exceptions are never cached.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from viz import serving
 from viz.capture import Capture, capture
 from viz.generate import Generation, generate
 from viz.models import ModelBundle, load_model, split_key
+from viz.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
+
+_MISS = object()
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def get_bundle(name: str) -> ModelBundle:
+def _model_evicted(name, bundle) -> None:
+    serving.refresh()  # models are loaded after gc.freeze(): let the collector see an evicted one again
+
+
+MODELS = ByteLRU(budget_from_env("VIZ_MODEL_CACHE_MB", DEFAULT_MODEL_CACHE_MB),
+                 sizer=lambda b: model_nbytes(b.model), share=False, keep_oversized=True, on_evict=_model_evicted)
+RESULTS = ByteLRU(budget_from_env("VIZ_CACHE_MB", DEFAULT_CACHE_MB))
+
+
+def _cached(store: ByteLRU, key: tuple, compute, spinner: str | None):
+    """`store`'s value for `key`, computed (once, whoever else asks meanwhile) under a spinner on a miss."""
+    hit = store.get(key, _MISS)
+    if hit is not _MISS:
+        return hit
+    if spinner and get_script_run_ctx(suppress_warning=True) is not None:  # not in a download's callable
+        with st.spinner(spinner):
+            return store.get_or_compute(key, compute)
+    return store.get_or_compute(key, compute)
+
+
+def _load(name: str) -> ModelBundle:
     """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.models.split_key`)."""
     model, device, dtype = split_key(name)
-    return load_model(model, dtype=dtype, device=device)
+    bundle = load_model(model, dtype=dtype, device=device)
+    serving.settle()  # a model's objects live long: keep them out of every later collection
+    return bundle
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the model…")
+def get_bundle(name: str) -> ModelBundle:
+    return _cached(MODELS, (name,), lambda: _load(name), "Loading model…")
+
+
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False,
-                layers: tuple[int, ...] | None = None, pool: int = 0, weights: bool = True) -> Capture:
+                layers: tuple[int, ...] | None = None, pool: int = 0, weights: bool = True,
+                spinner: str | None = "Running the model…") -> Capture:
     """A capture; `layers`/`pool`/`weights` as in `viz.capture.capture` (the model view of a long input asks
     for pooled thumbnails only, one opened layer in full)."""
-    return capture(get_bundle(name), text, target, with_logits=with_logits, layers=layers, pool=pool,
-                   weights=weights, qkv=weights and pool == 0)
+    return _cached(RESULTS, ("capture", name, text, target, with_logits, layers, pool, weights),
+                   lambda: capture(get_bundle(name), text, target, with_logits=with_logits, layers=layers, pool=pool,
+                                   weights=weights, qkv=weights and pool == 0), spinner)
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")
-def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+def get_attention_view(name: str, text: str, target: str | None, stack: str, words: bool, hide: bool,
+                       sink: bool = False, layers: tuple[int, ...] | None = None,
+                       spinner: str | None = "Running the model…"):
+    """(attention [layer, head, q, k], query labels, key labels) after the Attention page's toggles
+    (`viz.analysis.words.attention_view`) of the capture of `layers` (None: all). A toggled view is a new
+    array: cached beside the capture, so a click that reruns the page does not merge or renormalise again."""
+    from viz.analysis.words import attention_view
+
+    cap = get_capture(name, text, target, layers=layers, spinner=spinner)
+    if not words and not hide and not sink:
+        return attention_view(cap, stack)
+    return _cached(RESULTS, ("attention_view", name, text, target, stack, words, hide, sink, layers),
+                   lambda: attention_view(cap, stack, words, hide, get_bundle(name).tokenizer, sink), None)
+
+
+# Download buttons build their file when clicked, after the page's run, from these: they hold the
+# cache keys, never the arrays, so an idle session keeps nothing alive once the cache lets go of it.
+def capture_arrays(name: str, text: str, target: str | None = None, pool: int = 0, weights: bool = True) -> dict:
+    """The capture as the NPZ/CLI contract (`viz.capture.to_arrays`); `pool`/`weights` as the page asked."""
+    from viz.capture import to_arrays
+
+    return to_arrays(get_capture(name, text, target, pool=pool, weights=weights, spinner=None))
+
+
+def attention_view_arrays(name: str, text: str, target: str | None, stack: str, words: bool, hide: bool,
+                          sink: bool = False, layers: tuple[int, ...] | None = None) -> dict:
+    import numpy as np
+
+    attn, q_lab, k_lab = get_attention_view(name, text, target, stack, words, hide, sink, layers, spinner=None)
+    return {"attentions": attn, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)}
+
+
+def layer_flow_arrays(name: str, text: str, target: str | None, stack: str, keys: tuple[str, ...] = ()) -> dict:
+    """The Layer flow arrays of `stack` (`LayerFlow.arrays()`), or only `keys` of them."""
+    arrays = _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
+                     None).arrays()
+    return {k: v for k, v in arrays.items() if not keys or k in keys}
+
+
+def comparison_arrays(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset) -> dict:
+    import numpy as np
+
+    cmp = get_comparison(name, text, variant, positions, heads)
+    stack = next(iter(cmp.base.attentions))
+    return {"base": cmp.base.attentions[stack], "other": cmp.other.attentions[stack], "diff": cmp.diff,
+            "head_js": cmp.head_js, "tokens": np.array(cmp.base.tokens)}
+
+
+def generation_arrays(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
+                      max_new_tokens: int = 20, top_k: int = 5) -> dict:
+    from viz.capture import to_arrays
+
+    return to_arrays(get_generation(name, text, method, target, num_beams, max_new_tokens, top_k).to_capture())
+
+
+def _layer_flow(name: str, text: str, target: str | None, stack: str):
     from viz.flowdata import layer_flow
 
     return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
 
 
-@st.cache_resource
-def _flow_store() -> dict:
-    """Attention-flow results shared by all sessions. Not st.cache_data: the page draws a progress
-    bar from inside the computation, and cache_data would try to replay those element calls."""
-    import threading
-    from collections import OrderedDict
-
-    return {"lock": threading.Lock(), "items": OrderedDict()}
+def get_layer_flow(name: str, text: str, target: str | None, stack: str):
+    return _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
+                   "Computing rollout and norm-based attention…")
 
 
 def get_flow(name: str, text: str, target: str | None, stack: str, layer: int, queries: tuple[int, ...] | None,
              max_tokens: int | None, progress=None):
-    """Attention flow (viz.analysis.flow.attention_flow) for one layer, memoised (64 entries, LRU)."""
+    """Attention flow (viz.analysis.flow.attention_flow) for one layer, memoised. No spinner: the page
+    draws a progress bar from inside the computation."""
     from viz.analysis.flow import attention_flow
 
-    store, key = _flow_store(), (name, text, target, stack, layer, queries, max_tokens)
-    with store["lock"]:
-        hit = store["items"].get(key)
-        if hit is not None:
-            store["items"].move_to_end(key)
-            return hit.copy()
-    attn = get_capture(name, text, target).attentions[stack]
-    out = attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
-                         max_tokens=max_tokens, progress=progress)
-    with store["lock"]:
-        store["items"][key] = out
-        while len(store["items"]) > 64:
-            store["items"].popitem(last=False)
-    return out.copy()
+    def compute():
+        attn = get_capture(name, text, target).attentions[stack]
+        return attention_flow(attn, layer=layer, queries=None if queries is None else list(queries),
+                              max_tokens=max_tokens, progress=progress)
+
+    return _cached(RESULTS, ("flow", name, text, target, stack, layer, queries, max_tokens), compute, None)
 
 
-@st.cache_data(max_entries=64, show_spinner="Decoding…")
 def get_generation(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
                    max_new_tokens: int = 20, top_k: int = 5) -> Generation:
-    return generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
-                    max_new_tokens=max_new_tokens, top_k=top_k)
+    return _cached(RESULTS, ("generation", name, text, method, target, num_beams, max_new_tokens, top_k),
+                   lambda: generate(get_bundle(name), text, method, target=target, num_beams=num_beams,
+                                    max_new_tokens=max_new_tokens, top_k=top_k), "Decoding…")
 
 
-@st.cache_data(max_entries=64, show_spinner="Predicting masked tokens…")
 def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
     from viz.mlm import predict
 
-    return predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers)
+    return _cached(RESULTS, ("mask", name, text, positions, top_k, layers),
+                   lambda: predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers),
+                   "Predicting masked tokens…")
 
 
-@st.cache_data(max_entries=32, show_spinner="Running both variants…")
 def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
     from viz.compare import compare
 
-    return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
+    return _cached(RESULTS, ("comparison", name, text, variant, positions, heads),
+                   lambda: compare(get_bundle(name), text, variant, positions=positions, heads=heads),
+                   "Running both variants…")
 
 
 # ----------------------------------------------------------------------------- head atlas
-# The atlas job runs in the page (it draws a progress bar and can be cancelled), so it cannot run
-# *inside* a cached function: st.cache_data replays elements drawn in there and fails on a progress
-# bar created outside. Instead the finished result is stored under (model, corpus hash, options)
-# with the memo below: a call without `_result` is a lookup (a miss raises, and exceptions are
-# never cached), a call with it stores.
-@st.cache_data(max_entries=16, show_spinner=False)
-def _atlas_memo(name: str, corpus_key: str, options: tuple, _result=None):
-    if _result is None:
-        raise LookupError("not computed yet")
-    return _result
-
-
+# The atlas job runs in the page (it draws a progress bar and can be cancelled), so it is not computed
+# through `_cached`: the page stores the finished result under (model, corpus hash, options).
 def cached_atlas(name: str, corpus_key: str, options: tuple):
     """The stored AtlasResult / importance array for these inputs, or None."""
-    try:
-        return _atlas_memo(name, corpus_key, options)
-    except LookupError:
-        return None
+    return RESULTS.get(("atlas", name, corpus_key, options))
 
 
 def store_atlas(name: str, corpus_key: str, options: tuple, result) -> None:
-    _atlas_memo(name, corpus_key, options, _result=result)
+    RESULTS.put(("atlas", name, corpus_key, options), result)
+
+
+def stats() -> dict:
+    """Entries, bytes, budget, hits, misses and evictions of both caches (for the bench and tests)."""
+    return {"models": MODELS.stats(), "results": RESULTS.stats()}

@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from viz.cli_args import OneLineParser, output_file, positive_int, run_guarded
+
 CAPTURE_KEYS = """\
 output keys (numpy .npz):
   tokens                    [token]                         input (encoder / decoder-only) tokens
@@ -54,10 +56,12 @@ def index_list(value: str) -> list[int] | None:
 
 def add_device_args(p) -> None:
     """--device/--dtype, the same on every command that loads a model."""
-    p.add_argument("--device", default="auto", help="auto (CUDA or MPS where present, else cpu), cpu, cuda, "
-                                                   "cuda:N or mps")
-    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU), float32, "
-                                                  "bfloat16 or float16")
+    from viz.cli_args import device
+
+    p.add_argument("--device", default="auto", type=device,
+                   help="auto (CUDA or MPS where present, else cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16")
 
 
 def load_for(args):
@@ -94,7 +98,8 @@ def add_capture(sub) -> None:
     p.add_argument("--text", required=True, help="input text (source text for encoder-decoders)")
     p.add_argument("--target", default=None, help="decoder text for encoder-decoders (teacher forcing); "
                                                    "default: the model's own greedy output")
-    p.add_argument("--out", required=True, help="output .npz path")
+    p.add_argument("--out", required=True, type=output_file,
+                   help="output .npz path (its folder must exist; checked before the model runs)")
     p.add_argument("--layers", type=index_list, default=None,
                    help="attention layers to keep: 'all' (default) or indices like 0,5,-1 (negative: from the end)")
     p.add_argument("--rows", type=index_list, default=None,
@@ -110,7 +115,11 @@ def _mask(args) -> int:
     from viz.models import ModelLoadError
 
     try:
-        result = predict(load_for(args), args.text, top_k=args.top_k, layers=args.layers)
+        bundle = load_for(args)
+        if args.top_k > len(bundle.tokenizer):
+            raise MaskError(f"--top-k {args.top_k} is more than the model's vocabulary "
+                            f"({len(bundle.tokenizer)} tokens).")
+        result = predict(bundle, args.text, top_k=args.top_k, layers=args.layers)
     except (ModelLoadError, MaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -136,7 +145,7 @@ def add_mask(sub) -> None:
                               "Masks are listed in text order. [MASK] and <mask> both work.")
     p.add_argument("--model", default="minilm-mlm", help="a model with a masked-LM head (default: minilm-mlm)")
     p.add_argument("--text", required=True, help="text with one or more [MASK]")
-    p.add_argument("--top-k", type=int, default=5, dest="top_k")
+    p.add_argument("--top-k", type=positive_int, default=5, dest="top_k", help="predictions per mask (default 5)")
     p.add_argument("--layers", action="store_true", help="add per-layer predictions (MLM head on every layer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_device_args(p)
@@ -196,9 +205,10 @@ def add_generate(sub) -> None:
                "top_k: [{token, prob}]}]}.")
     p.add_argument("--model", default="tiny-bart", help="an encoder-decoder: seq2seq-dates, tiny-t5, tiny-bart, ...")
     p.add_argument("--text", required=True, help="source text")
-    p.add_argument("--max-new-tokens", type=int, default=20, help="longest output (default 20)")
-    p.add_argument("--num-beams", type=int, default=1, help="1: greedy (default); more: beam search")
-    p.add_argument("--top-k", type=int, default=5, help="next-token candidates to report per step")
+    p.add_argument("--max-new-tokens", type=positive_int, default=20,
+                   help="longest output (default 20; at most what the decoder's positions allow)")
+    p.add_argument("--num-beams", type=positive_int, default=1, help="1: greedy (default); more: beam search")
+    p.add_argument("--top-k", type=positive_int, default=5, help="next-token candidates to report per step")
     p.add_argument("--json", action="store_true", help="machine-readable output (see below)")
     add_device_args(p)
     p.set_defaults(func=_generate)
@@ -284,7 +294,7 @@ COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m viz", description="Attention Atlas without the browser.")
+    parser = OneLineParser(prog="python -m viz", description="Attention Atlas without the browser.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
@@ -295,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     from viz import quiet
     from viz.memory import keep_freed_memory
 
+    args = build_parser().parse_args(argv)  # first: a bad flag is answered before anything heavy loads
     quiet()
     keep_freed_memory()
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_guarded(lambda: args.func(args))

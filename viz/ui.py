@@ -8,7 +8,11 @@ from __future__ import annotations
 import io
 import re
 import runpy
+import sys
+import threading
+import types
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -46,10 +50,36 @@ def through_app() -> None:
     from streamlit.runtime.pages_manager import PagesManager
 
     if not PagesManager.uses_pages_directory:
+        _this_run.page_globals = sys._getframe(1).f_globals  # for release_page_data() once the page ends
         return
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
     runpy.run_path(str(APP), run_name="__main__")
     st.stop()
+
+
+_this_run = threading.local()  # each script run is a thread of its own
+
+
+def release_page_data(min_bytes: int = 1 << 20) -> None:
+    """Drop the data (arrays, captures, results: >= `min_bytes` each) from the globals of the page that
+    just ran; app.py calls this after every page, however it ended.
+
+    Why: Streamlit keeps a widget's callback (and a fragment's function) until the session's next run, and a
+    function defined in a page keeps that page's whole globals alive: its capture, its arrays. Across a
+    classroom of idle sessions that is one page's data per session, outside every cache budget. So a
+    callback or fragment must read what it needs from `st.session_state` or `viz.cache`, not from a page
+    global holding data (modules, functions, classes and small values stay)."""
+    from viz.store import nbytes
+
+    page = getattr(_this_run, "page_globals", None)
+    _this_run.page_globals = None
+    if not page:
+        return
+    for name, value in list(page.items()):
+        if name.startswith("__") or isinstance(value, (types.ModuleType, type, types.FunctionType)):
+            continue
+        if nbytes(value, deep_objects=False) >= min_bytes:
+            del page[name]
 
 
 def sidebar() -> None:
@@ -165,6 +195,20 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
     return event
 
 
+def pick(chart_key: str, *state_keys: str) -> Callable[[], None]:
+    """An `on_select` callback: the clicked point's customdata -> `st.session_state[state_keys]` (as ints).
+    Made here rather than in the page because Streamlit keeps a widget's callback until the session's
+    next run, and a function defined in a page keeps that page's globals (its capture, its arrays) alive
+    with it."""
+    def on_select() -> None:
+        cell = clicked_customdata(chart_key)
+        if cell is not None and len(cell) >= len(state_keys):
+            for k, v in zip(state_keys, cell):
+                st.session_state[k] = int(v)
+
+    return on_select
+
+
 def clicked_customdata(chart_key: str) -> list | None:
     """customdata of the first point selected on a chart (Streamlit sends arrays as lists or index-keyed dicts)."""
     points = (st.session_state.get(chart_key) or {}).get("selection", {}).get("points", [])
@@ -181,10 +225,13 @@ def table_download(df: pd.DataFrame, key: str, stem: str, label: str = "Data (CS
                        mime="text/csv", key=key, on_click="ignore")
 
 
-def npz_download(arrays: dict[str, np.ndarray], key: str, stem: str, label: str = "Data (NPZ)") -> None:
+def npz_download(arrays: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]], key: str, stem: str,
+                 label: str = "Data (NPZ)") -> None:
+    """`arrays` may be a callable (e.g. a `functools.partial` of a `viz.cache` function): the button keeps
+    it until the session's next run, so for big arrays pass one that holds cache keys, not the arrays."""
     def build() -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **(arrays() if callable(arrays) else arrays))
         return buf.getvalue()
 
     st.download_button(label, data=build, file_name=f"{slug(stem)}.npz", mime="application/octet-stream",

@@ -1,4 +1,5 @@
-"""Views of an attention matrix at word level or without special tokens.
+"""Views of an attention matrix at word level or without special tokens (`attention_view` applies the
+Attention page's toggles to a capture).
 
 Merging follows Clark et al. 2019 ("What does BERT look at?", §2): attention *to* a
 split word is the sum over its pieces, attention *from* a split word is the mean
@@ -54,3 +55,30 @@ def sink_aware(attn: np.ndarray) -> np.ndarray:
     out = attn[..., 1:, 1:]
     total = out.sum(axis=-1, keepdims=True)
     return np.divide(out, total, out=np.zeros_like(out), where=total > 1e-12)
+
+
+def attention_view(cap, stack: str, words: bool = False, hide: bool = False, tokenizer=None, sink: bool = False):
+    """A capture's `stack` attention `[layer, head, query, key]` and its (query, key) labels after the
+    Attention page's toggles: `words` merges word pieces (`merge_pieces`, labels from `span_labels`),
+    `sink` sets the first token aside (`sink_aware`; for cross-attention only the first source column),
+    `hide` drops special-token rows and columns and renormalises each row (`drop_rows_cols`; kept when
+    nothing else would be left). Without toggles the capture's own array comes back, not a copy."""
+    attn = cap.attentions[stack]
+    (q_tok, k_tok), ((q_sp, q_spec), (k_sp, k_spec)) = cap.axis_tokens(stack), cap.axis_spans(stack)
+    if words:
+        attn = merge_pieces(attn, q_sp, k_sp)
+        q_lab, k_lab = span_labels(q_tok, q_sp, tokenizer), span_labels(k_tok, k_sp, tokenizer)
+        q_spec, k_spec = q_spec[[s for s, _ in q_sp]], k_spec[[s for s, _ in k_sp]]
+    else:
+        q_lab, k_lab = list(q_tok), list(k_tok)
+    if sink and len(k_lab) > 1:
+        same = stack != "cross"  # cross-attention's first key is a source token, its first row a target token
+        attn = sink_aware(attn) if same else drop_rows_cols(attn, np.ones(attn.shape[-2], bool),
+                                                            np.arange(attn.shape[-1]) > 0)
+        q_lab, q_spec = (q_lab[1:], q_spec[1:]) if same else (q_lab, q_spec)
+        k_lab, k_spec = k_lab[1:], k_spec[1:]
+    if hide and (~q_spec).any() and (~k_spec).any():
+        attn = drop_rows_cols(attn, ~q_spec, ~k_spec)
+        q_lab = [t for t, s in zip(q_lab, q_spec) if not s]
+        k_lab = [t for t, s in zip(k_lab, k_spec) if not s]
+    return attn, q_lab, k_lab

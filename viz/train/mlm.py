@@ -351,29 +351,35 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
 
 # ----------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `python -m viz train mlm`."""
+    """Options of `python -m viz train mlm` (checked by argparse: viz/cli_args.py)."""
+    from viz.cli_args import (device, input_file, non_negative_float, non_negative_int, output_dir,
+                              positive_float, positive_int, probability)
+
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    parser.add_argument("--train", default=os.path.join(here, "data/corpus/train.txt.gz"))
-    parser.add_argument("--test", default=os.path.join(here, "data/corpus/test.txt"))
-    parser.add_argument("--steps", type=int, default=3000,
+    parser.add_argument("--train", type=input_file, default=os.path.join(here, "data/corpus/train.txt.gz"))
+    parser.add_argument("--test", type=input_file, default=os.path.join(here, "data/corpus/test.txt"))
+    parser.add_argument("--steps", type=non_negative_int, default=3000,
                         help="schedule length (cosine decay ends here); 0 with --minutes: fit it to the minutes")
-    parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this much training")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr-head", type=float, default=1e-3)
-    parser.add_argument("--lr-encoder", type=float, default=1e-4)
-    parser.add_argument("--unfreeze", type=int, default=6, help="top encoder layers to train (0 = head only)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-n", type=int, default=2000, help="held-out sentences used for the curve")
-    parser.add_argument("--out", default="runs/minilm-mlm", help="checkpoint dir (state.pt, delta)")
+    parser.add_argument("--minutes", type=positive_float, default=None,
+                        help="stop (resumably) after this much training")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr-head", type=non_negative_float, default=1e-3)
+    parser.add_argument("--lr-encoder", type=non_negative_float, default=1e-4)
+    parser.add_argument("--unfreeze", type=non_negative_int, default=6,
+                        help="top encoder layers to train (0 = head only)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--eval-every", type=positive_int, default=500)
+    parser.add_argument("--eval-n", type=positive_int, default=2000, help="held-out sentences used for the curve")
+    parser.add_argument("--out", type=output_dir, default="runs/minilm-mlm", help="checkpoint dir (state.pt, delta)")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-bf16", action="store_true")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is faster on a busy machine")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when there is one)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 10%% of steps, <= 100)")
-    parser.add_argument("--dropout", type=float, default=0.0,
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads; 1 is faster on a busy machine")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, or auto (cuda when there is one)")
+    parser.add_argument("--warmup", type=non_negative_int, default=None,
+                        help="warm-up steps (default: 10%% of steps, <= 100)")
+    parser.add_argument("--dropout", type=probability, default=0.0,
                         help="hidden and attention dropout while training (0: short CPU runs learn faster)")
-    parser.add_argument("--init", default=None,
+    parser.add_argument("--init", type=input_file, default=None,
                         help="start from this delta (e.g. models/minilm-mlm/delta.safetensors) instead of a fresh "
                              "head; a fresh optimizer and schedule (a warm start, not a resume)")
 

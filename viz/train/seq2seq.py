@@ -267,24 +267,30 @@ def load_seq2seq(path: str | Path):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of `python -m viz train seq2seq`."""
+    """Options of `python -m viz train seq2seq` (checked by argparse: viz/cli_args.py)."""
+    from viz.cli_args import non_negative_float, non_negative_int, output_dir, positive_int
+
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--ffn", type=int, default=None, help="default 2 * d_model")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-n", type=int, default=1000, help="held-out examples to score")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (machine is shared)")
+    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--out", type=output_dir, required=True, help="checkpoint directory to write")
+    parser.add_argument("--d-model", type=positive_int, default=256, help="a multiple of --heads")
+    parser.add_argument("--layers", type=positive_int, default=2)
+    parser.add_argument("--heads", type=positive_int, default=4)
+    parser.add_argument("--ffn", type=positive_int, default=None, help="default 2 * d_model")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=non_negative_float, default=1e-3)
+    parser.add_argument("--eval-n", type=non_negative_int, default=1000, help="held-out examples to score (0: none)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (machine is shared)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     """Run training from parsed arguments; progress and the final metrics go to stderr."""
+    if args.d_model % args.heads:
+        print(f"error: --d-model {args.d_model} is not a multiple of --heads {args.heads} "
+              f"(each head gets d_model / heads dimensions)", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
 
     def report(p: dict) -> None:
