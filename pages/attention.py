@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from viz import ui
-from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, span_labels
+from viz.analysis.words import aggregate, drop_rows_cols, merge_pieces, span_labels, structural
 from viz.capture import to_arrays
 from viz.figures.attention import head_heatmap, model_view
 
@@ -22,12 +22,17 @@ stack = c1.radio("Attention", cap.stacks, format_func=STACK_LABELS.get, horizont
     if len(cap.stacks) > 1 else cap.stacks[0]
 words = c2.toggle("Merge word pieces", key="attn_words", help="Sum over key pieces, mean over query pieces.")
 hide = c3.toggle("Hide special tokens", key="attn_hide_special",
-                 help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row.")
+                 help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row ([UNK] stays: it is a "
+                      "word you typed).")
 
 
 def view(attn, stack):
     """The attention tensor and axis labels after the word / special-token toggles."""
     (q_tok, k_tok), ((q_sp, q_spec), (k_sp, k_spec)) = cap.axis_tokens(stack), cap.axis_spans(stack)
+    src, tgt = cap.input_ids, cap.target_ids if cap.target_ids is not None else cap.input_ids
+    q_ids, k_ids = {"encoder": (src, src), "decoder": (tgt, tgt), "cross": (tgt, src)}[stack]
+    unk = bundle.tokenizer.unk_token_id
+    q_spec, k_spec = structural(q_spec, q_ids, unk), structural(k_spec, k_ids, unk)
     if words:
         attn = merge_pieces(attn, q_sp, k_sp)
         q_lab, k_lab = span_labels(q_tok, q_sp, bundle.tokenizer), span_labels(k_tok, k_sp, bundle.tokenizer)
@@ -43,7 +48,19 @@ def view(attn, stack):
 
 A, q_lab, k_lab = view(cap.attentions[stack], stack)  # [layer, head, query, key]
 L, H = A.shape[:2]
-st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads · {len(cap.tokens)} tokens")
+
+
+def counted(n_raw: int, n_shown: int) -> str:
+    """'13 tokens', or what the toggles made of them: '13 tokens → 9 words shown'."""
+    if n_raw == n_shown and not words:
+        return f"{n_raw} tokens"
+    return f"{n_raw} tokens → {n_shown} {'words' if words else 'tokens'} shown"
+
+
+raw_q, raw_k = cap.axis_tokens(stack)
+shown = counted(len(raw_q), len(q_lab)) if stack != "cross" else \
+    f"rows: {counted(len(raw_q), len(q_lab))} · columns: {counted(len(raw_k), len(k_lab))}"
+st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads · {shown}")
 
 
 def open_head():
@@ -55,7 +72,8 @@ def open_head():
 
 st.subheader("Model view")
 st.caption("Every layer × head; each thumbnail scaled to its own maximum. Click one to open it below.")
-ui.plot(model_view(A), key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
+ui.plot(model_view(A, selected=(st.session_state.get("attn_layer", 0), st.session_state.get("attn_head", 0))),
+        key="attn_model_view", stem=f"model-view-{stack}", on_select=open_head,
         selection_mode="points")
 ui.npz_download({"attentions": A, "query_tokens": np.array(q_lab), "key_tokens": np.array(k_lab)},
                 key="attn_model_npz", stem=f"attention-{stack}", label="All heads (NPZ)")
@@ -67,7 +85,7 @@ with left:
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
     head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
     M = A[layer, head]
-    ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · layer {layer} · head {head}"),
+    ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · L{layer} H{head}"),
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")
     ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="attn_head_csv",
                       stem=f"{stack}-L{layer}-H{head}")

@@ -29,7 +29,9 @@ def request(what: str) -> None:
 job: S.TrainingJob | None = st.session_state.get(JOB)
 running = bool(job and job.running)
 
-with st.expander("New training run", expanded=not running):
+# collapsed while a job runs (it sat open over the live charts): a new label is a new expander, so it really
+# folds (an expander keeps its open state while its label stays the same); its widgets stay drawn and keep values
+with st.expander("New training run" + (" (when this one has ended)" if running else ""), expanded=not running):
     c1, c2 = st.columns(2)
     task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task")
     encdec, synthetic = task in S.ENCODER_DECODER, task in S.SYNTHETIC
@@ -71,7 +73,8 @@ with st.expander("New training run", expanded=not running):
                               key="studio_probe")
     name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
                          placeholder="default: studio-<date>-<time>")
-    st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",))
+    st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",),
+              disabled=running)
 asked = st.session_state.pop("studio_request", None)
 
 
@@ -106,7 +109,7 @@ if asked == "start":
                              probe_target=probe_target)
         try:
             job = S.launch(st.session_state, S.TrainingJob(cfg, *data), JOB)
-            running = True
+            st.rerun()  # redraw from the top: the form gives way to the live charts
         except S.JobAlreadyRunning as e:
             st.warning(str(e), icon="⏳")
         except (ValueError, FileExistsError) as e:
@@ -120,7 +123,7 @@ if resumable:
     if asked == "resume":
         try:
             job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
-            running = True
+            st.rerun()
         except S.JobAlreadyRunning as e:
             st.warning(str(e), icon="⏳")
         except (OSError, ValueError, KeyError) as e:

@@ -78,3 +78,52 @@ def test_encoder_decoder_offers_the_three_attentions():
                                    "Cross-attention (decoder → encoder)"]
     radio.set_value("cross").run()
     assert not at.exception and len(at.get("plotly_chart")) == 3
+
+
+def _spec(at, key):
+    import json
+
+    return json.loads(next(c for c in at.get("plotly_chart") if c.key == key).proto.spec)
+
+
+def test_caption_counts_what_is_shown(app):
+    """The caption counted word pieces after they were merged into words."""
+    app.session_state["text"] = "Unbelievably, the committee postponed it."
+    app.session_state["attn_words"] = True
+    app.run()
+    caption = next(c.value for c in app.caption if "layers ×" in c.value)
+    n_tokens = len(_spec(app, "attn_head_fig")["data"][0]["x"])
+    assert "tokens →" in caption and f"{n_tokens} words shown" in caption
+
+
+def test_hide_special_tokens_keeps_unknown_words():
+    """An emoji is [UNK] on MiniLM: hiding [CLS]/[SEP] must not make the word vanish."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["text"] = "I love 🍕 so much"
+    at.session_state["attn_hide_special"] = True
+    at.run()
+    assert not at.exception
+    keys = _spec(at, "attn_head_fig")["data"][0]["x"]
+    assert any(k.startswith("[UNK]") for k in keys) and not any(k.startswith("[CLS]") for k in keys)
+
+
+def test_the_open_head_is_framed_in_the_model_view(app):
+    app.number_input(key="attn_layer").set_value(2)
+    app.number_input(key="attn_head").set_value(5)
+    app.run()
+    (frame,) = _spec(app, "attn_model_view")["layout"]["shapes"]
+    marker = _spec(app, "attn_model_view")["data"][1]
+    import base64
+
+    import numpy as np
+
+    def arr(v):  # plotly 7 sends arrays as base64 typed arrays
+        if isinstance(v, dict):
+            shape = [int(n) for n in str(v.get("shape", "-1")).split(",")]
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).reshape(shape)
+        return np.asarray(v)
+
+    cells = arr(marker["customdata"]).reshape(-1, 2).tolist()
+    i = cells.index([2, 5])
+    x, y = arr(marker["x"])[i], arr(marker["y"])[i]
+    assert frame["x0"] < x < frame["x1"] and frame["y0"] < y < frame["y1"]

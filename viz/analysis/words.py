@@ -45,3 +45,13 @@ def aggregate(attn: np.ndarray, how: str = "mean", axis=(0, 1)) -> np.ndarray:
     if how == "max":
         return attn.max(axis=axis)
     raise ValueError(f"unknown aggregation {how!r}; use 'mean' or 'max'")
+
+
+def structural(special: np.ndarray, ids, unk_id: int | None) -> np.ndarray:
+    """bool [token]: the special tokens a "hide special tokens" view drops ([CLS], [SEP], </s>, padding).
+    An unknown-word token ([UNK], <unk>) stands for a word the user typed (an emoji, a rare script) and
+    stays: hiding it made those words vanish without a trace."""
+    special = np.asarray(special, dtype=bool)
+    if ids is None or unk_id is None:
+        return special
+    return special & (np.asarray(ids) != unk_id)
