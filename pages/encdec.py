@@ -114,11 +114,12 @@ with tab_steps:
                 + (" *(the target; the model's top-1 differs)*" if step.forced and mode == "teacher" else ""))
     b1, b2, b3 = st.columns(3)
     with b1:
-        ui.plot(attention_bars(pick(step.cross), gen.source_tokens, f"Step {t}: cross-attention", x_title="source token"),
-                key="ed_step_cross", stem=f"step-{t}-cross")
+        ui.plot(attention_bars(pick(step.cross), gen.source_tokens, f"Step {t}: cross-attention",
+                               x_title="source token"), key="ed_step_cross", stem=f"step-{t}-cross")
     with b2:
         ui.plot(attention_bars(pick(step.self_attn), prefix, f"Step {t}: masked self-attention",
-                               COLORS["decoder"], x_title="decoder input so far"), key="ed_step_self", stem=f"step-{t}-self")
+                               COLORS["decoder"], x_title="decoder input so far"),
+                key="ed_step_self", stem=f"step-{t}-self")
     with b3:
         ui.plot(topk_figure(step.top_k, step.token), key="ed_step_topk", stem=f"step-{t}-topk")
     rows = [{"step": s.index, "decoder input": s.query_token, "output": s.token, "p(output)": round(s.prob, 4),

@@ -76,7 +76,8 @@ ui.npz_download({"links": shown, "tokens": np.array(tokens)}, key="flow_view_npz
                 label="Links (NPZ, [layer, to, from])")
 if picked is not None:
     node = f"{labels[picked]} at the output of L{level - 1}"
-    series = {"rollout": lf.rollout[level - 1, picked], f"raw attention of L{level - 1} (head mean)": lf.raw_mean[level - 1, picked]}
+    series = {"rollout": lf.rollout[level - 1, picked],
+              f"raw attention of L{level - 1} (head mean)": lf.raw_mean[level - 1, picked]}
     flow = None
     if T <= FLOW_ROW_MAX_TOKENS:
         bar = st.progress(0.0, text=f"Attention flow into {node}…")

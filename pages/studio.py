@@ -145,18 +145,23 @@ if job is not None and not running:  # outside the fragment: the button must rer
         st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
 
 
+# short enough for a third of the page (longer ones ran past the chart's edge); the axis says the rest
 ACCURACY_TITLES = {"mlm": "Held-out masked-token accuracy",
-                   "denoise": "Held-out reconstruction: token accuracy (teacher-forced)",
-                   "dates": "Held-out target token accuracy (teacher-forced)",
-                   "reverse": "Held-out target token accuracy (teacher-forced)"}
+                   "denoise": "Held-out reconstruction accuracy",
+                   "dates": "Held-out target accuracy",
+                   "reverse": "Held-out target accuracy"}
 
 
 def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
+    """A title that fits the chart: a long probe is cut (the whole sentence is on the chart's axes)."""
+    def quote(text: str, n: int = 40) -> str:
+        return f"“{text if len(text) <= n else text[: n - 1] + '…'}”"
+
     at = "" if step is None else f" at step {step}"
     if part == "cross":
-        return f"Cross-attention: decoder (rows, teacher-forced on “{cfg.probe_target}”) → source{at}"
-    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else ""
-    return f"{where}“{cfg.probe}”{at}"
+        return f"Cross-attention: decoder (rows, teacher-forced on {quote(cfg.probe_target, 30)}) → source{at}"
+    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else "Probe "
+    return f"{where}{quote(cfg.probe)}{at}"
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -187,7 +192,8 @@ def progress() -> None:
         with cols[0]:
             ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
-            ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"])),
+            ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"]),
+                                     "top-1, teacher-forced (%)" if cfg.task in S.ENCODER_DECODER else "top-1 (%)"),
                     key="studio_acc", stem=f"{cfg.name}-accuracy")
         with cols[2]:
             ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")

@@ -8,6 +8,7 @@ complaints; an empty list means the page reads. What counts as broken, and why:
 - a plot area under MIN_WIDTH_FRACTION of its container's width (a grid collapsed into a corner, a
   heatmap squeezed by its labels) or under MIN_PLOT_HEIGHT px tall, or a chart taller than MAX_HEIGHT;
 - a heatmap image that fills less than MIN_FILL of its own subplot (a square-locked image leaving a gap);
+- text in heatmap cells shrunk under MIN_CELL_FONT px to fit (a top-20 table of tokens read as dashes);
 - two tick labels of one axis whose (rotated) boxes overlap;
 - an axis title or a tick label that overlaps the chart title;
 - a tick label drawn empty where its text is not (Plotly eats `</s>` as markup);
@@ -23,6 +24,7 @@ MIN_WIDTH_FRACTION = 0.6
 MIN_PLOT_HEIGHT = 80
 MAX_HEIGHT = 2200
 MIN_FILL = 0.8
+MIN_CELL_FONT = 8  # px: plotly shrinks text in heatmap cells to fit them; below this it reads as dashes
 OVERLAP_PX = 1.0  # boxes may touch; anti-aliasing and glyph side bearings are not overlaps
 
 _MEASURE = """() => {
@@ -48,6 +50,8 @@ _MEASURE = """() => {
       container: rect(c),
       plots: [...c.querySelectorAll('.draglayer .nsewdrag')].map(rect),
       images: [...c.querySelectorAll('.heatmaplayer image')].map(rect),
+      cell_fonts: [...c.querySelectorAll('.heatmaplayer text')].filter(t => t.textContent)
+        .map(t => parseFloat(getComputedStyle(t).fontSize)),
       title_box: title && title.textContent ? rect(title) : null,
       axis_titles: [...c.querySelectorAll('.g-xtitle text, .g-ytitle text, [class^="g-x"][class$="title"] text, [class^="g-y"][class$="title"] text')]
         .filter(t => t.textContent).map(t => ({text: t.textContent, box: rect(t)})),
@@ -143,6 +147,8 @@ def problems(charts: list[dict]) -> list[str]:
                 p = max(home, key=lambda r: r[2] * r[3])
                 if img[2] < MIN_FILL * p[2] or img[3] < MIN_FILL * p[3]:
                     out.append(f"{name}: heatmap {img[2]:.0f}x{img[3]:.0f} px in a {p[2]:.0f}x{p[3]:.0f} px plot area")
+        if c.get("cell_fonts") and min(c["cell_fonts"]) < MIN_CELL_FONT:
+            out.append(f"{name}: text in heatmap cells shrunk to {min(c['cell_fonts']):.1f} px")
         for axis in c["axes"]:
             ticks = axis["ticks"]
             for t in ticks:
@@ -193,3 +199,10 @@ def settle(page, timeout_ms: int = 180_000, quiet_ms: int = 800) -> None:
         page.wait_for_timeout(quiet_ms)
         if not page.evaluate(_BUSY) or time.monotonic() > deadline:
             return
+
+
+def tables_with_hidden_rows(page) -> int:
+    """How many visible tables scroll vertically: rows hidden below the fold of their box."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .filter(t => t.getBoundingClientRect().height > 0)
+        .filter(t => [...t.querySelectorAll('.dvn-scroller')].some(s => s.scrollHeight > s.clientHeight + 2)).length""")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for_chart
-from layout import measure, problems, settle
+from layout import measure, problems, settle, tables_with_hidden_rows
 
 SHORT = "The cat sat on the [MASK] because it was tired."
 LONG = ("The old lighthouse keeper, who had lived alone on the rocky island for nearly forty years, watched the storm "
@@ -111,6 +111,8 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         w.choose("Tokens to mask", 1)  # a masked real token: its probability and rank through the levels
         w.page.get_by_role("button", name="Run the mask sweep").click()
         w.check("mlm", 4)
+        w.page.get_by_role("slider", name="Top k").press("End")  # top-20: the table's cells shrank to dashes
+        w.check("mlm-top20", 4)
 
         w.nav("Compare masking")
         w.choose("Tokens to mask in the second run", 2)
@@ -126,6 +128,8 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         for tab, n in (("Attention", 3), ("Architecture", 1)):
             w.page.get_by_role("tab", name=tab).click()
             w.check(f"encdec-{tab.lower()}", n)
+        if tables_with_hidden_rows(page):  # the architecture table kept 18 rows in a 400 px scroll box
+            w.found.append("[encdec-architecture] a table hides rows below its fold")
         w.page.get_by_role("tab", name="Step by step").click()
         w.click_text("Generate: beam search")
         w.check("encdec-beam", 4)

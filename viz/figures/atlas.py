@@ -38,7 +38,8 @@ def _axes(fig: go.Figure, L: int, H: int, title: str) -> go.Figure:
     fig.update_layout(title=axes.title(title), height=max(300, 34 * L + 160),
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 45, b=10),
                       clickmode="event+select", dragmode=False,
-                      xaxis=dict(title="head", tickmode="array", tickvals=list(range(H)), side="top", range=[-0.5, H - 0.5]),
+                      xaxis=dict(title="head", tickmode="array", tickvals=list(range(H)), side="top",
+                                 range=[-0.5, H - 0.5]),
                       yaxis=dict(title="layer", tickmode="array", tickvals=list(range(L)), range=[L - 0.5, -0.5]))
     return fig
 

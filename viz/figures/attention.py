@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+# escape, token_axis and token_labels lived here first: re-exported for callers that import them from here
 from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels  # noqa: F401
 from viz.names import head as head_name, layer as layer_name
 

@@ -61,7 +61,8 @@ def side_by_side(base: np.ndarray, other: np.ndarray, base_tokens: list[str], ot
     fig.update_yaxes(autorange="reversed", row=1, col=3)
     fig.update_yaxes(title="attending (query)", row=1, col=1)
     fig.update_layout(
-        title=axes.title(title), height=max(520, heatmap_height(n, n)), margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 25, b=10),
+        title=axes.title(title), height=max(520, heatmap_height(n, n)),
+        margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 25, b=10),
         coloraxis=dict(colorscale=COLORSCALE, cmin=0, cmax=float(max(a.max(), b.max())) or 1.0,
                        colorbar=axes.colorbar("weight", len=0.45, y=1, yanchor="top", x=1.01)),
         coloraxis2=dict(colorscale="RdBu", reversescale=True, cmin=-lim, cmax=lim,
@@ -75,7 +76,8 @@ def kl_bars(tokens: list[str], kl: np.ndarray, title: str = "") -> go.Figure:
     when all KLs were small)."""
     v = np.asarray(kl, dtype=np.float64)
     labels = axes.token_labels(tokens)
-    fig = go.Figure(go.Bar(x=labels, y=v, marker_color="#3b6ea8", hovertemplate="%{x}<br>KL %{y:.4g} nats<extra></extra>"))
+    fig = go.Figure(go.Bar(x=labels, y=v, marker_color="#3b6ea8",
+                           hovertemplate="%{x}<br>KL %{y:.4g} nats<extra></extra>"))
     fig.update_layout(title=axes.title(title), height=360, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10),
                       xaxis=axes.token_axis(tokens),
                       yaxis=dict(title="KL (nats)", tickformat=".3~g", rangemode="tozero"))

@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 
 from plotly.subplots import make_subplots
 
-from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis as _axis, token_labels as _labels
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title
+from viz.figures.axes import token_axis as _axis, token_labels as _labels
 from viz.names import levels
 
 WIDTHS = (1.0, 2.5, 4.5, 7.0)  # line width per weight bucket (quartiles of the drawn range)
@@ -76,7 +77,8 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
     step = max(1, int(np.ceil(T / 60)))
     height = min(1400, max(320, 18 * T + 120))
     fig.update_layout(
-        title=_title(title), height=height, margin=dict(l=10, r=10, t=TITLE_MARGIN + 30, b=10), clickmode="event+select",
+        title=_title(title), height=height, margin=dict(l=10, r=10, t=TITLE_MARGIN + 30, b=10),
+        clickmode="event+select",
         dragmode=False, plot_bgcolor="white",
         xaxis=dict(tickmode="array", tickvals=list(range(L + 1)), ticktext=names, side="top",
                    showgrid=False, zeroline=False, range=[-0.4, L + 0.4]),

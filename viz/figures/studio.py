@@ -39,13 +39,14 @@ def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
     return _line_layout(fig, title, "cross-entropy (nats)")
 
 
-def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy") -> go.Figure:
+def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy",
+                   ytitle: str = "top-1 accuracy (%)") -> go.Figure:
     """Top-1 accuracy on the held-out split at each snapshot (masked tokens for a masked-LM, teacher-forced
     target tokens for an encoder–decoder)."""
     pts = [(s["step"], s["eval_top1"]) for s in snapshots if s.get("eval_top1") is not None]
     fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[round(100 * p[1], 2) for p in pts], mode="lines+markers",
                                name="top-1", line=dict(color="#2ca02c")))
-    return _line_layout(fig, title, "top-1 accuracy (%)")
+    return _line_layout(fig, title, ytitle)
 
 
 def throughput_curve(history: list[dict], title: str = "Training speed") -> go.Figure:
@@ -81,7 +82,8 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float
     fig.update_xaxes(axes.token_axis(tokens))
     fig.update_yaxes(axes.token_axis(row_tokens, autorange="reversed"))
     side = 230 if H > 2 else 300
-    fig.update_layout(title=axes.title(title), height=side * L + 120, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 30, b=10))
+    fig.update_layout(title=axes.title(title), height=side * L + 120,
+                      margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 30, b=10))
     return fig
 
 
