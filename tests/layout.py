@@ -206,3 +206,14 @@ def tables_with_hidden_rows(page) -> int:
     return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
         .filter(t => t.getBoundingClientRect().height > 0)
         .filter(t => [...t.querySelectorAll('.dvn-scroller')].some(s => s.scrollHeight > s.clientHeight + 2)).length""")
+
+
+def cut_texts(page) -> list[str]:
+    """Texts in the main area that CSS cuts with an ellipsis (a widget label too long for its column)."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] *')]
+        .filter(e => e.children.length === 0 && e.textContent.trim() && e.getBoundingClientRect().width > 0)
+        .filter(e => { for (let n = e; n && n.dataset?.testid !== 'stMain'; n = n.parentElement) {
+                          const s = getComputedStyle(n);
+                          if (s.textOverflow === 'ellipsis' && n.scrollWidth > n.clientWidth + 1) return true; }
+                        return false; })
+        .map(e => e.textContent.trim())""")

@@ -61,10 +61,14 @@ def test_a_click_on_the_encoder_decoder_model_view_opens_that_head(app_url, brow
     settle(page)
     view = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Every layer × head")
     heads = view.locator(".scatterlayer .point").count()
+    layer = page.locator('[data-testid="stNumberInput"]').filter(has_text="Layer").locator("input")
+    head = page.locator('[data-testid="stNumberInput"]').filter(has_text="Head").locator("input")
+    assert (layer.input_value(), head.input_value()) == ("1", "0")  # the page opens on the last layer, head 0
     _click_point(page, view, 1)  # layer 0, head 1
     page.wait_for_function(
-        """() => { const v = [...document.querySelectorAll('[data-testid="stNumberInput"] input')].map(i => i.value);
-                   return v.includes('0') && v.includes('1'); }""", timeout=60_000)
+        """() => { const v = Object.fromEntries([...document.querySelectorAll('[data-testid="stNumberInput"]')]
+                       .map(n => [n.innerText.split('\\n')[0], n.querySelector('input').value]));
+                   return v.Layer === '0' && v.Head === '1'; }""", timeout=60_000)
     settle(page)
     page.get_by_text("Encoder self-attention · L0 H1").first.wait_for()
     assert heads >= 2 and page.locator('[data-testid="stException"]').count() == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for_chart
-from layout import measure, problems, settle, tables_with_hidden_rows
+from layout import cut_texts, measure, problems, settle, tables_with_hidden_rows
 
 SHORT = "The cat sat on the [MASK] because it was tired."
 LONG = ("The old lighthouse keeper, who had lived alone on the rocky island for nearly forty years, watched the storm "
@@ -40,6 +40,7 @@ class Walk:
         if len(charts) < min_charts:
             self.found.append(f"[{state}] {len(charts)} charts drawn, expected at least {min_charts}")
         self.found += [f"[{state}] {p}" for p in problems(charts)]
+        self.found += [f"[{state}] '{t}' is cut off" for t in cut_texts(self.page)]
         if self.page.locator('[data-testid="stException"]').count():
             self.found.append(f"[{state}] an exception is shown")
         self.checked += len(charts)

@@ -29,6 +29,14 @@ def test_mlm_page_masks_chosen_tokens_and_tracks_the_original():
     assert len(at.get("plotly_chart")) == 3  # + the original token through the layers
 
 
+def test_unknown_words_can_be_masked():
+    """An emoji is [UNK] on MiniLM: it is a word the user typed, so the picker offers it like any other."""
+    at = page("pages/mlm.py", text="I love 🍕 so much.")
+    assert not at.exception
+    picker = at.multiselect(key="mlm_positions")
+    assert any(o.startswith("[UNK]") for o in picker.options)
+
+
 def test_mlm_page_sweep():
     at = page("pages/mlm.py", text="The cat sat on the mat.")
     at.button(key="mlm_sweep_run").click().run()

@@ -165,7 +165,7 @@ def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str
         ids = bundle.tokenizer(with_mask_token(text, bundle.tokenizer) if bundle.tokenizer.mask_token else text,
                                truncation=True, max_length=bundle.max_tokens)["input_ids"]
         tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
-    special = set(bundle.tokenizer.all_special_ids)
+    special = set(bundle.tokenizer.all_special_ids) - {bundle.tokenizer.unk_token_id}  # [UNK] is a typed word
     options = [i for i, t in enumerate(ids) if t not in special]
     if key in st.session_state:  # drop choices that no longer exist after the text changed
         st.session_state[key] = [p for p in st.session_state[key] if p in options]
