@@ -59,29 +59,34 @@ key = (name, corpus_key(sentences), (int(max_tokens), bool(words)))
 result = cache.cached_atlas(*key)
 
 
+# `atlas_cancel` holds the settings of the run that was cancelled (not a bare flag): the notice belongs to
+# those settings only, not to every later model, corpus or option.
 def start():
-    st.session_state.atlas_running, st.session_state.atlas_cancel = True, False
+    st.session_state.atlas_running, st.session_state.atlas_cancel = True, None
 
 
-def cancel():
-    st.session_state.atlas_running, st.session_state.atlas_cancel = False, True
+def cancel(settings):
+    st.session_state.atlas_running, st.session_state.atlas_cancel = False, settings
 
 
 b1, b2 = st.columns([1, 5])
-b1.button("Run atlas", key="atlas_run", on_click=start, type="primary", disabled=result is not None)
-b2.button("Cancel", key="atlas_cancel_btn", on_click=cancel)
-if result is None and st.session_state.get("atlas_running"):
+running = result is None and st.session_state.get("atlas_running", False)
+b1.button("Run atlas", key="atlas_run", on_click=start, type="primary", disabled=result is not None or running)
+b2.button("Cancel", key="atlas_cancel_btn", on_click=cancel, args=(key,), disabled=not running)
+if running:
     bar = st.progress(0.0, text="Starting…")
     res = run_atlas(bundle, sentences, max_tokens=int(max_tokens), words=words,
                     progress=lambda d, t: bar.progress(d / t, text=f"{d:,} / {t:,} sentences"),
-                    should_stop=lambda: st.session_state.get("atlas_cancel", False))
+                    should_stop=lambda: st.session_state.get("atlas_cancel") is not None)
     st.session_state.atlas_running = False
     bar.empty()
-    if not res.cancelled:
+    if res.cancelled:
+        st.session_state.atlas_cancel = key
+    else:
         cache.store_atlas(*key, res)
         result = res
 if result is None:
-    if st.session_state.get("atlas_cancel"):
+    if st.session_state.get("atlas_cancel") == key:
         st.warning("Cancelled: nothing was kept. Press Run atlas to start again.", icon="⏹️")
     else:
         st.info(f"Press **Run atlas** to measure {bundle.name}'s heads over {limit:,} sentences.", icon="▶️")
@@ -136,6 +141,7 @@ else:
         ibar = st.progress(0.0)
         imp = head_importance(bundle, sentences, max_tokens=int(max_tokens),
                               progress=lambda d, t: ibar.progress(d / t, text=f"{d:,} / {t:,} sentences"))
+        ibar.empty()  # done: the bar must not stay above the result
         cache.store_atlas(*ikey, imp)
     if imp is not None:
         ui.plot(stat_grid(imp, "mean |∂L/∂gate|", roles, colorscale="Reds"), key="atlas_imp_fig",
@@ -146,16 +152,22 @@ h1, h2, h3 = st.columns(3)
 layer = h1.number_input("Layer", 0, result.n_layers - 1, 0, key="atlas_layer")
 head = h2.number_input("Head", 0, result.n_heads - 1, 0, key="atlas_head")
 top_stat = h3.selectbox("Strongest by", STATS, format_func=STAT_LABELS.get, key="atlas_top_stat")
-st.caption(f"Layer {layer}, head {head}: **{roles[layer, head]}** · " + " · ".join(
+st.caption(f"L{layer} H{head}: **{roles[layer, head]}** · " + " · ".join(
     f"{s} {stats[s][layer, head]:.2f}" for s in STATS))
 top = result.top(top_stat, layer, head, use_words)[:3]
-for col, (sid, score) in zip(st.columns(max(1, len(top))), top):
-    with col:
+if top:  # the strongest sentences as a list beside one wide heatmap (three in a row were ~130 px wide each)
+    pick_col, fig_col = st.columns([1, 2])
+    ranks = list(range(len(top)))
+    if st.session_state.get("atlas_top_pick") not in ranks:
+        st.session_state.atlas_top_pick = 0
+    r = pick_col.radio("Sentence", ranks, key="atlas_top_pick",
+                       format_func=lambda i: f"{top_stat} {top[i][1]:.2f}: {sentences[top[i][0]]}")
+    sid, score = top[r]
+    with fig_col:
         cap = ui.capture_or_stop(name, sentences[sid])
         A = cap.attentions[result.stack][layer, head]
-        ui.plot(head_heatmap(A, cap.tokens, cap.tokens, f"{top_stat} {score:.2f}"), key=f"atlas_top_{sid}",
-                stem=f"atlas-L{layer}-H{head}-{sid}")
-        st.caption(sentences[sid])
+        ui.plot(head_heatmap(A, cap.tokens, cap.tokens, f"L{layer} H{head} · {top_stat} {score:.2f}"),
+                key="atlas_top_fig", stem=f"atlas-L{layer}-H{head}-{sid}")
 
 st.subheader("Table")
 df = frame(result).set_index(["layer", "head"])

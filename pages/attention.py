@@ -26,35 +26,49 @@ stack = c1.radio("Attention", stacks, format_func=STACK_LABELS.get, horizontal=T
     if len(stacks) > 1 else stacks[0]
 words = c2.toggle("Merge word pieces", key="attn_words", help="Sum over key pieces, mean over query pieces.")
 hide = c3.toggle("Hide special tokens", key="attn_hide_special",
-                 help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row.")
+                 help="Drop [CLS]/[SEP]/padding rows and columns and renormalise each row ([UNK] stays: it is a "
+                      "word you typed).")
 sink = c4.toggle("Sink-aware", key="attn_sink",
                  help="Sink-aware view: drop the first token's row and column and renormalise each row, so "
                       "heads that park most of their attention on it (an 'attention sink') show what they do "
                       "with the rest.")
 L, H = cap.first_share[stack].shape
 kv = cap.kv_heads.get(stack)
-n_q, n_k = (len(t) for t in cap.axis_tokens(stack))
 grouped = kv is not None and len(set(kv.tolist())) < H
+layer = int(st.session_state.get("attn_layer", 0))
+# [layer, head, query, key] after the toggles (viz.analysis.words.attention_view), cached beside the capture;
+# in overview mode the opened layer only: [1, head, query, key]
+A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide, sink,
+                                           (min(layer, L - 1),) if overview else None)
+
+
+def counted(n_raw: int, n_shown: int) -> str:
+    """'13 tokens', or what the toggles made of them: '13 tokens → 9 words shown'."""
+    if n_raw == n_shown and not words:
+        return f"{n_raw} tokens"
+    return f"{n_raw} tokens → {n_shown} {'words' if words else 'tokens'} shown"
+
+
+raw_q, raw_k = cap.axis_tokens(stack)
+shown = counted(len(raw_q), len(q_lab)) if stack != "cross" else \
+    f"rows: {counted(len(raw_q), len(q_lab))} · columns: {counted(len(raw_k), len(k_lab))}"
 st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads"
            + (f" ({len(set(kv.tolist()))} key/value heads, grouped-query attention)" if grouped else "")
-           + f" · {n_q} tokens" + (f" → {n_k} source tokens" if stack == "cross" else ""))
+           + f" · {shown}")
 
 st.subheader("Model view")
 if overview:
-    st.info(f"A long input on a big model ({n_q} tokens): the model view shows {cap.thumbnails[stack].shape[-1]}-pixel "
-            "thumbnails pooled inside the model, without keeping every weight; the head you open is captured "
-            "in full, one layer at a time.", icon="🔭")
-    thumbs = cap.thumbnails[stack]
-else:
-    # [layer, head, query, key] after the toggles (viz.analysis.words.attention_view), cached beside the capture
-    A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide, sink)
-    thumbs = A
+    st.info(f"A long input on a big model ({len(raw_q)} tokens): the model view shows "
+            f"{cap.thumbnails[stack].shape[-1]}-pixel thumbnails pooled inside the model, without keeping every "
+            "weight; the head you open is captured in full, one layer at a time.", icon="🔭")
 st.caption("Every layer × head; each thumbnail scaled to its own maximum"
            + ("; heads that share keys and values sit together" if grouped else "")
            + ". Click one to open it below.")
 # Callbacks and download callables outlive this run: none of them may hold the page's arrays (ui.pick).
-ui.plot(model_view(thumbs, kv_heads=kv, first_share=cap.first_share[stack]), key="attn_model_view",
-        stem=f"model-view-{stack}", on_select=ui.pick("attn_model_view", "attn_layer", "attn_head"),
+selected = (st.session_state.get("attn_layer", 0), st.session_state.get("attn_head", 0))
+ui.plot(model_view(cap.thumbnails[stack] if overview else A, selected=selected, kv_heads=kv,
+                   first_share=cap.first_share[stack]),
+        key="attn_model_view", stem=f"model-view-{stack}", on_select=ui.pick("attn_model_view", "attn_layer", "attn_head"),
         selection_mode="points")
 if not overview:
     ui.npz_download(partial(cache.attention_view_arrays, name, text, target, stack, words, hide, sink),
@@ -75,10 +89,8 @@ with left:
     s1, s2 = st.columns(2)
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
     head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
-    if overview:  # this layer only: [1, head, q, k]
-        A, q_lab, k_lab = cache.get_attention_view(name, text, target, stack, words, hide, sink, (int(layer),))
     M = A[0 if overview else layer, head]
-    ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · layer {layer} · head {head}"),
+    ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · L{layer} H{head}"),
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")
     ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="attn_head_csv",
                       stem=f"{stack}-L{layer}-H{head}")

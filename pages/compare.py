@@ -8,9 +8,7 @@ import streamlit as st
 
 from viz import cache, ui
 from viz.compare import VARIANTS
-from viz.figures.attention import head_heatmap
-from viz.figures.compare import diff_heatmap, head_change_grid
-from viz.figures.mlm import sweep_bars
+from viz.figures.compare import head_change_grid, kl_bars, side_by_side
 from viz.interventions import n_heads
 
 ui.through_app()
@@ -30,12 +28,14 @@ L, H = bundle.n_layers, n_heads(bundle.config, bundle.arch.stacks[0])
 positions, heads = (), frozenset()
 if variant == "mask":
     positions = ui.token_picker("Tokens to mask in the second run", "cmp_positions", bundle, text)
-    if not positions:
-        st.info("Pick tokens to mask: with none, both runs are the same and every difference is zero.")
+    if not positions and text.strip():  # nothing to compare: draw no all-zero charts
+        ui.stop("Pick tokens to mask: with none, both runs are the same.", "info", "👆")
 elif variant == "ablate":
     chosen = st.multiselect("Heads to ablate (their output is zeroed)", [(l, h) for l in range(L) for h in range(H)],
-                            format_func=lambda lh: f"layer {lh[0]} · head {lh[1]}", key="cmp_heads")
+                            format_func=lambda lh: f"L{lh[0]} H{lh[1]}", key="cmp_heads")
     heads = frozenset(chosen)
+    if not heads:
+        ui.stop("Pick heads to ablate: with none, both runs are the same.", "info", "👆")
 else:
     st.caption("The second run adds the decoder's look-ahead mask to every encoder layer: token i sees only "
                "tokens ≤ i, as in the original Transformer's masked decoder self-attention.")
@@ -49,9 +49,17 @@ base_tok, other_tok = cmp.base.tokens, cmp.other.tokens
 
 
 def open_head():
-    pts = st.session_state.cmp_grid.selection.get("points", [])
-    if pts:
-        st.session_state.cmp_layer, st.session_state.cmp_head = int(pts[0]["y"]), int(pts[0]["x"])
+    """Click on a cell of the change grid -> show that head below."""
+    cell = ui.clicked_customdata("cmp_grid")
+    if cell is not None and len(cell) >= 2:
+        st.session_state.cmp_layer, st.session_state.cmp_head = int(cell[0]), int(cell[1])
+
+
+# a new comparison opens on the head that moved most; a click or the inputs choose another until the next one
+best = cmp.top_heads(1)[0]
+if st.session_state.get("cmp_for") != (name, text, variant, positions, heads):
+    st.session_state.cmp_for = (name, text, variant, positions, heads)
+    st.session_state.cmp_layer, st.session_state.cmp_head = best[0], best[1]
 
 
 left, right = st.columns([1, 1])
@@ -59,6 +67,7 @@ with left:
     st.subheader("Which heads changed")
     ui.plot(head_change_grid(cmp.head_js, "Jensen–Shannon divergence per head (mean over rows)"), key="cmp_grid",
             stem=f"compare-{variant}-heads", on_select=open_head, selection_mode="points")
+    st.caption("Click a cell to open that head below.")
 with right:
     top = pd.DataFrame(cmp.top_heads(10), columns=["layer", "head", "js"])
     st.dataframe(top, hide_index=True, width="stretch")
@@ -67,25 +76,18 @@ with right:
     ui.npz_download(partial(cache.comparison_arrays, name, text, variant, positions, heads),
                     key="cmp_npz", stem=f"compare-{variant}", label="Both runs (NPZ)")
 
-best = cmp.top_heads(1)[0]
-st.session_state.setdefault("cmp_layer", best[0])
-st.session_state.setdefault("cmp_head", best[1])
-s1, s2 = st.columns(2)
+st.subheader("One head, both runs")
+s1, s2, _ = st.columns([1, 1, 2])
 layer = s1.number_input("Layer", 0, L - 1, key="cmp_layer")
 head = s2.number_input("Head", 0, cmp.head_js.shape[1] - 1, key="cmp_head")
 stack = bundle.arch.stacks[0]
-a, b, c = st.columns(3)
-with a:
-    ui.plot(head_heatmap(cmp.base.attentions[stack][layer, head], base_tok, base_tok, "first run"),
-            key="cmp_base", stem=f"compare-base-L{layer}-H{head}")
-with b:
-    ui.plot(head_heatmap(cmp.other.attentions[stack][layer, head], other_tok, other_tok, VARIANTS[variant].split(" vs ")[1]),
-            key="cmp_other", stem=f"compare-{variant}-L{layer}-H{head}")
-with c:
-    ui.plot(diff_heatmap(cmp.diff[layer, head], other_tok, other_tok, "difference (second − first)"),
-            key="cmp_diff", stem=f"compare-diff-L{layer}-H{head}")
-    ui.table_download(pd.DataFrame(cmp.diff[layer, head], index=other_tok, columns=other_tok), key="cmp_diff_csv",
-                      stem=f"compare-diff-L{layer}-H{head}")
+second = VARIANTS[variant].split(" vs ")[1]
+ui.plot(side_by_side(cmp.base.attentions[stack][layer, head], cmp.other.attentions[stack][layer, head], base_tok,
+                     other_tok, ("first run", second, "difference (second − first)"),
+                     f"L{layer} H{head} · JS {cmp.head_js[layer, head]:.4f}"),
+        key="cmp_pair", stem=f"compare-{variant}-L{layer}-H{head}")
+ui.table_download(pd.DataFrame(cmp.diff[layer, head], index=other_tok, columns=other_tok), key="cmp_diff_csv",
+                  stem=f"compare-diff-L{layer}-H{head}", label="Difference (CSV)")
 
 st.subheader("Prediction change")
 if cmp.kl is None:
@@ -95,8 +97,8 @@ else:
     keep = ~cmp.base.special
     toks = [t for t, k in zip(other_tok, keep) if k]
     st.metric("Mean KL(first ‖ second) over tokens", f"{float(cmp.kl[keep].mean()):.4f}")
-    ui.plot(sweep_bars(toks, cmp.kl[keep], "KL divergence of the output distribution per token").update_yaxes(
-        title="KL (nats)", tickformat=".2f", range=None), key="cmp_kl", stem=f"compare-{variant}-kl")
+    ui.plot(kl_bars(toks, cmp.kl[keep], "KL divergence of the output distribution per token"), key="cmp_kl",
+            stem=f"compare-{variant}-kl")
     mask_id = bundle.tokenizer.mask_token_id
     show = [p for p in range(len(other_tok)) if cmp.other.input_ids[p] == mask_id] or list(positions)
     rows = []

@@ -14,7 +14,7 @@ from viz.analysis.words import aggregate
 from viz.architecture import VIEW_LABELS, describe, sublayer_rows, table_rows
 from viz.capture import CaptureError
 from viz.figures.attention import head_heatmap, model_view
-from viz.figures.encdec import COLORS, architecture_figure, attention_bars, mask_figure, topk_figure
+from viz.figures.encdec import COLORS, architecture_figure, attention_bars, beams_figure, mask_figure, topk_figure
 from viz.generate import TASK_HINTS, encoder_decoder_names, example_source, max_new_tokens_limit, shipped_task
 from viz.models import builtin_names
 
@@ -31,6 +31,13 @@ def move_step(delta: int, n: int):
 
 def use_model():
     st.session_state.model_choice = st.session_state.ed_pick
+
+
+def open_head():
+    """Click on a model-view thumbnail -> that layer and head in the heatmap beside it."""
+    cell = ui.clicked_customdata("ed_model_view")
+    if cell is not None and len(cell) >= 2:
+        st.session_state.ed_layer, st.session_state.ed_head = int(cell[0]), int(cell[1])
 
 
 ui.through_app()
@@ -80,6 +87,9 @@ st.markdown(f"**{'Target' if mode == 'teacher' else 'Output'}:** `{out_text or '
 st.caption(f"{bundle.name} · {len(gen.steps)} decoding steps · "
            f"{'ended on end-of-sequence' if gen.finished else 'stopped at the length limit'}")
 
+if gen.beams:
+    ui.plot(beams_figure(gen.beams, gen.length_penalty), key="ed_beams_fig", stem=f"{name}-beams")
+    st.caption("The steps and attentions below follow the best beam (#1), teacher-forced.")
 tab_steps, tab_attn, tab_arch = st.tabs(["Step by step", "Attention", "Architecture"])
 L, H = gen.encoder_attentions.shape[:2]
 
@@ -105,11 +115,12 @@ with tab_steps:
                 + (" *(the target; the model's top-1 differs)*" if step.forced and mode == "teacher" else ""))
     b1, b2, b3 = st.columns(3)
     with b1:
-        ui.plot(attention_bars(pick(step.cross), gen.source_tokens, f"Cross-attention of step {t} over the source"),
-                key="ed_step_cross", stem=f"step-{t}-cross")
+        ui.plot(attention_bars(pick(step.cross), gen.source_tokens, f"Step {t}: cross-attention",
+                               x_title="source token"), key="ed_step_cross", stem=f"step-{t}-cross")
     with b2:
-        ui.plot(attention_bars(pick(step.self_attn), prefix, "Masked self-attention over the prefix",
-                               COLORS["decoder"]), key="ed_step_self", stem=f"step-{t}-self")
+        ui.plot(attention_bars(pick(step.self_attn), prefix, f"Step {t}: masked self-attention",
+                               COLORS["decoder"], x_title="decoder input so far"),
+                key="ed_step_self", stem=f"step-{t}-self")
     with b3:
         ui.plot(topk_figure(step.top_k, step.token), key="ed_step_topk", stem=f"step-{t}-topk")
     rows = [{"step": s.index, "decoder input": s.query_token, "output": s.token, "p(output)": round(s.prob, 4),
@@ -137,7 +148,7 @@ with tab_attn:
     M = A[layer, head]
     left, right = st.columns(2)
     with left:
-        ui.plot(head_heatmap(M, q_lab, k_lab, f"{VIEW_LABELS[stack]} · layer {layer} · head {head}"),
+        ui.plot(head_heatmap(M, q_lab, k_lab, f"{VIEW_LABELS[stack]} · L{layer} H{head}"),
                 key="ed_head_fig", stem=f"{stack}-L{layer}-H{head}")
         ui.table_download(pd.DataFrame(M, index=q_lab, columns=k_lab), key="ed_head_csv",
                           stem=f"{stack}-L{layer}-H{head}")
@@ -148,7 +159,8 @@ with tab_attn:
             st.caption(f"Measured on this run: the largest weight any of the {A.shape[0] * A.shape[1]} heads puts "
                        f"on a future position is {future:.1e}.")
         else:
-            ui.plot(model_view(A, title="Every layer × head"), key="ed_model_view", stem=f"model-view-{stack}")
+            ui.plot(model_view(A, title="Every layer × head", selected=(layer, head)), key="ed_model_view",
+                    stem=f"model-view-{stack}", on_select=open_head, selection_mode="points")
     st.subheader("Head-averaged alignment (cross-attention)")
     scope = st.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], index=L, key="ed_align_layer")
     C = cap.attentions["cross"]
@@ -165,6 +177,6 @@ with tab_arch:
     subs = sublayer_rows(bundle.arch, bundle.model)
     ui.plot(architecture_figure(desc, subs), key="ed_arch_fig", stem=f"{name}-architecture")
     arch_df = pd.DataFrame(table_rows(desc)).set_index("property")
-    st.dataframe(arch_df, width="stretch")
-    st.dataframe(pd.DataFrame(subs), width="stretch", hide_index=True)
+    st.dataframe(arch_df, width="stretch", height="content")  # every row visible, no scroll box
+    st.dataframe(pd.DataFrame(subs), width="stretch", hide_index=True, height="content")
     ui.table_download(arch_df, key="ed_arch_csv", stem=f"{name}-architecture")

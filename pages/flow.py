@@ -12,6 +12,7 @@ from viz.analysis.journey import consecutive_cosine, cosine_to_final, pca_paths,
 from viz.analysis.norms import row_normalise
 from viz.figures.attention import head_heatmap
 from viz.figures.flow import flow_view, into_token_bars, level_token_heatmap, pca_paths_figure
+from viz.names import levels
 
 STACKS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
           "cross": "Cross-attention (decoder → encoder)"}
@@ -45,11 +46,14 @@ c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
 kind = c1.selectbox("Links weighted by", kinds, format_func=WEIGHTS.get, key="flow_weights")
 threshold = c2.slider("Threshold", 0.0, 0.5, 0.05, 0.01, key="flow_threshold")
 top_k = c3.slider("Top-k per token", 1, 10, 3, key="flow_topk")
-if st.session_state.get("flow_token") not in [None, *range(T)]:  # the text changed under the selection
-    st.session_state.flow_token = None
-picked = c4.selectbox("Follow token", [None] + list(range(T)), key="flow_token",
-                      format_func=lambda i: "— all links —" if i is None else labels[i],
+ALL = -1  # "follow no token" (None as a selectbox value reads as "nothing chosen" and shows a placeholder)
+if st.session_state.get("flow_token_for", (name, text, target, stack)) != (name, text, target, stack):
+    st.session_state.flow_token = ALL  # new tokens: follow none of the old ones
+st.session_state.flow_token_for = (name, text, target, stack)
+picked = c4.selectbox("Follow token", [ALL] + list(range(T)), key="flow_token",
+                      format_func=lambda i: "— all links —" if i == ALL else labels[i],
                       on_change=lambda: st.session_state.update(flow_level=L))
+picked = None if picked in (None, ALL) else picked
 level = min(int(st.session_state.get("flow_level", L)), L)  # level of the followed node; a click sets it
 if level < 1:  # an embedding node has nothing flowing into it
     level = L
@@ -73,25 +77,28 @@ ui.plot(flow_view(shown, tokens, threshold, top_k, picked, level, title=WEIGHTS[
 ui.npz_download({"links": shown, "tokens": np.array(tokens)}, key="flow_view_npz", stem=f"flow-links-{stack}-{kind}",
                 label="Links (NPZ, [layer, to, from])")
 if picked is not None:
-    node = f"{labels[picked]} at the output of layer {level - 1}"
-    series = {"rollout": lf.rollout[level - 1, picked], f"raw attention of layer {level - 1} (head mean)": lf.raw_mean[level - 1, picked]}
+    node = f"{labels[picked]} at the output of L{level - 1}"
+    series = {"rollout": lf.rollout[level - 1, picked],
+              f"raw attention of L{level - 1} (head mean)": lf.raw_mean[level - 1, picked]}
+    flow = None
     if T <= FLOW_ROW_MAX_TOKENS:
         bar = st.progress(0.0, text=f"Attention flow into {node}…")
-        series["flow"] = cache.get_flow(name, text, target, stack, level - 1, (picked,), None,
-                                        progress=lambda d, n: bar.progress(d / n))[0]
+        flow = cache.get_flow(name, text, target, stack, level - 1, (picked,), None,
+                              progress=lambda d, n: bar.progress(d / n))[0]
         bar.empty()
     else:
         st.info(f"{T} tokens: attention flow for one token is limited to {FLOW_ROW_MAX_TOKENS}; showing rollout.")
-    ui.plot(into_token_bars(series, tokens, f"What flows into {node} from the input tokens"),
+    ui.plot(into_token_bars(series, tokens, f"What flows into {node} from the input tokens", flow=flow),
             key="flow_into", stem=f"flows-into-{picked}-L{level - 1}")
-    ui.table_download(pd.DataFrame(series, index=labels), key="flow_into_csv", stem=f"flows-into-{picked}-L{level - 1}")
+    ui.table_download(pd.DataFrame({**series, **({} if flow is None else {"max-flow": flow})}, index=labels),
+                      key="flow_into_csv", stem=f"flows-into-{picked}-L{level - 1}")
 
 # ----------------------------------------------------------------------------- rollout / flow heatmaps
 st.header("Rollout and flow per layer")
 h1, h2 = st.columns([1, 3])
 method = h1.radio("Method", ["rollout", "flow"], horizontal=True, key="flow_method")
-layer = h2.slider("Layer (output of)", 0, L - 1, L - 1, key="flow_layer")
-M, title = lf.rollout[layer], f"Attention rollout · layer {layer} → input tokens"
+layer = h2.select_slider("Layer (output of)", list(range(L)), L - 1, key="flow_layer", format_func=lambda i: f"L{i}")
+M, title, value = lf.rollout[layer], f"Attention rollout · L{layer} → input tokens", "share"
 if method == "flow":
     if T > FLOW_MAX_TOKENS:
         st.warning(f"The sequence has {T} tokens; a full attention-flow matrix is limited to {FLOW_MAX_TOKENS} "
@@ -102,8 +109,9 @@ if method == "flow":
         M = cache.get_flow(name, text, target, stack, layer, None, FLOW_MAX_TOKENS,
                            progress=lambda d, n: bar.progress(d / n))
         bar.empty()
-        title = f"Attention flow · layer {layer} → input tokens"
-ui.plot(head_heatmap(M, tokens, tokens, title), key="flow_heat", stem=f"{method}-{stack}-L{layer}")
+        title, value = f"Attention flow · L{layer} → input tokens", "max-flow"
+ui.plot(head_heatmap(M, tokens, tokens, title, x_title="input token", y_title=f"token at the output of L{layer}",
+                     value=value), key="flow_heat", stem=f"{method}-{stack}-L{layer}")
 ui.table_download(pd.DataFrame(M, index=labels, columns=labels), key="flow_heat_csv", stem=f"{method}-{stack}-L{layer}")
 ui.npz_download(partial(cache.layer_flow_arrays, name, text, target, stack), key="flow_all_npz",
                 stem=f"layer-flow-{stack}", label="All arrays of this stack (NPZ)")
@@ -123,16 +131,18 @@ else:
                "(Kobayashi et al. 2020). Tokens with small transformed values (often [CLS]/[SEP]) fade.")
     a, b = st.columns(2)
     with a:
-        ui.plot(head_heatmap(nf.raw[nl, nh], nf.query_tokens, nf.key_tokens, f"α · layer {nl} · head {nh}"),
+        ui.plot(head_heatmap(nf.raw[nl, nh], nf.query_tokens, nf.key_tokens, f"α · L{nl} H{nh}", value="α"),
                 key="flow_raw_head", stem=f"raw-{nstack}-L{nl}-H{nh}")
     with b:
-        ui.plot(head_heatmap(nf.norm[nl, nh], nf.query_tokens, nf.key_tokens, f"‖α f(x)‖ · layer {nl} · head {nh}"),
+        ui.plot(head_heatmap(nf.norm[nl, nh], nf.query_tokens, nf.key_tokens, f"‖α f(x)‖ · L{nl} H{nh}",
+                             x_title="key (its transformed value f(x))", value="‖α f(x)‖"),
                 key="flow_norm_head_fig", stem=f"norm-{nstack}-L{nl}-H{nh}")
     ui.npz_download(partial(cache.layer_flow_arrays, name, text, target, nstack, ("raw", "norm", "norm_summed")),
                     key="flow_norm_npz", stem=f"norms-{nstack}", label="Raw and norm-based, all heads (NPZ)")
     if nf.norm_res is not None:
         ui.plot(head_heatmap(nf.norm_res[nl], nf.query_tokens, nf.key_tokens,
-                             f"Whole layer {nl}, {nf.norm_res_kind} (Kobayashi et al. 2021)"),
+                             f"Whole L{nl}, {nf.norm_res_kind} (Kobayashi et al. 2021)", x_title="input token",
+                             y_title=f"token at the output of L{nl}", value="share"),
                 key="flow_norm_res", stem=f"norm-res-{nstack}-L{nl}")
 
 # ----------------------------------------------------------------------------- journey
@@ -141,24 +151,25 @@ if lf.hidden is None:
     st.info("No hidden states for this stack.")
 else:
     h = lf.hidden
-    names = ["emb"] + [f"L{i}" for i in range(h.shape[0] - 1)]
+    names = levels(h.shape[0])
     cons, fin = consecutive_cosine(h), cosine_to_final(h)
     j1, j2 = st.columns(2)
     with j1:
         ui.plot(level_token_heatmap(cons, tokens, [f"{a}→{b}" for a, b in zip(names, names[1:])],
-                                    "cos(layer l, layer l+1) per token"), key="flow_cons", stem=f"cos-consecutive-{stack}")
+                                    "cos(level, next level) per token"), key="flow_cons", stem=f"cos-consecutive-{stack}")
         ui.table_download(pd.DataFrame(cons.T, index=labels, columns=names[1:]), key="flow_cons_csv",
                           stem=f"cos-consecutive-{stack}")
     with j2:
-        ui.plot(level_token_heatmap(fin, tokens, names, "cos(layer l, last layer) per token"), key="flow_fin",
+        ui.plot(level_token_heatmap(fin, tokens, names, f"cos(level, {names[-1]}) per token"), key="flow_fin",
                 stem=f"cos-final-{stack}")
         ui.table_download(pd.DataFrame(fin.T, index=labels, columns=names), key="flow_fin_csv", stem=f"cos-final-{stack}")
-    lvl = st.slider("Level for token-by-token similarity", 0, h.shape[0] - 1, h.shape[0] - 1, key="flow_sim_level",
-                    format="%d", help="0 = embeddings")
+    lvl = names.index(st.select_slider("Level for token-by-token similarity", names, names[-1], key="flow_sim_level",
+                                       help="emb = the embeddings; L3 = the output of layer L3"))
     sim = token_similarity(h[lvl:lvl + 1])[0]
     s1, s2 = st.columns(2)
     with s1:
-        ui.plot(head_heatmap(sim, tokens, tokens, f"Token-by-token cosine · {names[lvl]}"), key="flow_sim",
+        ui.plot(head_heatmap(sim, tokens, tokens, f"Token-by-token cosine · {names[lvl]}", x_title="token",
+                             y_title="token", value="cos", zmin=None, colorscale="Viridis"), key="flow_sim",
                 stem=f"token-similarity-{stack}-{names[lvl]}")
         ui.table_download(pd.DataFrame(sim, index=labels, columns=labels), key="flow_sim_csv",
                           stem=f"token-similarity-{stack}-{names[lvl]}")

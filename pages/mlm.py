@@ -6,6 +6,7 @@ import streamlit as st
 from viz import cache, ui
 from viz.figures.mlm import layer_rank_heatmap, original_by_layer, sweep_bars, topk_bars
 from viz.mlm import MaskError, mask_sweep
+from viz.names import level
 
 ui.through_app()
 st.title("Masked LM")
@@ -16,7 +17,7 @@ mask = bundle.tokenizer.mask_token
 typed = mask if mask == "[MASK]" else f"{mask} (or [MASK])"
 st.caption(f"Type {typed} in the text, or pick tokens below to mask them. Several masks at once are fine.")
 
-c1, c2, c3 = st.columns([3, 1, 1])
+c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
 positions = ui.token_picker("Tokens to mask", "mlm_positions", bundle, text)
 top_k = c2.slider("Top k", 1, 20, 5, key="mlm_topk")
 layers = c3.toggle("Per-layer predictions", value=True, key="mlm_layers",
@@ -46,7 +47,7 @@ if result is not None:
                         key=f"mlm_orig_{pred.position}", stem=f"mlm-original-{pred.position}")
         rows += [{"position": pred.position, "original": pred.original, "rank": r + 1, "token": t, "prob": p}
                  for r, (t, p) in enumerate(pred.top)]
-        layer_rows += [{"position": pred.position, "layer": li, "rank": r + 1, "token": t, "prob": p,
+        layer_rows += [{"position": pred.position, "level": level(li), "rank": r + 1, "token": t, "prob": p,
                         "original_prob": (pred.layer_original_prob or [None] * len(pred.layer_top))[li],
                         "original_rank": (pred.layer_original_rank or [None] * len(pred.layer_top))[li]}
                        for li, row in enumerate(pred.layer_top) for r, (t, p) in enumerate(row)]
@@ -76,7 +77,9 @@ if saved and saved[0] == sweep_key:
     m1, m2 = st.columns(2)
     m1.metric("Pseudo-log-likelihood", f"{sweep.pll:.2f}")
     m2.metric("Per token (mean log p)", f"{sweep.pll / max(1, len(toks)):.2f}")
-    ui.plot(sweep_bars(toks, sweep.prob, "p(true token) with only that token masked"), key="mlm_sweep_fig",
-            stem="mask-sweep")
+    n_typed = sum(t == mask for t in sweep.tokens)  # typed masks stay masked while each other token takes its turn
+    ui.plot(sweep_bars(toks, sweep.prob, "p(true token) with only that token masked" if not n_typed else
+                       f"p(true token) with that token masked (the {n_typed} typed {mask} stay masked too)"),
+            key="mlm_sweep_fig", stem="mask-sweep")
     ui.table_download(pd.DataFrame({"position": sweep.positions, "token": toks, "prob": sweep.prob, "rank": sweep.rank}),
                       key="mlm_sweep_csv", stem="mask-sweep")

@@ -29,7 +29,9 @@ def request(what: str) -> None:
 job: S.TrainingJob | None = st.session_state.get(JOB)
 running = bool(job and job.running)
 
-with st.expander("New training run", expanded=not running):
+# collapsed while a job runs (it sat open over the live charts): a new label is a new expander, so it really
+# folds (an expander keeps its open state while its label stays the same); its widgets stay drawn and keep values
+with st.expander("New training run" + (" (when this one has ended)" if running else ""), expanded=not running):
     c1, c2 = st.columns(2)
     task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task")
     encdec, synthetic = task in S.ENCODER_DECODER, task in S.SYNTHETIC
@@ -71,7 +73,8 @@ with st.expander("New training run", expanded=not running):
                               key="studio_probe")
     name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
                          placeholder="default: studio-<date>-<time>")
-    st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",))
+    st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",),
+              disabled=running)
 asked = st.session_state.pop("studio_request", None)
 
 
@@ -106,7 +109,7 @@ if asked == "start":
                              probe_target=probe_target)
         try:
             job = S.launch(st.session_state, S.TrainingJob(cfg, *data), JOB)
-            running = True
+            st.rerun()  # redraw from the top: the form gives way to the live charts
         except S.JobAlreadyRunning as e:
             st.warning(str(e), icon="⏳")
         except (ValueError, FileExistsError) as e:
@@ -120,7 +123,7 @@ if resumable:
     if asked == "resume":
         try:
             job = S.launch(st.session_state, S.TrainingJob.resume_from(pick), JOB)
-            running = True
+            st.rerun()
         except S.JobAlreadyRunning as e:
             st.warning(str(e), icon="⏳")
         except (OSError, ValueError, KeyError) as e:
@@ -142,18 +145,23 @@ if job is not None and not running:  # outside the fragment: the button must rer
         st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
 
 
+# short enough for a third of the page (longer ones ran past the chart's edge); the axis says the rest
 ACCURACY_TITLES = {"mlm": "Held-out masked-token accuracy",
-                   "denoise": "Held-out reconstruction: token accuracy (teacher-forced)",
-                   "dates": "Held-out target token accuracy (teacher-forced)",
-                   "reverse": "Held-out target token accuracy (teacher-forced)"}
+                   "denoise": "Held-out reconstruction accuracy",
+                   "dates": "Held-out target accuracy",
+                   "reverse": "Held-out target accuracy"}
 
 
 def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
+    """A title that fits the chart: a long probe is cut (the whole sentence is on the chart's axes)."""
+    def quote(text: str, n: int = 40) -> str:
+        return f"“{text if len(text) <= n else text[: n - 1] + '…'}”"
+
     at = "" if step is None else f" at step {step}"
     if part == "cross":
-        return f"Cross-attention: decoder (rows, teacher-forced on “{cfg.probe_target}”) → source{at}"
-    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else ""
-    return f"{where}“{cfg.probe}”{at}"
+        return f"Cross-attention: decoder (rows, teacher-forced on {quote(cfg.probe_target, 30)}) → source{at}"
+    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else "Probe "
+    return f"{where}{quote(cfg.probe)}{at}"
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -184,7 +192,8 @@ def progress() -> None:
         with cols[0]:
             ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
-            ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"])),
+            ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"]),
+                                     "top-1, teacher-forced (%)" if cfg.task in S.ENCODER_DECODER else "top-1 (%)"),
                     key="studio_acc", stem=f"{cfg.name}-accuracy")
         with cols[2]:
             ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")

@@ -144,22 +144,32 @@ def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypa
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == n + 1, [i.value for i in at.info] + [w.value for w in at.warning]
+    assert not at.get("progress")  # the importance bar went away with the run (it stayed, full, above the result)
 
 
-def test_page_cancel(corpus_file, monkeypatch):
-    """Cancel before a run, and a cancel flag seen between batches: a message, nothing cached, no error."""
+def test_page_cancel_belongs_to_its_settings(corpus_file, monkeypatch):
+    """A run whose cancel arrives between batches stops and keeps nothing; the notice belongs to that run's
+    settings (it showed for every later setting, after a finished run, after a model switch)."""
     monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.switch_page("pages/atlas.py").run()
     at.number_input(key="atlas_limit").set_value(5).run()
-    at.button(key="atlas_cancel_btn").click().run()
-    assert any("Cancelled" in w.value for w in at.warning)
-    # a job in flight whose cancel flag is already up stops at the first batch and keeps nothing
+    assert at.button(key="atlas_cancel_btn").disabled  # nothing runs: nothing to cancel
+    cancelled = lambda: any("Cancelled" in w.value for w in at.warning)  # noqa: E731
+    assert not cancelled()
+    # a job in flight (the Run button's callback set atlas_running) meets a cancel request at its first batch
     at.session_state["atlas_running"] = True
-    at.session_state["atlas_cancel"] = True
+    at.session_state["atlas_cancel"] = "requested"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Cancelled" in w.value for w in at.warning)
-    assert not at.success and len(at.get("plotly_chart")) == 0
+    assert cancelled() and not at.success and len(at.get("plotly_chart")) == 0
     assert at.session_state["atlas_running"] is False
+    at.number_input(key="atlas_limit").set_value(4).run()  # other settings: nothing was cancelled there
+    assert not cancelled() and any("Press **Run atlas**" in i.value for i in at.info)
+    at.number_input(key="atlas_limit").set_value(5).run()  # back to the cancelled settings: the notice is theirs
+    assert cancelled()
+    at.button(key="atlas_run").click().run()  # a finished run: no notice any more, here or elsewhere
+    assert not at.exception and at.success and not cancelled()
+    at.number_input(key="atlas_limit").set_value(3).run()
+    assert not cancelled()

@@ -152,3 +152,43 @@ def test_long_input_on_a_big_model_uses_thumbnails_and_one_layer(monkeypatch):
     pooled = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(full.attentions["encoder"]), 40).numpy()
     want = model_view(pooled)["data"][0]["z"]
     assert np.abs(np.array(shown, dtype=int) - np.array(want, dtype=int)).max() <= 1  # rounding to uint8
+
+
+
+def _spec(at, key):
+    import json
+
+    return json.loads(next(c for c in at.get("plotly_chart") if c.key == key).proto.spec)
+
+
+def test_caption_counts_what_is_shown(app):
+    """The caption counted word pieces after they were merged into words."""
+    app.session_state["text"] = "Unbelievably, the committee postponed it."
+    app.session_state["attn_words"] = True
+    app.run()
+    caption = next(c.value for c in app.caption if "layers ×" in c.value)
+    n_tokens = len(_spec(app, "attn_head_fig")["data"][0]["x"])
+    assert "tokens →" in caption and f"{n_tokens} words shown" in caption
+
+
+def test_hide_special_tokens_keeps_unknown_words():
+    """An emoji is [UNK] on MiniLM: hiding [CLS]/[SEP] must not make the word vanish."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["text"] = "I love 🍕 so much"
+    at.session_state["attn_hide_special"] = True
+    at.run()
+    assert not at.exception
+    keys = _spec(at, "attn_head_fig")["data"][0]["x"]
+    assert any(k.startswith("[UNK]") for k in keys) and not any(k.startswith("[CLS]") for k in keys)
+
+
+def test_the_open_head_is_framed_in_the_model_view(app):
+    app.number_input(key="attn_layer").set_value(2)
+    app.number_input(key="attn_head").set_value(5)
+    app.run()
+    (frame,) = _spec(app, "attn_model_view")["layout"]["shapes"]
+    marker = _spec(app, "attn_model_view")["data"][1]
+    cells = plotly_array(marker["customdata"])[:, :2].tolist()  # [layer, head, first-token share]
+    i = cells.index([2, 5])
+    x, y = plotly_array(marker["x"])[i], plotly_array(marker["y"])[i]
+    assert frame["x0"] < x < frame["x1"] and frame["y0"] < y < frame["y1"]

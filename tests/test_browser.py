@@ -44,7 +44,7 @@ def test_click_a_model_view_thumbnail_opens_that_head(app_url, browser_page):
     page.wait_for_function(
         """() => { const v = [...document.querySelectorAll('[data-testid="stNumberInput"] input')].map(i => i.value);
                    return v[0] === '2' && v[1] === '5'; }""", timeout=60_000)
-    page.get_by_text("layer 2 · head 5").first.wait_for()
+    page.get_by_text("L2 H5").first.wait_for()
 
 
 def test_cold_deep_link_gets_navigation_and_sidebar(tmp_path, browser_page):

@@ -36,5 +36,5 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.get_by_text("Layer 3, head 5:").first.wait_for(timeout=120_000)
+    page.get_by_text("L3 H5:").first.wait_for(timeout=120_000)
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -29,7 +29,7 @@ def test_encdec_page_draws_and_steps(app_url, browser_page):
     page.get_by_text("decoding steps").first.wait_for()
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 4
     page.get_by_role("button", name="▶").click()  # step forward: the step label follows
-    page.get_by_text("Cross-attention of step 1 over the source").wait_for()
+    page.get_by_text("Step 1: cross-attention").wait_for()
     # type a new source: the step view follows
     box = page.get_by_label("Source text (encoder input)")
     box.fill("3 May 1999")

@@ -31,3 +31,24 @@ def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
         """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
                  .some(t => t.textContent.includes('Attention flow'))""", timeout=120_000)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_follow_token_box_starts_over_when_the_text_changes(app_url, browser_page):
+    """The box kept showing the old text's token after the text changed."""
+    from layout import settle
+
+    page = browser_page
+    page.goto(f"{app_url}/flow")
+    wait_for_chart(page)
+    settle(page)
+    box = page.get_by_label("Follow token")
+    box.click()
+    page.get_by_role("option", name="cat (2)").click()
+    settle(page)
+    assert box.input_value() == "cat (2)"
+    text = page.get_by_label("Text")
+    text.fill("Colorless green ideas sleep furiously.")
+    text.press("Control+Enter")
+    settle(page)
+    assert box.input_value() == "— all links —"
+    assert page.locator('[data-testid="stException"]').count() == 0

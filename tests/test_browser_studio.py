@@ -1,6 +1,8 @@
 """Real browser, real server: start a tiny training job on /studio and watch the page refresh itself to the end."""
 
 from conftest import wait_for_chart
+from layout import measure, problems, settle
+from test_browser_layout import LONG
 from viz.train import studio as S
 
 
@@ -20,6 +22,9 @@ def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
     _set_number(page, "Steps", 30)
     _set_number(page, "Snapshot every K steps", 10)
     _set_number(page, "Training sentences (bundled)", 200)
+    probe = page.get_by_label("Probe sentence (its attention is recorded at every snapshot)")
+    probe.fill(LONG)  # a ~60-token probe: the replay's grids must still read
+    probe.press("Enter")
     page.get_by_role("button", name="Start training").click()
     wait_for_chart(page)  # the live loss curve, drawn by the auto-refreshing fragment
     # no interaction from here: the fragment polls the job and reruns the page when it ends
@@ -29,6 +34,9 @@ def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
         """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 5""",
         timeout=60_000)
     assert page.locator('[data-testid="stException"]').count() == 0
+    settle(page)
+    assert page.get_by_label("Pretext task").is_visible()  # the form is back, open
+    assert not problems(measure(page)), problems(measure(page))
     # the new model is in the sidebar's picker on every page
     page.get_by_role("button", name="Use this model in the other pages").click()
     page.wait_for_timeout(1000)
@@ -36,6 +44,24 @@ def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
     page.wait_for_function("""() => document.querySelector('[data-testid="stSidebar"] input[aria-label="Model"]')
                                         .value.includes('studio-')""", timeout=30_000)
     assert "user_models" in picker.input_value()
+
+
+def test_the_form_folds_away_while_a_job_runs(app_url, browser_page):
+    """The "New training run" form stayed open over the live charts."""
+    page = browser_page
+    page.goto(f"{app_url}/studio")
+    page.get_by_text("Training studio").first.wait_for()
+    _set_number(page, "Steps", 5000)
+    _set_number(page, "Snapshot every K steps", 1000)
+    _set_number(page, "Training sentences (bundled)", 200)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name="Cancel").wait_for()
+    page.get_by_text("New training run (when this one has ended)").wait_for()
+    assert not page.get_by_label("Pretext task").is_visible()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Cancelled at step").wait_for(timeout=120_000)
+    page.get_by_label("Pretext task").wait_for()  # back, open, for the next run
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, browser_page):
@@ -56,3 +82,8 @@ def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, brow
     page.get_by_text("Replay: how each head changed").wait_for()
     page.get_by_text("Cross-attention: decoder").first.wait_for(timeout=60_000)  # the cross-attention grid's title
     assert page.locator('[data-testid="stException"]').count() == 0
+    settle(page)
+    # the encoder and cross-attention grids fill their boxes (they collapsed to ~60x100 px when `</s>` went
+    # into the figure unescaped) and every tick, `</s>` included, reads
+    charts = measure(page)
+    assert len(charts) >= 6 and not problems(charts), problems(charts)

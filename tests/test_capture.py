@@ -177,6 +177,14 @@ def test_queries_and_keys_reproduce_bert_attention(load):
     np.testing.assert_allclose(probs / probs.sum(-1, keepdims=True), cap.attentions["encoder"], atol=1e-5)
 
 
+def test_unknown_words_are_content_not_special(load):
+    """An emoji becomes [UNK]: it stands for a word the user typed, so "hide special tokens" must keep it."""
+    cap = capture(load("minilm"), "I love 🦜 parrots")
+    assert "[UNK]" in cap.tokens
+    special = dict(zip(cap.tokens, cap.special))
+    assert special["[CLS]"] and special["[SEP]"] and not special["[UNK]"]
+
+
 def test_word_spans_merge_pieces(load):
     cap = capture(load("minilm"), "Tokenization is unbelievable")
     words = [cap.tokens[s:e] for s, e in cap.word_spans]

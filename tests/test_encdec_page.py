@@ -3,6 +3,8 @@
 Widget state is set through `at.session_state` before `at.run()` (see test_attention_page.py: after a run
 that stopped early AppTest loses the sidebar)."""
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -39,7 +41,9 @@ def test_page_draws_steps_attentions_and_architecture():
     assert any("encoder layer, sublayer 1" in c.value for c in at.caption)
     labels = [d.label for d in at.get("download_button")]
     assert {"Steps (CSV)", "All attentions (NPZ)", "Data (CSV)"} <= set(labels)
-    assert sum(lab == "Figure (HTML)" for lab in labels) == 7
+    # every figure: a small HTML (plotly.js from its CDN) and a self-contained one, in its "Figure (HTML)" popover
+    assert sum(lab.startswith("Small HTML") for lab in labels) == 7
+    assert sum(lab.startswith("Self-contained HTML") for lab in labels) == 7
     arch = at.dataframe[-2].value
     assert "LayerNorm placement" in arch.index and arch.loc["LayerNorm placement", "this model"] == "post"
 
@@ -59,7 +63,11 @@ def test_decoder_view_shows_the_lookahead_mask_and_cross_the_alignment():
 def test_beam_and_teacher_forcing(mode, extra):
     at = page(ed_mode=mode, ed_max_new=8, **extra)
     assert not at.exception and not at.warning
-    assert len(charts(at)) == 7
+    assert len(charts(at)) == (8 if mode == "beam" else 7)  # beam search adds its hypotheses
+    if mode == "beam":
+        beams = json.loads(next(c for c in charts(at) if c.key == "ed_beams_fig").proto.spec)["data"][0]
+        assert len(beams["y"]) == 3 and all("score" in row and "log p" in row for row in beams["y"])
+        assert any("best beam" in c.value for c in at.caption)
     if mode == "teacher":
         assert any(m.value.startswith("**Target:**") for m in at.markdown)
 

@@ -1,5 +1,6 @@
 """AppTest for the Layer flow page: real MiniLM default, an encoder-decoder and a decoder, bad input."""
 
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def _flow_page(**state) -> AppTest:
 
 
 def _specs(at: AppTest) -> str:
-    return " ".join(str(c.proto.spec) for c in at.get("plotly_chart"))
+    """Every chart's figure JSON, non-ASCII characters as themselves (the spec escapes them)."""
+    return " ".join(json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("plotly_chart"))
 
 
 def test_flow_page_minilm_default():
@@ -50,7 +52,8 @@ def test_flow_page_follow_token_and_flow_method():
     _run(at)
     assert not at.exception, at.exception
     assert "What flows into" in _specs(at) and "Attention flow" in _specs(at)
-    assert '"name":"flow"' in _specs(at).replace(" ", "")  # the max-flow bars beside rollout
+    assert '"name":"max-flow"' in _specs(at).replace(" ", "")  # the max-flow bars, on their own axis
+    assert "max-flow value" in _specs(at)
     _run(at)  # memoised flow with a progress bar: a second run must not replay element calls
     assert not at.exception, at.exception
     assert "What flows into" in _specs(at)
@@ -60,7 +63,24 @@ def test_flow_page_follow_a_node_below_the_top():
     at = _flow_page()
     _run(at, flow_token=2, flow_level=3)  # what a click on node (level 3, token 2) sets
     assert not at.exception, at.exception
-    assert "output of layer 2" in _specs(at)
+    assert "output of L2" in _specs(at)
+
+
+def test_flow_page_forgets_the_followed_token_when_the_text_changes():
+    """The Follow token box showed the old text's token after the text changed: it starts over at all links."""
+    at = _flow_page(flow_token=3)
+    assert "What flows into" in _specs(at)
+    _run(at, text="A completely different sentence here.")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="flow_token").value == -1 and "What flows into" not in _specs(at)
+    assert at.selectbox(key="flow_token").format_func(-1) == "— all links —"
+
+
+def test_flow_page_names_levels_by_the_convention():
+    at = _flow_page()
+    slider = at.select_slider(key="flow_sim_level")
+    assert list(slider.options) == ["emb", "L0", "L1", "L2", "L3", "L4", "L5"] and slider.value == "L5"
+    assert "Token-by-token cosine · L5" in _specs(at)
 
 
 @pytest.mark.parametrize("model", ["tiny-bart", "tiny-t5", "tiny-gpt2"])

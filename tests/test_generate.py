@@ -95,6 +95,22 @@ def test_beam_and_teacher_forcing(load):
     assert tf.decoder_tokens[1:] == ["[CLS]", "the", "dog"]
 
 
+def test_beam_search_shows_every_beam_with_its_scores(load):
+    """Beam search returned only its winner; now every hypothesis comes with per-token log p and its score."""
+    bundle = load("tiny-t5")
+    gen = generate(bundle, SRC, "beam", num_beams=3, max_new_tokens=6)
+    assert len(gen.beams) == 3
+    assert gen.beams[0].tokens == gen.output_tokens  # the steps follow the best beam
+    scores = [b.score for b in gen.beams]
+    assert scores == sorted(scores, reverse=True)
+    for b in gen.beams:  # beam search's ranking score = Σ log p / length ** length_penalty
+        assert b.score == pytest.approx(b.log_prob / len(b.tokens) ** gen.length_penalty, abs=1e-4)
+        assert all(lp <= 1e-6 for lp in b.token_logprobs)
+    out = gen.to_json()
+    assert [x["tokens"] for x in out["beams"]] == [b.tokens for b in gen.beams]
+    assert "beams" not in generate(bundle, SRC, "greedy", max_new_tokens=3).to_json()
+
+
 def test_bad_input_messages(load):
     with pytest.raises(CaptureError, match="source text is empty"):
         generate(load("tiny-bart"), "   ")
@@ -191,7 +207,7 @@ def test_cli_generate_errors():
 def test_special_tokens_are_escaped_for_plotly():
     """`<s>` would strike through the rest of the axis and `</s>` vanish: plotly reads text as HTML."""
     fig = mask_figure(["<s>", "2021", "</s>"])
-    assert list(fig.layout.xaxis.ticktext) == ["&lt;s&gt;", "2021", "&lt;/s&gt;"]
+    assert list(fig.layout.xaxis.labelalias.values()) == ["&lt;s&gt;", "2021", "&lt;/s&gt;"]
 
 
 def test_too_long_source_is_truncated_with_a_flag(load):

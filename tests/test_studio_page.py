@@ -59,8 +59,12 @@ def test_second_start_is_refused_and_cancel_saves(studio):
     job = _job(at)
     assert job.running
     try:
-        at.session_state["studio_name"] = "another"
-        at.button(key="studio_start").click().run()
+        # while it runs the form folds away under a new label (it stayed open over the live charts) and its
+        # Start is disabled; a start that still gets through (a double click) is refused with a message
+        assert at.button(key="studio_start").disabled
+        assert any(e.label.startswith("New training run (when this one has ended") for e in at.expander)
+        at.session_state["studio_request"] = "start"
+        at.run()
         assert not at.exception
         assert any("already running" in w.value for w in at.warning)
         assert _job(at) is job

@@ -133,8 +133,9 @@ def _token_info(tok, enc, ids: list[int]):
 
 
 def _special(tok, ids: list[int]) -> np.ndarray:
-    """bool [token]: [CLS]/[SEP]/</s>/padding...; a mask token is content, not special."""
-    special_ids = set(tok.all_special_ids) - {tok.mask_token_id}
+    """bool [token]: [CLS]/[SEP]/</s>/padding...; a mask token and an unknown-word token ([UNK]: an emoji, a rare
+    script) stand for words the user typed: content, not special."""
+    special_ids = set(tok.all_special_ids) - {tok.mask_token_id, tok.unk_token_id}
     return np.array([i in special_ids for i in ids], dtype=bool)
 
 

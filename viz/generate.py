@@ -49,6 +49,19 @@ class Step:
 
 
 @dataclass
+class Beam:
+    """One finished hypothesis of beam search, best first in `Generation.beams`."""
+
+    tokens: list[str]  # the generated tokens, end-of-sequence included when reached
+    token_logprobs: list[float]  # log p of each token where it was chosen (after the generation rules)
+    score: float  # what beam search ranks by: sum of log p / length ** length_penalty
+
+    @property
+    def log_prob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+
+@dataclass
 class Generation:
     model_name: str
     method: str  # greedy | beam | teacher
@@ -64,6 +77,8 @@ class Generation:
     truncated: bool = False
     n_source_tokens: int = 0  # before truncation
     special_ids: set = field(default_factory=set)
+    beams: list[Beam] = field(default_factory=list)  # beam search only: every returned hypothesis, best first
+    length_penalty: float = 1.0
 
     @property
     def output_tokens(self) -> list[str]:
@@ -93,7 +108,7 @@ class Generation:
     def to_json(self, digits: int = 6) -> dict:
         """The `python -m viz generate --json` contract: per step, the last layer's cross-attention
         averaged over heads (one weight per source token) and the top-k next-token probabilities."""
-        return {
+        out = {
             "model": self.model_name, "method": self.method,
             "source_tokens": list(self.source_tokens), "output_tokens": self.output_tokens,
             "finished": self.finished,
@@ -102,6 +117,10 @@ class Generation:
                        "top_k": [{"token": t, "prob": round(p, digits)} for t, p in s.top_k]}
                       for s in self.steps],
         }
+        if self.beams:  # an addition to the contract: beam search's hypotheses, best first
+            out["beams"] = [{"tokens": b.tokens, "score": round(b.score, digits), "log_prob": round(b.log_prob, digits),
+                             "token_logprobs": [round(x, digits) for x in b.token_logprobs]} for b in self.beams]
+        return out
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -208,14 +227,33 @@ def _teacher_forced(bundle: ModelBundle, inputs: dict, dec_in: torch.Tensor, lab
                       special_ids=set(tok.all_special_ids), **info)
 
 
+def _beams(bundle: ModelBundle, out, eos: set[int]) -> list[Beam]:
+    """Every returned hypothesis with its per-token log-probabilities (`compute_transition_scores` follows
+    each token back through the beam it was chosen in) and generate's own ranking score."""
+    tok = bundle.tokenizer
+    trans = bundle.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
+    beams = []
+    for seq, lp, score in zip(out.sequences[:, 1:].tolist(), trans.float().tolist(), out.sequences_scores.tolist()):
+        n = next((i + 1 for i, t in enumerate(seq) if t in eos), len(seq))  # up to end-of-sequence; the rest is padding
+        beams.append(Beam(tok.convert_ids_to_tokens(seq[:n]), [float(x) for x in lp[:n]], float(score)))
+    return beams
+
+
 def beam(bundle: ModelBundle, text: str, num_beams: int = 4, max_new_tokens: int = 20, top_k: int = 5) -> Generation:
-    """Beam search with `model.generate`, then teacher-forced on the winning beam to show its attentions."""
+    """Beam search with `model.generate` (every hypothesis kept with its scores), then teacher-forced on the
+    winning beam to show its attentions."""
     _require_encdec(bundle)
     max_new = max(1, min(int(max_new_tokens), max_new_tokens_limit(bundle)))
     with bundle.lock, torch.inference_mode():
         inputs, info = _source(bundle, text)
-        out = bundle.model.generate(**inputs, generation_config=_generation_config(bundle, max_new, int(num_beams)))
-        return _teacher_forced(bundle, inputs, out[:, :-1], out[:, 1:], top_k, "beam", info, False)
+        gc = _generation_config(bundle, max_new, int(num_beams))
+        gc.update(num_return_sequences=int(num_beams), output_scores=True, return_dict_in_generate=True)
+        out = bundle.model.generate(**inputs, generation_config=gc)
+        beams = _beams(bundle, out, _eos_ids(gc))
+        best = out.sequences[:1, : len(beams[0].tokens) + 1]  # the winner, without padding
+        gen = _teacher_forced(bundle, inputs, best[:, :-1], best[:, 1:], top_k, "beam", info, False)
+    gen.beams, gen.length_penalty = beams, float(gc.length_penalty if gc.length_penalty is not None else 1.0)
+    return gen
 
 
 def teacher(bundle: ModelBundle, text: str, target: str, top_k: int = 5) -> Generation:

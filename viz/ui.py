@@ -19,9 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from viz import cache
+from viz import cache, exports
 from viz.capture import Capture, CaptureError
 from viz.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
+from viz.names import CONVENTION
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
     """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
@@ -94,6 +95,10 @@ def sidebar() -> None:
         device_picker()
         st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example)
         st.text_area("Text", key="text", height=110)
+        st.radio("Camera button 📷 saves", ["png", "svg"], format_func=str.upper, horizontal=True,
+                 key="export_format", help="What the camera button above each figure downloads: PNG (twice the "
+                                           "screen resolution) or SVG (vector; heatmaps stay images inside it).")
+        st.caption(CONVENTION)
 
 
 def device_picker() -> None:
@@ -186,12 +191,15 @@ def slug(text: str) -> str:
 
 
 def plot(fig: go.Figure, key: str, stem: str, **kwargs):
-    """Draw a figure with a PNG/SVG camera button and an HTML download beside it."""
-    config = {"toImageButtonOptions": {"format": "png", "filename": slug(stem), "scale": 2},
-              "displaylogo": False}
+    """Draw a figure; its camera button saves PNG or SVG (the sidebar's choice), and a popover offers it as
+    HTML: small (plotly.js from its CDN) or self-contained (plotly.js inside, ~4.8 MB, opens offline)."""
+    config = exports.camera_config(st.session_state.get("export_format", "png"), slug(stem))
     event = st.plotly_chart(fig, key=key, config=config, **kwargs)
-    st.download_button("Figure (HTML)", data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
-                       file_name=f"{slug(stem)}.html", mime="text/html", key=f"{key}_html", on_click="ignore")
+    with st.popover("Figure (HTML)"):
+        for kind, label, help in exports.html_kinds():
+            st.download_button(label, data=lambda kind=kind: exports.figure_html(fig, slug(stem), kind),
+                               file_name=f"{slug(stem)}{exports.HTML_SUFFIX[kind]}.html", mime="text/html",
+                               key=f"{key}_html_{kind}", on_click="ignore", help=help)
     return event
 
 
@@ -248,7 +256,7 @@ def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str
         ids = bundle.tokenizer(with_mask_token(text, bundle.tokenizer) if bundle.tokenizer.mask_token else text,
                                truncation=True, max_length=bundle.max_tokens)["input_ids"]
         tokens = bundle.tokenizer.convert_ids_to_tokens(ids)
-    special = set(bundle.tokenizer.all_special_ids)
+    special = set(bundle.tokenizer.all_special_ids) - {bundle.tokenizer.unk_token_id}  # [UNK] is a typed word
     options = [i for i, t in enumerate(ids) if t not in special]
     if key in st.session_state:  # drop choices that no longer exist after the text changed
         st.session_state[key] = [p for p in st.session_state[key] if p in options]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from viz.figures import axes
+
 ROLE_COLORS = {"previous-token": "#1f77b4", "next-token": "#ff7f0e", "self": "#2ca02c", "[CLS]": "#d62728",
                "[SEP]/end (no-op)": "#9467bd", "punctuation": "#8c564b", "broad": "#bcbd22", "mixed": "#c7c7c7"}
 CLUSTER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -20,20 +22,25 @@ def _grid(L: int, H: int):
     return ll.ravel(), hh.ravel()
 
 
-def _click_layer(L: int, H: int, roles: np.ndarray | None) -> go.Scatter:
+def click_layer(L: int, H: int, roles: np.ndarray | None = None) -> go.Scatter:
+    """An invisible marker on every cell of a layer x head grid: heatmap cells cannot be selected in
+    Streamlit (no points), markers can. `customdata = [layer, head, role]`."""
     ll, hh = _grid(L, H)
     role = roles.ravel() if roles is not None else np.full(L * H, "")
     return go.Scatter(x=hh, y=ll, mode="markers", marker=dict(size=18, symbol="square", color="rgba(0,0,0,0)"),
-                      customdata=np.stack([ll, hh, role], axis=1).astype(object), showlegend=False,
+                      customdata=np.array([[int(a), int(b), str(r)] for a, b, r in zip(ll, hh, role)], dtype=object),
+                      showlegend=False,
                       hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>%{customdata[2]}"
                                     "<br>click to open<extra></extra>")
 
 
 def _axes(fig: go.Figure, L: int, H: int, title: str) -> go.Figure:
-    fig.update_layout(title=title, height=max(260, 34 * L + 120), margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=axes.title(title), height=max(300, 34 * L + 160),
+                      margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 45, b=10),
                       clickmode="event+select", dragmode=False,
-                      xaxis=dict(title="head", tickmode="array", tickvals=list(range(H)), side="top"),
-                      yaxis=dict(title="layer", tickmode="array", tickvals=list(range(L)), autorange="reversed"))
+                      xaxis=dict(title="head", tickmode="array", tickvals=list(range(H)), side="top",
+                                 range=[-0.5, H - 0.5]),
+                      yaxis=dict(title="layer", tickmode="array", tickvals=list(range(L)), range=[L - 0.5, -0.5]))
     return fig
 
 
@@ -46,8 +53,8 @@ def stat_grid(values: np.ndarray, title: str, roles: np.ndarray | None = None, u
     fig = go.Figure([
         go.Heatmap(z=np.round(v, 4), x=list(range(H)), y=list(range(L)), colorscale=colorscale,
                    text=text, texttemplate="%{text}", textfont=dict(size=9), hoverinfo="skip",
-                   colorbar=dict(title=unit, thickness=12)),
-        _click_layer(L, H, roles),
+                   colorbar=axes.colorbar(unit)),
+        click_layer(L, H, roles),
     ])
     return _axes(fig, L, H, title)
 
@@ -68,7 +75,7 @@ def role_grid(roles: np.ndarray, title: str = "Head roles") -> go.Figure:
         go.Heatmap(z=idx + 0.5, zmin=0, zmax=n, colorscale=scale, showscale=False, text=short,
                    texttemplate="%{text}", textfont=dict(size=9), hoverinfo="skip",
                    x=list(range(H)), y=list(range(L))),
-        _click_layer(L, H, roles),
+        click_layer(L, H, roles),
     ])
     return _axes(fig, L, H, title)
 
@@ -90,7 +97,8 @@ def head_scatter(coords: np.ndarray, clusters: np.ndarray, L: int, H: int, roles
                           "<br>click to open<extra></extra>"))
     ex = explained if explained is not None else np.zeros(2)
     fig = go.Figure(traces)
-    fig.update_layout(title=title, height=480, margin=dict(l=10, r=10, t=50, b=10), clickmode="event+select",
+    fig.update_layout(title=axes.title(title), height=480, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10),
+                      clickmode="event+select",
                       xaxis=dict(title=f"PC 1 ({100 * ex[0]:.0f}% of variance)", zeroline=False),
                       yaxis=dict(title=f"PC 2 ({100 * ex[1]:.0f}% of variance)", zeroline=False),
                       legend=dict(orientation="h", y=-0.15))

@@ -11,41 +11,34 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+# escape, token_axis and token_labels lived here first: re-exported for callers that import them from here
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels  # noqa: F401
+from viz.names import head as head_name, layer as layer_name
+
 COLORSCALE = "Blues"
 
 
-def escape(token: str) -> str:
-    """Plotly renders text as pseudo-HTML: `<s>` starts a strike-through and `</s>` vanishes. Escape it."""
-    return token.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def token_labels(tokens: list[str]) -> list[str]:
-    """Unique category labels ('the (3)'): repeated tokens would otherwise merge on a categorical axis."""
-    return [f"{escape(t)} ({i})" for i, t in enumerate(tokens)]
-
-
-def token_axis(tokens: list[str], max_labels: int = 80) -> dict:
-    labels = token_labels(tokens)
-    step = max(1, int(np.ceil(len(tokens) / max_labels)))
-    return dict(type="category", tickmode="array", tickvals=labels[::step],
-                ticktext=[escape(t) for t in tokens[::step]],
-                tickangle=-60 if len(tokens) > 8 else 0)
+def heatmap_height(n_rows: int, n_cols: int) -> int:
+    """Height of a token x token heatmap: ~square cells on a half-page column, within [420, 960] px."""
+    return min(960, max(420, 22 * max(n_rows, n_cols) + 200))
 
 
 def head_heatmap(matrix: np.ndarray, q_tokens: list[str], k_tokens: list[str], title: str = "",
-                 zmax: float | None = None) -> go.Figure:
-    """One attention matrix `[query, key]` as a heatmap: rows are the attending token."""
+                 zmax: float | None = None, x_title: str = "attended to (key)", y_title: str = "attending (query)",
+                 value: str = "weight", zmin: float | None = 0.0, colorscale: str = COLORSCALE) -> go.Figure:
+    """One matrix `[row, column]` over tokens as a heatmap (attention: rows attend, columns are attended to).
+    `x_title`, `y_title` and `value` name the axes and the colour bar for what the matrix holds."""
     z = np.asarray(matrix, dtype=np.float32)
     nq, nk = z.shape
+    if zmax is None and zmin == 0:
+        zmax = float(z.max()) or 1.0
     fig = go.Figure(go.Heatmap(
-        z=z, x=token_labels(k_tokens), y=token_labels(q_tokens), colorscale=COLORSCALE, zmin=0,
-        zmax=zmax or float(z.max() or 1), colorbar=dict(title="weight", thickness=12),
-        hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>"))
-    side = min(900, max(360, 22 * max(nq, nk) + 160))
-    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=side + 60,
-                      margin=dict(l=10, r=10, t=110, b=10),
-                      xaxis=dict(title="attended to (key)", side="top", **token_axis(k_tokens)),
-                      yaxis=dict(title="attending (query)", autorange="reversed", **token_axis(q_tokens)))
+        z=z, x=token_labels(k_tokens), y=token_labels(q_tokens), colorscale=colorscale, zmin=zmin, zmax=zmax,
+        colorbar=colorbar(value),
+        hovertemplate=f"%{{y}} → %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"))
+    fig.update_layout(title=_title(title), height=heatmap_height(nq, nk), margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      xaxis=token_axis(k_tokens, title=x_title),
+                      yaxis=token_axis(q_tokens, title=dict(text=y_title, standoff=2), autorange="reversed"))
     return fig
 
 
@@ -61,8 +54,8 @@ def pool(attn: np.ndarray, size: int) -> np.ndarray:
     return summed / np.outer(q_n, k_n)
 
 
-def model_view(attn: np.ndarray, tile: int = 40, title: str = "", kv_heads: np.ndarray | None = None,
-               first_share: np.ndarray | None = None) -> go.Figure:
+def model_view(attn: np.ndarray, tile: int = 40, title: str = "", selected: tuple[int, int] | None = None,
+               kv_heads: np.ndarray | None = None, first_share: np.ndarray | None = None) -> go.Figure:
     """All layers x heads at a glance: `[layer, head, q, k]` -> one uint8 image of thumbnails.
 
     `attn` may already be pooled (a capture's `thumbnails`): pooling to `tile` leaves it as it is.
@@ -70,7 +63,9 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "", kv_heads: np.n
     compares across heads). Query heads that share a key/value head (`kv_heads[h]`, grouped-query
     attention) sit together, a wider gap between groups. An invisible marker sits on every
     thumbnail: hover names it (and its share of attention on the first token, `first_share
-    [layer, head]`) and a click selects it (`customdata = [layer, head, share]`).
+    [layer, head]`) and a click selects it (`customdata = [layer, head(, share)]`). `selected`
+    (layer, head) is framed. The image fills the plot area (no locked aspect ratio: a locked one left
+    a gap as wide as the container's spare width between the labels and the thumbnails).
     """
     L, H = attn.shape[:2]
     small = pool(attn, tile)
@@ -78,24 +73,23 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "", kv_heads: np.n
     peak = small.max(axis=(-2, -1), keepdims=True)
     small = np.round(255 * small / np.where(peak > 0, peak, 1)).astype(np.uint8)
     groups = np.zeros(H, dtype=int) if kv_heads is None else np.asarray(kv_heads)
-    grouped = len(set(groups.tolist())) < H if kv_heads is not None else False
+    grouped = kv_heads is not None and len(set(groups.tolist())) < H
     gap, group_gap = 2, (8 if grouped else 2)
     x0 = np.cumsum([0] + [tk + (group_gap if groups[h + 1] != groups[h] else gap) for h in range(H - 1)])
-    img = np.zeros((L * (tq + gap), int(x0[-1]) + tk), dtype=np.uint8)
-    for layer in range(L):
-        for head in range(H):
-            y, x = layer * (tq + gap), int(x0[head])
-            img[y:y + tq, x:x + tk] = small[layer, head]
-    cy = (np.arange(L) * (tq + gap) + tq / 2)
-    cx = x0 + tk / 2
+    img = np.zeros((L * (tq + gap) - gap, int(x0[-1]) + tk), dtype=np.uint8)
+    for li in range(L):
+        for h in range(H):
+            y, x = li * (tq + gap), int(x0[h])
+            img[y:y + tq, x:x + tk] = small[li, h]
+    cy = (np.arange(L) * (tq + gap) + (tq - 1) / 2)
+    cx = x0 + (tk - 1) / 2
     gy, gx = np.meshgrid(cy, cx, indexing="ij")
     ll, hh = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
     cells = [ll.ravel(), hh.ravel()] + ([] if first_share is None else [np.round(np.ravel(first_share), 3)])
-    width = min(1300, max(500, 90 * H + 80))
-    marker = max(6, int((width - 80) / H * 0.9))
-    ticktext = [f"H{h}" + (f"<br>kv{groups[h]}" if grouped and (h == 0 or groups[h] != groups[h - 1]) else "")
+    cell = min(90, max(40, 1000 // H))  # thumbnail height: about square on a full-width page
+    ticktext = [head_name(h) + (f"<br>kv{groups[h]}" if grouped and (h == 0 or groups[h] != groups[h - 1]) else "")
                 for h in range(H)]
-    hover = "layer %{customdata[0]}, head %{customdata[1]}"
+    hover = "L%{customdata[0]} H%{customdata[1]}"
     if grouped:
         hover += f"<br>shares its keys and values with {H // len(set(groups.tolist())) - 1} other heads"
     if first_share is not None:
@@ -103,17 +97,21 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "", kv_heads: np.n
     fig = go.Figure([
         go.Heatmap(z=img, colorscale=COLORSCALE, showscale=False, hoverinfo="skip", zmin=0, zmax=255),
         go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", name="heads",
-                   marker=dict(size=marker, symbol="square", color="rgba(0,0,0,0)"),
-                   customdata=np.stack(cells, axis=1),
-                   hovertemplate=hover + "<br>click to open<extra></extra>"),
+                   marker=dict(size=max(6, min(60, cell - 8)), symbol="square", color="rgba(0,0,0,0)"),
+                   customdata=np.stack(cells, axis=1), hovertemplate=hover + "<br>click to open<extra></extra>"),
     ])
+    if selected is not None and 0 <= selected[0] < L and 0 <= selected[1] < H:
+        y0, left = selected[0] * (tq + gap), int(x0[selected[1]])
+        fig.add_shape(type="rect", x0=left - 0.5, x1=left + tk - 0.5, y0=y0 - 0.5, y1=y0 + tq - 0.5,
+                      line=dict(color="#e4572e", width=3))
+    top = (TITLE_MARGIN if title else 0) + 30 + 14 * grouped
     fig.update_layout(
-        title=title, width=width, height=int(width * img.shape[0] / img.shape[1]) + 80 + 14 * grouped,
-        showlegend=False, margin=dict(l=10, r=10, t=60 + 14 * grouped, b=10), clickmode="event+select",
-        dragmode=False,
-        xaxis=dict(tickmode="array", tickvals=cx, ticktext=ticktext, side="top", showgrid=False, zeroline=False),
-        yaxis=dict(tickmode="array", tickvals=cy, ticktext=[f"L{layer}" for layer in range(L)],
-                   autorange="reversed", showgrid=False, zeroline=False, scaleanchor="x"),
+        title=_title(title), height=L * cell + 40 + top - 30, showlegend=False,
+        margin=dict(l=10, r=10, t=top, b=10), clickmode="event+select", dragmode=False,
+        xaxis=dict(tickmode="array", tickvals=cx, ticktext=ticktext, side="top",
+                   showgrid=False, zeroline=False, range=[-0.5, img.shape[1] - 0.5], automargin=True),
+        yaxis=dict(tickmode="array", tickvals=cy, ticktext=[layer_name(li) for li in range(L)],
+                   range=[img.shape[0] - 0.5, -0.5], showgrid=False, zeroline=False, automargin=True),
     )
     return fig
 
@@ -125,11 +123,12 @@ def sink_heatmap(first_share: np.ndarray, layers: list[int] | None = None, title
     L, H = share.shape
     layers = list(range(L)) if layers is None else list(layers)
     fig = go.Figure(go.Heatmap(
-        z=share, x=[f"H{h}" for h in range(H)], y=[f"L{layer}" for layer in layers], zmin=0, zmax=1,
+        z=share, x=[head_name(h) for h in range(H)], y=[layer_name(li) for li in layers], zmin=0, zmax=1,
         colorscale="Oranges", text=np.round(share, 2), texttemplate="%{text:.2f}" if H <= 16 else None,
-        colorbar=dict(title="share", thickness=12, tickformat=".0%"),
+        colorbar=colorbar("share on the first token", tickformat=".0%"),
         hovertemplate="%{y} %{x}: %{z:.1%} of each row on the first token<extra></extra>"))
-    fig.update_layout(title=title, height=max(220, 28 * L + 110), margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=_title(title), height=max(220, 28 * L + 110),
+                      margin=dict(l=10, r=10, t=(TITLE_MARGIN if title else 0) + 30, b=10),
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category", side="top"))
     return fig
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import escape, token_axis, token_labels
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels
+from viz.figures.attention import heatmap_height
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
 INK = "#1f1f1f"  # explicit: the app theme's grey annotation text is unreadable on coloured boxes
@@ -28,17 +29,15 @@ def mask_figure(tokens: list[str], title: str = "Look-ahead mask") -> go.Figure:
         colorscale=[[0, "#f3f3f3"], [0.5, "#f3f3f3"], [0.5, "#2c5d8f"], [1, "#2c5d8f"]],
         customdata=np.where(m == 1, "may attend", "masked (−∞ before softmax)"),
         hovertemplate="%{y} → %{x}<br>%{customdata}<extra></extra>", xgap=1, ygap=1))
-    side = min(900, max(360, 22 * len(tokens) + 160))
-    # title above the top axis labels, as head_heatmap does (they overlapped otherwise)
-    fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), height=side + 60,
-                      margin=dict(l=10, r=10, t=110, b=10),
-                      xaxis=dict(title="key (earlier decoder inputs)", side="top", **token_axis(tokens)),
-                      yaxis=dict(title="query", autorange="reversed", **token_axis(tokens)))
+    fig.update_layout(title=_title(title), height=heatmap_height(len(tokens), len(tokens)),
+                      margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      xaxis=token_axis(tokens, title="key (earlier decoder inputs)"),
+                      yaxis=token_axis(tokens, title="query", autorange="reversed"))
     return fig
 
 
 def attention_bars(weights: np.ndarray, tokens: list[str], title: str, color: str = COLORS["cross"],
-                   highlight: int | None = None) -> go.Figure:
+                   highlight: int | None = None, x_title: str | None = None) -> go.Figure:
     """One query's attention `[key]` as bars over the key tokens (`highlight`: a key drawn darker)."""
     w = np.round(np.asarray(weights, dtype=np.float32), 4)
     colors = [color] * len(w)
@@ -46,8 +45,8 @@ def attention_bars(weights: np.ndarray, tokens: list[str], title: str, color: st
         colors[highlight] = "#222222"
     fig = go.Figure(go.Bar(x=token_labels(tokens), y=w, marker_color=colors,
                            hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(title="weight", range=[0, 1]),
-                      xaxis=dict(**token_axis(tokens)), bargap=0.15)
+    fig.update_layout(title=_title(title), height=340, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      yaxis=dict(title="weight", range=[0, 1]), xaxis=token_axis(tokens, title=x_title), bargap=0.15)
     return fig
 
 
@@ -58,10 +57,9 @@ def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-
     colors = [COLORS["decoder"] if t == chosen else "#9ecae1" for t in toks]
     fig = go.Figure(go.Bar(y=token_labels(toks), x=probs, orientation="h", marker_color=colors, text=[f"{p:.3f}" for p in probs],
                            textposition="auto", hovertemplate="%{y}<br>p = %{x:.4f}<extra></extra>"))
-    fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=dict(title="probability", range=[0, 1]),
-                      yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks),
-                                 ticktext=[escape(t) for t in toks]))
+    fig.update_layout(title=_title(title), height=max(260, 30 * len(toks) + 110),
+                      margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      xaxis=dict(title="probability", range=[0, 1]), yaxis=token_axis(toks))
     return fig
 
 
@@ -116,4 +114,26 @@ def architecture_figure(desc: dict, sublayers: list[dict]) -> go.Figure:
         title=f"{desc['family']}: {'pre' if pre else 'post'}-LN ({desc['residual']}), {desc['norm_type']}",
         height=520, margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="white", showlegend=False,
         xaxis=dict(visible=False, range=[-0.4, 9.0]), yaxis=dict(visible=False, range=[0, tops["decoder"] + 0.6]))
+    return fig
+
+
+def beams_figure(beams: list, length_penalty: float = 1.0, title: str = "Beam search: every hypothesis") -> go.Figure:
+    """Beam search's finished hypotheses, best first: one row per beam, one cell per generated token (its
+    text), coloured by p(token) where it was chosen; the row label carries the beam's score (sum of log p
+    over length ** length_penalty, what beam search ranks by) and its total log p."""
+    n = max(len(b.tokens) for b in beams)
+    z = np.full((len(beams), n), np.nan, dtype=np.float32)
+    text = [[""] * n for _ in beams]
+    for r, b in enumerate(beams):
+        z[r, : len(b.tokens)] = np.exp(b.token_logprobs)
+        text[r][: len(b.tokens)] = [escape(t) for t in b.tokens]
+    rows = [f"#{r + 1} · score {b.score:.3f} · log p {b.log_prob:.2f}" for r, b in enumerate(beams)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(n)), y=rows, text=text, texttemplate="%{text}", textfont=dict(size=11), colorscale="Greens",
+        zmin=0, zmax=1, xgap=2, ygap=2, colorbar=colorbar("p(token)"),
+        hovertemplate="%{y}<br>step %{x}: %{text} (p = %{z:.3f})<extra></extra>"))
+    fig.update_layout(title=_title(title), height=TITLE_MARGIN + 90 + 34 * len(beams),
+                      margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      xaxis=dict(title=f"step (score = Σ log p / length^{length_penalty:g})", dtick=1),
+                      yaxis=dict(autorange="reversed", type="category"))
     return fig

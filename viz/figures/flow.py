@@ -12,7 +12,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import token_axis as _axis, token_labels as _labels
+from plotly.subplots import make_subplots
+
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title
+from viz.figures.axes import token_axis as _axis, token_labels as _labels
+from viz.names import levels
 
 WIDTHS = (1.0, 2.5, 4.5, 7.0)  # line width per weight bucket (quartiles of the drawn range)
 
@@ -58,12 +62,12 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
                                                    color=f"rgba(31,119,180,{0.25 + 0.18 * b:.2f})"),
                                          name=f"weight ≥ {lo:.2f}"))
     lvl, tok = np.meshgrid(np.arange(L + 1), np.arange(T), indexing="ij")
-    names = level_names or ["emb"] + [f"L{i}" for i in range(L)]
+    names = level_names or levels(L + 1)
     fig.add_trace(go.Scatter(
         x=lvl.ravel(), y=tok.ravel(), mode="markers", showlegend=False, name="tokens",
         marker=dict(size=9, color="white", line=dict(width=1.5, color="#1f77b4")),
         customdata=np.stack([lvl.ravel(), tok.ravel()], axis=1),
-        text=[f"{tokens[t]} · {names[lv]}" for lv, t in zip(lvl.ravel(), tok.ravel())],
+        text=[f"{escape(tokens[t])} ({t}) · {names[lv]}" for lv, t in zip(lvl.ravel(), tok.ravel())],
         hovertemplate="%{text}<br>click to follow this token<extra></extra>"))
     if selected is not None:
         x_sel = L if selected_level is None else selected_level
@@ -73,60 +77,81 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
     step = max(1, int(np.ceil(T / 60)))
     height = min(1400, max(320, 18 * T + 120))
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), clickmode="event+select",
+        title=_title(title), height=height, margin=dict(l=10, r=10, t=TITLE_MARGIN + 30, b=10),
+        clickmode="event+select",
         dragmode=False, plot_bgcolor="white",
         xaxis=dict(tickmode="array", tickvals=list(range(L + 1)), ticktext=names, side="top",
                    showgrid=False, zeroline=False, range=[-0.4, L + 0.4]),
-        yaxis=dict(tickmode="array", tickvals=list(range(0, T, step)), ticktext=tokens[::step],
+        yaxis=dict(tickmode="array", tickvals=list(range(0, T, step)), ticktext=[escape(t) for t in tokens[::step]],
                    autorange="reversed", showgrid=False, zeroline=False),
     )
     return fig
 
 
-def into_token_bars(series: dict[str, np.ndarray], tokens: list[str], title: str = "") -> go.Figure:
-    """Grouped bars over input tokens: one bar group per measure (rollout, flow, raw, ...)."""
+def into_token_bars(series: dict[str, np.ndarray], tokens: list[str], title: str = "",
+                    flow: np.ndarray | None = None) -> go.Figure:
+    """Grouped bars over input tokens, one group per share (rollout, raw attention: each sums to 1 over the
+    tokens). `flow`, the max-flow value into the token, is not a share (Abnar & Zuidema 2020 bound it by the
+    edge capacities, not by 1): it gets its own panel and axis below instead of sharing the share axis."""
     x = _labels(tokens)
-    fig = go.Figure([go.Bar(name=name, x=x, y=np.round(np.asarray(v, dtype=np.float32), 4))
-                     for name, v in series.items()])
-    fig.update_layout(title=title, barmode="group", height=360, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis=_axis(tokens), yaxis=dict(title="share"), legend=dict(orientation="h", y=1.1))
+    bars = [go.Bar(name=name, x=x, y=np.round(np.asarray(v, dtype=np.float32), 4)) for name, v in series.items()]
+    if flow is None:
+        fig = go.Figure(bars)
+        fig.update_layout(height=380, yaxis=dict(title="share of the token's input"), xaxis=_axis(tokens))
+    else:
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4])
+        for b in bars:
+            fig.add_trace(b, row=1, col=1)
+        fig.add_trace(go.Bar(name="max-flow", x=x, y=np.round(np.asarray(flow, dtype=np.float32), 4),
+                             marker_color="#2ca02c"), row=2, col=1)
+        fig.update_yaxes(title="share", row=1, col=1)
+        fig.update_yaxes(title="max-flow value", rangemode="tozero", row=2, col=1)
+        fig.update_xaxes(_axis(tokens), row=2, col=1)
+        fig.update_xaxes(type="category", showticklabels=False, row=1, col=1)
+        fig.update_layout(height=520)
+    fig.update_layout(title=_title(title), barmode="group", margin=dict(l=10, r=10, t=TITLE_MARGIN + 30, b=10),
+                      legend=dict(orientation="h", y=1, yanchor="bottom", x=1, xanchor="right"))
     return fig
 
 
 def level_token_heatmap(z: np.ndarray, tokens: list[str], level_labels: list[str], title: str = "",
                         zmin: float | None = None, zmax: float | None = None,
-                        colorscale: str = "Viridis") -> go.Figure:
+                        colorscale: str = "Viridis", value: str = "cos") -> go.Figure:
     """A [level, token] matrix (e.g. cosine between consecutive layers) with tokens as rows."""
     z = np.asarray(z, dtype=np.float32).T
     fig = go.Figure(go.Heatmap(z=z, x=level_labels, y=_labels(tokens), colorscale=colorscale, zmin=zmin, zmax=zmax,
-                               colorbar=dict(title="cos", thickness=12),
-                               hovertemplate="%{y} · %{x}<br>%{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=min(1000, max(320, 16 * len(tokens) + 140)),
-                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed", **_axis(tokens)))
+                               colorbar=colorbar(value),
+                               hovertemplate=f"%{{y}} · %{{x}}<br>{value} %{{z:.3f}}<extra></extra>"))
+    fig.update_layout(title=_title(title), height=min(1000, max(360, 16 * len(tokens) + 160)),
+                      margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
+                      xaxis=dict(type="category", title="level"),
+                      yaxis=_axis(tokens, autorange="reversed"))
     return fig
 
 
 def pca_paths_figure(paths: np.ndarray, tokens: list[str], ratio: np.ndarray, title: str = "") -> go.Figure:
     """Each token's path through the levels in a 2-D PCA plane: grey polylines, markers coloured by level,
     the token's text at its last level."""
-    levels, T, _ = paths.shape
+    n_levels, T, _ = paths.shape
+    names = levels(n_levels)
     xs, ys = [], []
     for t in range(T):
         xs += list(paths[:, t, 0]) + [None]
         ys += list(paths[:, t, 1]) + [None]
-    lv = np.repeat(np.arange(levels), T)
+    lv = np.repeat(np.arange(n_levels), T)
     pts = paths.reshape(-1, 2).astype(np.float32)
     fig = go.Figure([
         go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
                    hoverinfo="skip", showlegend=False),
         go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", showlegend=False,
-                   marker=dict(size=7, color=lv, colorscale="Viridis", colorbar=dict(title="level", thickness=12)),
-                   text=[f"{tokens[t]} ({t}) · level {l_}" for l_ in range(levels) for t in range(T)],
+                   marker=dict(size=7, color=lv, colorscale="Viridis",
+                               colorbar=colorbar("level", tickvals=list(range(n_levels)), ticktext=names)),
+                   text=[f"{escape(tokens[t])} ({t}) · {names[l_]}" for l_ in range(n_levels) for t in range(T)],
                    hovertemplate="%{text}<extra></extra>"),
-        go.Scatter(x=paths[-1, :, 0], y=paths[-1, :, 1], mode="text", text=tokens, textposition="top center",
-                   showlegend=False, hoverinfo="skip"),
+        go.Scatter(x=paths[-1, :, 0], y=paths[-1, :, 1], mode="text", text=[escape(t) for t in tokens],
+                   textposition="top center", showlegend=False, hoverinfo="skip"),
     ])
-    fig.update_layout(title=title, height=560, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=_title(title), height=560, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
                       xaxis=dict(title=f"PC1 ({ratio[0]:.0%})"),
                       yaxis=dict(title=f"PC2 ({ratio[1]:.0%})" if len(ratio) > 1 else "PC2"))
     return fig

@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from viz.figures import axes
 from viz.figures.attention import COLORSCALE, model_view
 
 MAX_POINTS = 600
@@ -20,7 +21,7 @@ def _thin(rows: list[dict]) -> list[dict]:
 
 
 def _line_layout(fig: go.Figure, title: str, ytitle: str, height: int = 300) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=axes.title(title), height=height, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10),
                       xaxis_title="step", yaxis_title=ytitle, legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -38,13 +39,14 @@ def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
     return _line_layout(fig, title, "cross-entropy (nats)")
 
 
-def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy") -> go.Figure:
+def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy",
+                   ytitle: str = "top-1 accuracy (%)") -> go.Figure:
     """Top-1 accuracy on the held-out split at each snapshot (masked tokens for a masked-LM, teacher-forced
     target tokens for an encoder–decoder)."""
     pts = [(s["step"], s["eval_top1"]) for s in snapshots if s.get("eval_top1") is not None]
     fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[round(100 * p[1], 2) for p in pts], mode="lines+markers",
                                name="top-1", line=dict(color="#2ca02c")))
-    return _line_layout(fig, title, "top-1 accuracy (%)")
+    return _line_layout(fig, title, ytitle)
 
 
 def throughput_curve(history: list[dict], title: str = "Training speed") -> go.Figure:
@@ -68,20 +70,20 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float
         return fig
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{li} H{h}" for li in range(L) for h in range(H)],
                         horizontal_spacing=0.06, vertical_spacing=0.12 / max(1, L - 1) if L > 1 else 0.1)
-    labels = [f"{t} ({i})" for i, t in enumerate(tokens)]
-    rows = labels if row_tokens is None else [f"{t} ({i})" for i, t in enumerate(row_tokens)]
+    row_tokens = tokens if row_tokens is None else row_tokens
+    labels, rows = axes.token_labels(tokens), axes.token_labels(row_tokens)  # escaped: a raw </s> collapsed the grid
     for li in range(L):
         for h in range(H):
             fig.add_trace(go.Heatmap(z=np.round(attn[li, h].astype(np.float32), 3), x=labels, y=rows,
                                      colorscale=COLORSCALE, zmin=0, zmax=zmax, showscale=li == 0 and h == 0,
-                                     colorbar=dict(title="weight", thickness=10),
+                                     colorbar=axes.colorbar("weight"),
                                      hovertemplate=f"L{li} H{h}<br>%{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>"),
                           row=li + 1, col=h + 1)
-    ticks = dict(tickmode="array", tickfont=dict(size=9), tickangle=-60)
-    fig.update_xaxes(tickvals=labels, ticktext=tokens, **ticks)
-    fig.update_yaxes(autorange="reversed", tickvals=rows, ticktext=row_tokens or tokens, **ticks)
+    fig.update_xaxes(axes.token_axis(tokens))
+    fig.update_yaxes(axes.token_axis(row_tokens, autorange="reversed"))
     side = 230 if H > 2 else 300
-    fig.update_layout(title=title, height=side * L + 120, margin=dict(l=10, r=10, t=70, b=10))
+    fig.update_layout(title=axes.title(title), height=side * L + 120,
+                      margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 30, b=10))
     return fig
 
 

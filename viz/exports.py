@@ -1,0 +1,58 @@
+"""Figure exports: the camera button's settings and the HTML downloads.
+
+Plotly's camera button saves one format, fixed in the chart's config (a second modebar button would need a
+JavaScript callback, which Streamlit's JSON config cannot carry), so the sidebar chooses PNG or SVG for it.
+An HTML download either embeds plotly.js (~4.8 MB, opens offline) or loads it from Plotly's CDN (a few kB
+plus the figure's data, needs the internet once). Either file gets both a PNG and an SVG camera button.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import plotly.graph_objects as go
+
+FORMATS = ("png", "svg")
+HTML_SUFFIX = {"small": "", "offline": "-offline"}
+
+
+def camera_config(fmt: str, filename: str) -> dict:
+    """Plotly config for a chart whose camera button saves `fmt` (png at twice the screen resolution, or svg)."""
+    fmt = fmt if fmt in FORMATS else "png"
+    return {"toImageButtonOptions": {"format": fmt, "filename": filename, "scale": 2 if fmt == "png" else 1},
+            "displaylogo": False}
+
+
+@lru_cache(maxsize=1)
+def plotlyjs_bytes() -> int:
+    from plotly.offline import get_plotlyjs
+
+    return len(get_plotlyjs().encode())
+
+
+def html_kinds() -> tuple[tuple[str, str, str], ...]:
+    """(kind, button label, help) for the two HTML downloads, the embedded plotly.js size measured."""
+    mb = plotlyjs_bytes() / 1e6
+    return (("small", "Small HTML (loads plotly.js from the internet)",
+             "A few kB plus the figure's data; the browser fetches plotly.js from cdn.plot.ly when it opens the file."),
+            ("offline", f"Self-contained HTML (+{mb:.1f} MB, opens offline)",
+             f"plotly.js ({mb:.1f} MB) is inside the file: it opens without a network connection."))
+
+
+def _svg_button(filename: str) -> str:
+    """post_script for an exported page: redraw its figure with an extra modebar button that saves SVG."""
+    name = json.dumps(filename)
+    return ("var gd = document.getElementById('{plot_id}');"
+            "Plotly.newPlot(gd, gd.data, gd.layout, {displaylogo: false,"
+            f" toImageButtonOptions: {{format: 'png', scale: 2, filename: {name}}},"
+            " modeBarButtonsToAdd: [{name: 'Download plot as SVG', icon: Plotly.Icons.camera,"
+            f" click: function (g) {{ Plotly.downloadImage(g, {{format: 'svg', filename: {name}}}); }} }}]}});")
+
+
+def figure_html(fig: go.Figure, filename: str, kind: str = "small") -> str:
+    """The figure as a standalone HTML page: `small` loads plotly.js from the CDN, `offline` embeds it."""
+    if kind not in HTML_SUFFIX:
+        raise ValueError(f"unknown HTML kind {kind!r}; one of {', '.join(HTML_SUFFIX)}")
+    return fig.to_html(include_plotlyjs="cdn" if kind == "small" else True, full_html=True,
+                       post_script=_svg_button(filename), config={"displaylogo": False})

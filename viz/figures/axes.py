@@ -1,0 +1,54 @@
+"""Axes and titles shared by every figure that has tokens on an axis.
+
+A token axis is a category axis whose categories are unique ("the (3)": repeated tokens would merge)
+and whose tick labels show the bare token through `labelalias`. Ticks stay on `tickmode="auto"`, so
+the browser, which knows the drawn length of the axis, thins them to one label per ~1.2 font heights
+(plotly.js `prepTicks` on category axes) and turns x labels upright only when they would collide
+(`autotickangles`). Server-side thinning cannot do that: it does not know how wide the chart is drawn.
+
+Plotly renders text as pseudo-HTML: `<s>` starts a strike-through and `</s>` vanishes, so every
+token is escaped before it reaches a figure.
+"""
+
+from __future__ import annotations
+
+TICK_FONT = 11
+MAX_LABEL = 14  # characters of a tick label; longer tokens end in "…" (the hover shows them whole)
+
+
+def escape(token: str) -> str:
+    return str(token).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def token_labels(tokens: list[str]) -> list[str]:
+    """Unique category labels, 'the (3)', escaped."""
+    return [f"{escape(t)} ({i})" for i, t in enumerate(tokens)]
+
+
+def token_axis(tokens: list[str], **extra) -> dict:
+    """Layout of an axis whose categories are `token_labels(tokens)`; tick labels read as the tokens."""
+    labels = token_labels(tokens)
+    short = (escape(t if len(t) <= MAX_LABEL else t[: MAX_LABEL - 1] + "…") for t in map(str, tokens))
+    return dict(type="category", tickmode="auto", labelalias=dict(zip(labels, short)),
+                autotickangles=[0, 90], tickfont=dict(size=TICK_FONT), automargin=True, **extra)
+
+
+def colorbar(title: str, **extra) -> dict:
+    """A slim colour bar with its title turned along it: on a half-page heatmap every pixel of width the bar
+    takes is a pixel the plot loses."""
+    return dict(title=dict(text=title, side="right"), thickness=10, tickfont=dict(size=10), xpad=4, **extra)
+
+
+TITLE_MARGIN = 40  # px above the plot kept for the title: nothing else is drawn on top (axes are at the bottom)
+
+
+def title(text: str) -> dict:
+    """The chart title in the top TITLE_MARGIN px of the figure. Token axes sit at the bottom: a top axis's
+    rotated labels and its title grew into the chart title (or pushed it between the labels and the plot)."""
+    return dict(text=text, x=0, xanchor="left", xref="paper", y=1, yanchor="top", yref="container",
+                pad=dict(t=10), font=dict(size=14))
+
+
+# d3 format for probabilities: three significant digits, trailing zeros trimmed. ".0%" printed every tick of
+# an axis whose values stay under 0.5 % as "0%".
+PERCENT = ".3~p"
