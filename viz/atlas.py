@@ -241,56 +241,60 @@ def word_view(batch: Batch, classes: torch.Tensor):
 
 def process_batch(bundle: ModelBundle, batch: Batch, tc: TokenClasses, acc: HeadStatsAccumulator | None,
                   wacc: HeadStatsAccumulator | None = None, words: bool = False, top_k: int = 5):
-    """Forward one batch and fold it into the accumulators (created on the first batch) -> (acc, wacc)."""
-    attn = forward_attention(bundle, batch)  # [B, L, H, T, T]
+    """Forward one batch and fold it into the accumulators (created on the first batch) -> (acc, wacc).
+
+    On a model placed on an accelerator the batch goes there and the statistics are reduced there too;
+    only per-head sums and the top-k come back to the CPU."""
+    device = model_device(bundle)
+    on = batch if device.type == "cpu" else Batch(batch.ids.to(device), batch.mask.to(device), batch.sentence_ids,
+                                                  batch.word_ids)
+    attn = forward_attention(bundle, on)  # [B, L, H, T, T]
     if acc is None:
         acc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k)
         wacc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k) if words else None
-    classes = tc.classes(batch.ids)  # [B, T, 4]
-    acc.add(attn, batch.mask, ~classes[..., 3], classes[..., :3], batch.sentence_ids)
+    classes = tc.classes(batch.ids)  # [B, T, 4] on the CPU
+    dev = classes.to(attn.device)
+    acc.add(attn, on.mask, ~dev[..., 3], dev[..., :3], batch.sentence_ids)
     if words:
-        index, wmask, wrows, wgroups = word_view(batch, classes)
+        index, wmask, wrows, wgroups = (t.to(attn.device) for t in word_view(batch, classes))
         wacc.add(merge_words(attn.float(), index, wmask.shape[1]), wmask, wrows, wgroups, batch.sentence_ids)
     return acc, wacc
 
 
+def model_device(bundle: ModelBundle) -> torch.device:
+    """Where the model's weights are (the CPU unless a worker moved it to a GPU)."""
+    p = next(bundle.model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int = DEFAULT_BATCH,
-              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int = 1024,
+              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int | None = None,
               progress: Callable[[int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, cancel_raises: bool = False) -> AtlasResult:
     """Per-head statistics of `bundle` over `sentences` (see viz.analysis.head_stats for definitions).
 
-    progress(done, total) is called after every batch; should_stop() before every batch: when it says
-    stop, the partial result comes back with `cancelled=True` (or AtlasCancelled is raised)."""
+    The embedded engine: the corpus is cut into chunks of `chunk` sentences (default
+    viz.atlas_chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
+    the cluster engine does (viz.atlas_job). progress(done, total) is called after every batch;
+    should_stop() before every batch: when it says stop, the partial result comes back with
+    `cancelled=True` (or AtlasCancelled is raised)."""
+    from viz.atlas_chunks import CHUNK_SENTENCES, OrderedMerge, empty_partial, process_chunk, to_result
+
     t0 = time.perf_counter()
-    cfg = bundle.config
+    size = chunk or CHUNK_SENTENCES
     tc = TokenClasses(bundle.tokenizer, bundle.lock)
-    acc = wacc = None
-    info: dict = {}
-    done = n_tokens = 0
+    merged = OrderedMerge()
     cancelled = False
-    for batch in iter_batches(bundle, sentences, batch_size, max_tokens, chunk, words, info):
-        if should_stop is not None and should_stop():
+    for k, start in enumerate(range(0, len(sentences), size)):
+        tick = None if progress is None else (lambda d, s=start: progress(s + d, len(sentences)))
+        part = process_chunk(bundle, sentences[start:start + size], start, k, batch_size=batch_size,
+                             max_tokens=max_tokens, words=words, top_k=top_k, tc=tc, progress=tick,
+                             should_stop=should_stop)
+        merged.add(part)
+        if part.cancelled:
             cancelled = True
             break
-        acc, wacc = process_batch(bundle, batch, tc, acc, wacc, words, top_k)
-        done += len(batch.ids)
-        n_tokens += int(batch.mask.sum())
-        if progress is not None:
-            progress(done, len(sentences))
     if cancelled and cancel_raises:
-        raise AtlasCancelled(f"Stopped after {done} of {len(sentences)} sentences.")
-    if acc is None:  # nothing ran: an empty corpus or cancelled before the first batch
-        L = bundle.n_layers
-        H = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None) or cfg.n_head)
-        acc = HeadStatsAccumulator(L, H, top_k)
-    res = AtlasResult(
-        model_name=bundle.name, stack=atlas_stack(bundle), n_layers=acc.n_layers, n_heads=acc.n_heads,
-        n_sentences=done, n_tokens=n_tokens, n_truncated=info.get("n_truncated", 0),
-        max_tokens=min(max_tokens, bundle.max_tokens), stats=acc.means(), max_entropy=acc.max_entropy,
-        top_ids=acc.top_ids.numpy(), top_scores=acc.top_scores.numpy(), seconds=time.perf_counter() - t0,
-        cancelled=cancelled)
-    if wacc is not None:
-        res.word_stats, res.word_max_entropy = wacc.means(), wacc.max_entropy
-        res.word_top_ids, res.word_top_scores = wacc.top_ids.numpy(), wacc.top_scores.numpy()
-    return res
+        raise AtlasCancelled(f"Stopped after {merged.total.n_sentences} of {len(sentences)} sentences.")
+    total = merged.total or empty_partial(bundle, 0, max_tokens, words, top_k)  # an empty corpus
+    return to_result(total, time.perf_counter() - t0, cancelled)
