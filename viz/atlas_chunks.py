@@ -13,6 +13,7 @@ numbers of a plain `run_atlas` over it.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -159,7 +160,7 @@ class OrderedMerge:
         while self.next_id in self.pending:
             q = self.pending.pop(self.next_id)
             if self.total is None:
-                self.total = q
+                self.total = copy.deepcopy(q)  # the total grows in place: never alias a caller's partial
             else:
                 self.total.merge(q)
             self.next_id += 1

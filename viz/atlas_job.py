@@ -100,6 +100,7 @@ class Progress:
         self.t0 = self.last = time.perf_counter()
         self.chunks = self.resumed = self.sentences = self.new_sentences = 0
         self.bytes_done = self.new_bytes = 0
+        self.shown = -1  # chunks at the last line printed
 
     def chunk(self, p: Partial, n_bytes: int, resumed: bool = False) -> None:
         self.chunks += 1
@@ -125,9 +126,12 @@ class Progress:
         return "atlas: " + " · ".join(parts)
 
     def show(self, force: bool = False) -> None:
+        """Print a line if `every` seconds passed since the last one and a chunk finished since it (force: no wait)."""
         now = time.perf_counter()
-        if self.stream is not None and (force or now - self.last >= self.every):
-            self.last = now
+        if self.stream is None or self.chunks == self.shown:
+            return
+        if force or now - self.last >= self.every:
+            self.last, self.shown = now, self.chunks
             print(self.line(), file=self.stream, flush=True)
 
 

@@ -37,6 +37,8 @@ RETRIES = 3  # ... and re-runs the chunk it had (and those queued on it)
 RESEND = 3  # a chunk whose actor is gone for good goes to another one at most this often
 CONNECT_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 600.0  # workers load the model; a cluster short of resources would wait forever
+AUTH_HINT = (" If the cluster uses token authentication, set RAY_AUTH_MODE=token (token in ~/.ray/auth_token "
+             "or RAY_AUTH_TOKEN), as for `ray job submit`.")
 CLIENT_EXCLUDES = [".git", ".venv", "tests", "bench", "**/__pycache__", "*.parts"]
 
 
@@ -66,6 +68,35 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> No
         reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise JobError(f"cannot reach a Ray cluster at {address} ({reason} after at most {timeout:.0f} s): "
                        "start one with `ray start --head` or check the address and port.") from None
+    _probe(address, host, port, url.scheme == "ray", timeout)
+
+
+def _probe(address: str, host: str, port: int, client: bool, timeout: float) -> None:
+    """Ask the port the first question ray.init would (GetClusterId of the GCS, or a Ray Client ping),
+    with a deadline: something else listening there (a proxy, a web server) is refused at once instead of
+    after Ray's own ~20 s of retries. Skipped when grpc or Ray's generated stubs are not importable."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+    except ImportError:
+        return
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        if client:
+            ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(
+                ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING), timeout=timeout)
+        else:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                                                                               timeout=timeout)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED and os.environ.get("RAY_AUTH_MODE") != "token":
+            raise JobError(f"the Ray cluster at {address} asks for a token." + AUTH_HINT) from None
+        if e.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            what = "Ray Client server (ray://, port 10001 by default)" if client else "Ray head node (GCS, port 6379)"
+            raise JobError(f"{address} answers, but not as a {what}: {e.code().name}. Check the address and "
+                           "port (`ray status` on the head node prints them).") from None
+    finally:
+        channel.close()
 
 
 class AtlasWorker:
@@ -145,7 +176,8 @@ class RayExecutor:
                          object_store_memory=256 * 2**20, **common)
                 self.started_here = True
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise JobError(f"could not start or join Ray at {self.address or 'a new local cluster'}: {_cause(e)}") from None
+            raise JobError(f"could not start or join Ray at {self.address or 'a new local cluster'}: {_cause(e)}"
+                           + (AUTH_HINT if self.address and os.environ.get("RAY_AUTH_MODE") != "token" else "")) from None
         try:
             self._start_workers()
         except BaseException:
@@ -173,9 +205,15 @@ class RayExecutor:
         return f"{r.get('CPU', 0):g} CPUs and {r.get('GPU', 0):g} GPUs"
 
     def _check_resources(self) -> None:
+        """Workers the cluster cannot place would wait forever: say so now (an autoscaling cluster counts
+        only the nodes it has at this moment)."""
         r = self.ray.cluster_resources()
-        if self.gpus > 0 and r.get("GPU", 0) < self.gpus:
-            raise JobError(f"--gpus-per-worker {self.gpus:g} but the Ray cluster has {self._resources()}.")
+        cpus, gpus = self.n_workers * self.threads, self.n_workers * self.gpus
+        if r.get("CPU", 0) < cpus or r.get("GPU", 0) < gpus:
+            raise JobError(f"{self.n_workers} workers x {self.threads} CPUs"
+                           + (f" x {self.gpus:g} GPUs" if self.gpus else "")
+                           + f" do not fit: the Ray cluster has {self._resources()}. Ask for fewer --workers, "
+                           "--threads or --gpus-per-worker, or add nodes first.")
 
     def worker_pids(self, refresh: bool = False) -> list[int]:
         if refresh:  # a restarted worker has a new process

@@ -245,7 +245,15 @@ def _atlas(args) -> int:
         progress = Progress(None if args.quiet else sys.stderr)
         res = run_job(spec, executor, resume=args.resume, progress=progress, reorder=args.reverse_chunks)
         write_csv(res, spec, None if args.decimals < 0 else args.decimals)
-    except (CorpusError, JobError, ValueError) as e:
+    except CorpusError as e:
+        where = ""
+        if args.engine == "ray":  # with `ray job submit` the driver is on the head node, not where you typed
+            import socket
+
+            where = f" (the driver reads the corpus, here on {socket.gethostname()})"
+        print(f"error: {e}{where}", file=sys.stderr)
+        return 2
+    except (JobError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
