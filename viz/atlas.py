@@ -67,8 +67,11 @@ class AtlasResult:
     word_top_scores: np.ndarray | None = None
     seconds: float = 0.0
     cancelled: bool = False
+    role_labels: dict[str, np.ndarray] | None = None  # {"tokens"|"words": [L, H]} as read from a CSV
 
     def roles(self, words: bool = False) -> np.ndarray:
+        if self.role_labels is not None:
+            return self.role_labels["words" if words and "words" in self.role_labels else "tokens"]
         if words and self.word_stats is not None:
             return head_roles(self.word_stats, self.word_max_entropy)
         return head_roles(self.stats, self.max_entropy)
@@ -97,6 +100,49 @@ def frame(result: AtlasResult, decimals: int | None = 6) -> pd.DataFrame:
     if decimals is not None:
         df = df.round({c: decimals for c in df.columns if c not in ("layer", "head", "role", "word_role")})
     return df
+
+
+class AtlasCsvError(ValueError):
+    """A file is not a CSV written by `python -m viz atlas` (or the page's table download)."""
+
+
+def read_csv(data: bytes, name: str) -> AtlasResult:
+    """The CLI's CSV (`frame`) back into an AtlasResult: statistics and roles as written; no sentences,
+    so no top-k (`top()` is empty) and `n_sentences` 0."""
+    import io
+
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise AtlasCsvError(f"'{name}' is not a readable CSV file ({str(e).splitlines()[0]}).") from None
+    missing = [c for c in ("layer", "head", *STATS, "role") if c not in df.columns]
+    if missing:
+        raise AtlasCsvError(f"'{name}' is not a head-atlas table: it has no {', '.join(missing)} column. Open a CSV "
+                            "written by `python -m viz atlas --out FILE.csv` or by this page's table download.")
+    try:
+        layer, head = df["layer"].to_numpy(int), df["head"].to_numpy(int)
+    except (ValueError, TypeError):
+        raise AtlasCsvError(f"'{name}': the layer and head columns must hold whole numbers.") from None
+    L, H = int(layer.max()) + 1, int(head.max()) + 1
+    if len(df) != L * H or layer.min() < 0 or head.min() < 0 or len(set(zip(layer, head))) != L * H:
+        raise AtlasCsvError(f"'{name}' should have one row per (layer, head) for {L} layers x {H} heads; it has "
+                            f"{len(df)} rows.")
+    df = df.sort_values(["layer", "head"])
+
+    def grid(col: str, kind=float) -> np.ndarray:
+        return df[col].to_numpy(kind).reshape(L, H)
+
+    try:
+        stats = {s: grid(s) for s in STATS}
+        words = all(f"word_{s}" in df.columns for s in (*STATS, "role"))
+        word_stats = {s: grid(f"word_{s}") for s in STATS} if words else None
+    except (ValueError, TypeError):
+        raise AtlasCsvError(f"'{name}': the statistic columns must hold numbers.") from None
+    roles = {"tokens": grid("role", object)} | ({"words": grid("word_role", object)} if words else {})
+    none = np.full((len(STATS), L, H, 0), -1)
+    return AtlasResult(model_name=name, stack="", n_layers=L, n_heads=H, n_sentences=0, n_tokens=0, n_truncated=0,
+                       max_tokens=0, stats=stats, max_entropy=float("nan"), top_ids=none, top_scores=none.astype(float),
+                       word_stats=word_stats, role_labels=roles)
 
 
 # ----------------------------------------------------------------------------- token classes
