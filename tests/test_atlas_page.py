@@ -186,7 +186,8 @@ def test_page_opens_a_cli_csv(corpus_file, tmp_path, monkeypatch):
     cli = pd.read_csv(out)
     table = at.dataframe[0].value.reset_index()
     assert list(table.columns) == list(cli.columns)  # word_* columns too
-    assert (table[["layer", "head", "role", "word_role"]].values == cli[["layer", "head", "role", "word_role"]].values).all()
+    labels = ["layer", "head", "role", "word_role"]
+    assert (table[labels].values == cli[labels].values).all()
     assert np.allclose(table["entropy"].to_numpy(float), cli["entropy"].to_numpy(float), atol=1e-6)
     at.radio(key="atlas_level").set_value("words").run()
     at.selectbox(key="atlas_stat").set_value("prev").run()

@@ -176,8 +176,9 @@ class RayExecutor:
                          object_store_memory=256 * 2**20, **common)
                 self.started_here = True
         except (ConnectionError, RuntimeError, ValueError) as e:
+            hint = AUTH_HINT if self.address and os.environ.get("RAY_AUTH_MODE") != "token" else ""
             raise JobError(f"could not start or join Ray at {self.address or 'a new local cluster'}: {_cause(e)}"
-                           + (AUTH_HINT if self.address and os.environ.get("RAY_AUTH_MODE") != "token" else "")) from None
+                           + hint) from None
         try:
             self._start_workers()
         except BaseException:
@@ -269,6 +270,7 @@ class RayExecutor:
                     raise JobError(f"chunk {chunk.chunk_id} failed on {resends + 1} workers: {_cause(e)}") from None
                 self.submit(chunk, resends + 1, avoid=i)
             except ray.exceptions.RayError as e:  # an error inside the worker's code
-                raise JobError(f"chunk {chunk.chunk_id} (sentences {chunk.start:,}-{chunk.start + len(chunk.sentences) - 1:,}) "
-                               f"failed on a worker: {_cause(e)}") from None
+                last = chunk.start + len(chunk.sentences) - 1
+                raise JobError(f"chunk {chunk.chunk_id} (sentences {chunk.start:,}-{last:,}) failed on a worker: "
+                               f"{_cause(e)}") from None
         return out

@@ -79,7 +79,8 @@ class _Reader:
             raise CorpusError(f"'{self.path}' is not UTF-8 text (bad byte near line {self.line_no + 1}, "
                               f"{e.reason}). Save it as UTF-8.") from None
         except (OSError, EOFError, zlib.error) as e:
-            raise CorpusError(f"'{self.path}' could not be read to the end near line {self.line_no + 1} ({e}).") from None
+            raise CorpusError(f"'{self.path}' could not be read to the end near line {self.line_no + 1} "
+                              f"({e}).") from None
 
     def close(self) -> None:
         self.raw.close()
@@ -167,7 +168,8 @@ def iter_chunks(path: str | Path, column: str | None = None, size: int = 4096) -
         yield Chunk(chunk_id, start, tuple(buf), pos)
     elif chunk_id == 0:
         where = f"column '{column}' of " if column else ""
-        raise CorpusError(f"{where}'{path}' has no sentences: it is empty or blank. Put one sentence per line (or row).")
+        raise CorpusError(f"{where}'{path}' has no sentences: it is empty or blank. "
+                          "Put one sentence per line (or row).")
 
 
 def file_size(path: str | Path) -> int:
