@@ -242,6 +242,7 @@ def _atlas(args) -> int:
         spec = _atlas_spec(args)
         next(iter_sentences(spec.corpus, spec.column), None)  # unreadable corpus or bad column: before any cluster
         executor = _atlas_executor(args, spec)
+        signal.signal(signal.SIGTERM, stop)  # again: ray.init installs its own (abort) handler in the driver
         progress = Progress(None if args.quiet else sys.stderr)
         res = run_job(spec, executor, resume=args.resume, progress=progress, reorder=args.reverse_chunks)
         write_csv(res, spec, None if args.decimals < 0 else args.decimals)
