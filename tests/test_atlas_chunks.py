@@ -153,9 +153,10 @@ def test_embedded_job_checkpoints_resume_and_refuse_other_settings(bert, tmp_pat
     other = JobSpec(**{**spec.__dict__, "max_tokens": 16})
     with pytest.raises(JobError, match="max_tokens"):
         run_job(other, EmbeddedExecutor(other, bert), resume=True)
+    (parts_dir(spec.out) / "chunk-00000000.npz").write_bytes(b"PK\x03\x04 cut short")  # a damaged checkpoint
     progress = Progress(None)
     res = run_job(spec, EmbeddedExecutor(spec, bert), resume=True, progress=progress)
-    assert progress.resumed == 2 and progress.chunks == 5
+    assert progress.resumed == 1 and progress.chunks == 5  # chunk 0 computed again, chunk 1 reused
     same(res, full)
 
 

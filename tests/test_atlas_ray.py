@@ -91,8 +91,8 @@ def test_cli_ray_two_workers_reversed_chunks_equals_embedded(corpus, embedded, t
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One small local cluster for the in-process tests (each run still starts its own workers)."""
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(TMP), object_store_memory=128 * 2**20,
+    """One small local cluster for the in-process tests: 3 CPU slots, the shared 2 workers and one more."""
+    ray.init(num_cpus=3, include_dashboard=False, _temp_dir=str(TMP), object_store_memory=128 * 2**20,
              logging_level="ERROR", log_to_driver=False)
     try:
         yield
@@ -100,27 +100,37 @@ def cluster():
         ray.shutdown()
 
 
-def test_worker_killed_mid_run_loses_no_chunk(cluster, corpus, embedded, tmp_path):
-    spec = JobSpec(model="minilm", corpus=str(corpus), out=str(tmp_path / "kill.csv"), chunk_sentences=CHUNK)
+@pytest.fixture(scope="module")
+def workers(cluster, corpus, tmp_path_factory):
+    """Two MiniLM workers shared by the in-process runs below (each start costs a model load per worker)."""
+    spec = JobSpec(model="minilm", corpus=str(corpus), out=str(tmp_path_factory.mktemp("w") / "w.csv"),
+                   chunk_sentences=CHUNK)
     ex = RayExecutor(spec, workers=2).start()
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def test_worker_killed_mid_run_loses_no_chunk(workers, corpus, embedded, tmp_path):
+    spec = JobSpec(model="minilm", corpus=str(corpus), out=str(tmp_path / "kill.csv"), chunk_sentences=CHUNK)
     killed = []
 
     def kill_one(part) -> None:  # after the first chunk is in: SIGKILL a worker with chunks queued on it
         if not killed:
-            killed.append(ex.worker_pids()[1])
+            killed.append(workers.worker_pids()[1])
             os.kill(killed[0], signal.SIGKILL)
 
-    try:
-        res = run_job(spec, ex, on_chunk=kill_one)
-        assert ex.worker_pids(refresh=True)[1] != killed[0]  # Ray restarted the worker (and reloaded the model)
-    finally:
-        ex.close()
+    res = run_job(spec, workers, on_chunk=kill_one)
+    assert workers.worker_pids(refresh=True)[1] != killed[0]  # Ray restarted the worker (and reloaded the model)
     assert res.n_sentences == 300
     write_csv(res, spec, decimals=None)
     assert_same(pd.read_csv(spec.out), embedded)
 
 
-def test_interrupted_run_resumes_from_checkpoints(cluster, corpus, embedded, tmp_path):
+def test_interrupted_run_resumes_from_checkpoints(workers, corpus, embedded, tmp_path):
+    from viz.atlas_job import JobError, Progress
+
     spec = JobSpec(model="minilm", corpus=str(corpus), out=str(tmp_path / "resume.csv"), chunk_sentences=CHUNK)
     seen = []
 
@@ -129,34 +139,34 @@ def test_interrupted_run_resumes_from_checkpoints(cluster, corpus, embedded, tmp
         if len(seen) == 3:
             raise KeyboardInterrupt
 
-    ex = RayExecutor(spec, workers=2).start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_job(spec, ex, on_chunk=interrupt)
-    finally:
-        ex.close()
+    with pytest.raises(KeyboardInterrupt):
+        run_job(spec, workers, on_chunk=interrupt)
+    workers.drain()  # what was in flight when the run stopped is dropped, as a new process would
     saved = sorted(parts_dir(spec.out).glob("chunk-*.npz"))
     assert len(saved) >= 3 and not Path(spec.out).exists()
-    from viz.atlas_job import JobError
-
     with pytest.raises(JobError, match="--resume"):  # no silent restart over an unfinished run
         run_job(spec, executor=None)
     resumed = []
-    ex = RayExecutor(spec, workers=2).start()
-    try:
-        from viz.atlas_job import Progress
-
-        progress = Progress(None)
-        res = run_job(spec, ex, resume=True, progress=progress, on_chunk=lambda p: resumed.append(p.chunk_id))
-    finally:
-        ex.close()
+    progress = Progress(None)
+    res = run_job(spec, workers, resume=True, progress=progress, on_chunk=lambda p: resumed.append(p.chunk_id))
     assert progress.resumed == len(saved) and progress.chunks == 12 and sorted(resumed) == list(range(12))
     assert res.n_sentences == 300
     write_csv(res, spec, decimals=None)
     assert_same(pd.read_csv(spec.out), embedded)
 
 
-def test_no_ray_process_left_behind(cluster):
+def test_worker_that_cannot_load_the_model_is_one_line(cluster, corpus, tmp_path, capsys):
+    from viz.atlas_job import JobError
+
+    spec = JobSpec(model="no-such-model-xyz", corpus=str(corpus), out=str(tmp_path / "bad.csv"))
+    with pytest.raises(JobError) as e:
+        RayExecutor(spec, workers=1).start()
+    assert str(e.value).startswith("worker could not load model 'no-such-model-xyz'") and "\n" not in str(e.value)
+    assert "Traceback" not in capsys.readouterr().out  # no retried start-up task for Ray to report
+
+
+def test_no_ray_process_left_behind(workers):
+    workers.close()  # the module's fixtures would stop them too; here they stop before the check
     ray.shutdown()
     assert not wait_gone(str(TMP))
     shutil.rmtree(TMP, ignore_errors=True)

@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -211,7 +212,7 @@ def run_job(spec: JobSpec, executor, *, resume: bool = False, progress: Progress
                 take(block=True)  # checkpoints waiting behind a slow chunk: keep memory bounded
             try:
                 part = Partial.load(chunk_path(folder, chunk.chunk_id))
-            except (OSError, ValueError, KeyError) as e:  # unreadable checkpoint: compute the chunk again
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # unreadable: compute again
                 print(f"atlas: recomputing chunk {chunk.chunk_id}: its checkpoint is unreadable ({e})", file=sys.stderr)
                 done.discard(chunk.chunk_id)
             else:

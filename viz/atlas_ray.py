@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -135,7 +136,7 @@ def _cause(e: BaseException) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback", "File "))]
     for ln in reversed(lines):  # the exception line comes last in a traceback
         if "Error" in ln or "error" in ln:
-            return ln[:400]
+            return ln.removeprefix("RuntimeError: ")[:400]  # ours, raised in the worker: the message says it all
     return (lines[-1] if lines else type(e).__name__)[:400]
 
 
@@ -189,12 +190,19 @@ class RayExecutor:
     def _start_workers(self) -> None:
         ray = self.ray
         self._check_resources()
+        free = ray.available_resources()
+        if free.get("CPU", 0) < self.n_workers * self.threads or free.get("GPU", 0) < self.n_workers * self.gpus:
+            print(f"atlas: waiting for the Ray cluster to free resources for {self.n_workers} workers (free now: "
+                  f"{free.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} GPUs)", file=sys.stderr, flush=True)
         cls = ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=RESTARTS,
                          max_task_retries=RETRIES)(AtlasWorker)
         self.actors = [cls.remote(self.spec.model, self.spec.options(), self.threads, self.gpus)
                        for _ in range(self.n_workers)]
         try:
-            self.infos = ray.get([a.info.remote() for a in self.actors], timeout=START_TIMEOUT_S)
+            # no retries here: a worker that cannot load the model fails for good, and each retry would make
+            # Ray print its traceback on the driver's stdout
+            self.infos = ray.get([a.info.options(max_task_retries=0).remote() for a in self.actors],
+                                 timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
             raise JobError(f"{self.n_workers} workers did not start within {START_TIMEOUT_S:.0f} s; the cluster has "
                            f"{self._resources()}. Ask for fewer --workers or --gpus-per-worker.") from None
@@ -220,6 +228,13 @@ class RayExecutor:
         if refresh:  # a restarted worker has a new process
             self.infos = self.ray.get([a.info.remote() for a in self.actors])
         return [i["pid"] for i in self.infos]
+
+    def drain(self) -> None:
+        """Wait for the chunks still in flight and drop them: the workers are free for another run (after an
+        interrupted one, in a notebook or a test)."""
+        if self.refs:
+            self.ray.wait(list(self.refs), num_returns=len(self.refs))
+        self.refs, self.load = {}, [0] * len(self.actors)
 
     def close(self) -> None:
         if self.ray is None:
