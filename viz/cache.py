@@ -19,7 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from viz import serving
 from viz.capture import Capture, capture
 from viz.generate import Generation, generate
-from viz.models import ModelBundle, load_model, split_key
+from viz.models import ModelBundle, load_key
 from viz.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
 
 _MISS = object()
@@ -46,9 +46,8 @@ def _cached(store: ByteLRU, key: tuple, compute, spinner: str | None):
 
 
 def _load(name: str) -> ModelBundle:
-    """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.models.split_key`)."""
-    model, device, dtype = split_key(name)
-    bundle = load_model(model, dtype=dtype, device=device)
+    """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.models.model_key`)."""
+    bundle = load_key(name)
     serving.settle()  # a model's objects live long: keep them out of every later collection
     return bundle
 

@@ -238,35 +238,92 @@ which rows and keys count:
   is the mean over all counted rows of the corpus (token-weighted, Clark et al. 2019).
   Attention read: encoder self-attention (encoders, encoder-decoders); causal self-attention
   (decoder-only models).
-corpus: .txt (one sentence per line), .csv or .jsonl (choose --column). At most 10,000
-  sentences and 20 MB; sentences cut at 1,000 characters and then at --max-tokens tokens."""
+corpus: .txt (one sentence per line), .csv or .jsonl (choose --column), optionally gzip-compressed
+  (.txt.gz, ...), of any size: read one chunk of --chunk-sentences at a time, so memory stays flat
+  (the page's upload stops at 10,000 sentences; run bigger corpora here and open the CSV on the page).
+  Sentences are cut at 1,000 characters and then at --max-tokens tokens.
+engines:
+  embedded      (default) chunks computed in this process, one after the other
+  ray           chunks computed by --workers Ray actors, each loading MODEL itself (pip install -r
+                requirements-ray.txt). No --address: a local Ray is started and stopped here; --address
+                auto or ray://host:port uses a running cluster. Both engines write the same CSV.
+  Each finished chunk is saved in OUT.parts/ (removed once OUT is written); after an interruption
+  --resume computes only the chunks not saved there. Progress (chunks, sentences, rate, ETA) on stderr."""
+
+
+def _atlas_spec(args):
+    import os
+    from pathlib import Path
+
+    from viz.atlas_job import JobSpec
+    from viz.corpus import SAMPLE_PATH
+
+    corpus = str(os.environ.get("VIZ_SAMPLE_CORPUS") or SAMPLE_PATH) if args.corpus == "sample" else args.corpus
+    if args.chunk_sentences < 1:
+        raise ValueError("--chunk-sentences must be at least 1.")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out: folder '{out.parent}' does not exist.")
+    from viz.models import model_key
+
+    return JobSpec(model=model_key(args.model, args.device, args.dtype), corpus=corpus, out=args.out, column=args.column, words=args.words,
+                   max_tokens=args.max_tokens, batch_size=args.batch_size, chunk_sentences=args.chunk_sentences)
+
+
+def _atlas_executor(args, spec):
+    import torch
+
+    from viz.atlas_job import EmbeddedExecutor
+
+    if args.engine == "ray":
+        from viz.atlas_ray import RayExecutor
+
+        return RayExecutor(spec, address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           threads=args.threads or 1).start()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return EmbeddedExecutor(spec)
 
 
 def _atlas(args) -> int:
-    import torch
+    import signal
 
-    from viz.atlas import frame, run_atlas
-    from viz.corpus import CorpusError, read_file, sample_corpus
-    from viz.models import ModelLoadError
+    from viz.atlas_job import JobError, Progress, parts_dir, run_job, write_csv
+    from viz.corpus import CorpusError
+    from viz.corpus_stream import iter_sentences
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    def stop(signum, frame):  # `kill` stops the run like Ctrl-C: Ray shut down, checkpoints kept
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    executor = None
     try:
-        corpus = sample_corpus() if args.corpus == "sample" else read_file(args.corpus, args.column)
-        bundle = load_for(args)
-    except (CorpusError, ModelLoadError) as e:
+        spec = _atlas_spec(args)
+        next(iter_sentences(spec.corpus, spec.column), None)  # unreadable corpus or bad column: before any cluster
+        executor = _atlas_executor(args, spec)
+        signal.signal(signal.SIGTERM, stop)  # again: ray.init installs its own (abort) handler in the driver
+        progress = Progress(None if args.quiet else sys.stderr)
+        res = run_job(spec, executor, resume=args.resume, progress=progress, reorder=args.reverse_chunks)
+        write_csv(res, spec, None if args.decimals < 0 else args.decimals)
+    except CorpusError as e:
+        where = ""
+        if args.engine == "ray":  # with `ray job submit` the driver is on the head node, not where you typed
+            import socket
+
+            where = f" (the driver reads the corpus, here on {socket.gethostname()})"
+        print(f"error: {e}{where}", file=sys.stderr)
+        return 2
+    except (JobError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if not args.quiet and (done == total or done / total - last[0] >= 0.1):
-            last[0] = done / total
-            print(f"{done}/{total} sentences", file=sys.stderr)
-
-    res = run_atlas(bundle, corpus.sentences, batch_size=args.batch_size, max_tokens=args.max_tokens,
-                    words=args.words, progress=progress)
-    frame(res).to_csv(args.out, index=False)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished chunks are saved in {parts_dir(args.out)}; run the same command with "
+              "--resume to continue.", file=sys.stderr)
+        return 130
+    finally:
+        if executor is not None:
+            executor.close()
+        signal.signal(signal.SIGTERM, old)
     print(f"{res.n_sentences} sentences, {res.n_tokens} tokens ({res.n_truncated} truncated) in "
           f"{res.seconds:.1f} s -> {args.out} ({res.n_layers} layers x {res.n_heads} heads)")
     return 0
@@ -278,14 +335,26 @@ def add_atlas(sub) -> None:
                                    "and write what every head does on average (Clark et al. 2019).",
                        epilog=ATLAS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm", help="bundled name (minilm, tiny-bert, ...), HF id or local folder")
-    p.add_argument("--corpus", required=True, help="corpus file (.txt/.csv/.jsonl), or 'sample' for the bundled one")
+    p.add_argument("--corpus", required=True, help="corpus file (.txt/.csv/.jsonl, optionally .gz), or 'sample' for "
+                                                   "the bundled one")
     p.add_argument("--column", default=None, help="column of a .csv / key of a .jsonl holding the sentences")
     p.add_argument("--out", required=True, help="output .csv path")
     p.add_argument("--words", action="store_true", help="also compute word-level statistics (word_* columns)")
     p.add_argument("--max-tokens", type=int, default=128, help="truncate sentences to this many tokens (128)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (32)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (embedded default: torch's choice; "
+                                                          "ray: per worker, default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--engine", choices=["embedded", "ray"], default="embedded", help="where chunks are computed")
+    p.add_argument("--address", default=None, help="ray: a running cluster (auto, host:port or ray://host:port); "
+                                                   "default: start a local one")
+    p.add_argument("--workers", type=int, default=2, help="ray: worker actors, each with its own model (2)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per worker, e.g. 1 or 0.5 (0)")
+    p.add_argument("--chunk-sentences", type=int, default=4096, help="sentences per chunk, the unit of work and of "
+                                                                      "checkpoints (4096)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.parts/")
+    p.add_argument("--decimals", type=int, default=6, help="decimals in the CSV (6; -1: full precision)")
+    p.add_argument("--reverse-chunks", type=int, default=0, help=argparse.SUPPRESS)  # tests: submit windows reversed
     add_device_args(p)
     p.set_defaults(func=_atlas)
 

@@ -31,6 +31,10 @@ class CorpusError(ValueError):
     """A corpus could not be read; the message says why and what to do instead."""
 
 
+class CorpusTooLarge(CorpusError):
+    """Over the upload limits (MAX_BYTES, MAX_SENTENCES): `python -m viz atlas` reads any size."""
+
+
 @dataclass(frozen=True)
 class Corpus:
     sentences: tuple[str, ...]
@@ -56,7 +60,7 @@ def corpus_key(sentences) -> str:
 
 def _text(data: bytes, filename: str) -> str:
     if len(data) > MAX_BYTES:
-        raise CorpusError(f"'{filename}' is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES // 2**20} MB. "
+        raise CorpusTooLarge(f"'{filename}' is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES // 2**20} MB. "
                           "Upload a smaller sample of the corpus.")
     if b"\x00" in data[:8192]:
         raise CorpusError(f"'{filename}' looks like a binary file, not text. Upload UTF-8 text: "
@@ -138,7 +142,7 @@ def load_corpus(data: bytes, filename: str, column: str | None = None,
         raise CorpusError(f"{where}'{filename}' has no sentences: it is empty or blank. "
                           "Put one sentence per line (or per row).")
     if len(sentences) > max_sentences:
-        raise CorpusError(f"'{filename}' has {len(sentences):,} sentences; the limit is {max_sentences:,}. "
+        raise CorpusTooLarge(f"'{filename}' has {len(sentences):,} sentences; the limit is {max_sentences:,}. "
                           f"Upload a sample of at most {max_sentences:,} sentences.")
     clipped = sum(len(s) > MAX_CHARS for s in sentences)
     return Corpus(tuple(s[:MAX_CHARS] for s in sentences), source=filename, clipped=clipped)

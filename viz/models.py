@@ -400,6 +400,12 @@ def split_key(key: str) -> tuple[str, str, str]:
     return name, device, dtype
 
 
+def load_key(key: str) -> "ModelBundle":
+    """`load_model` of a `model_key` ('minilm', 'minilm@cuda:bfloat16'): what jobs and workers are handed."""
+    name, device, dtype = split_key(key)
+    return load_model(name, dtype=dtype, device=device)
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
                device: str | None = None) -> ModelBundle:
     """Load `name` (see module docstring) in eval mode, on `device` in `dtype` ('auto': a GPU in bfloat16

@@ -6,6 +6,12 @@ What a head *does* shows over many sentences (Clark et al. 2019, "What does BERT
 at a time and keeps only per-head sums, counts and a running top-k of sentences, so memory
 stays flat however long the corpus is.
 
+The accumulator is also the *partial sums* of a chunk of the corpus (viz.atlas_chunks): float64
+sums, int64 counts and a top-k kept in a total order (score descending, then sentence id
+ascending), so `merge` of the chunks' accumulators gives the same result in any order and
+on any worker (up to float64 addition order, which viz.atlas_chunks fixes by merging in
+chunk order).
+
 Shapes:
     attn        [batch, layer, head, query, key]   one padded batch, rows sum to 1 over real keys
     mask        [batch, token] bool                 real (non-padding) tokens
@@ -92,7 +98,8 @@ def merge_words(attn: torch.Tensor, word_index: torch.Tensor, n_words: int) -> t
     -> [B, L, H, W, W] with W = n_words; rows of padded words are zero.
     """
     B, T = word_index.shape
-    member = torch.zeros(B, n_words, T, dtype=attn.dtype)
+    word_index = word_index.to(attn.device)
+    member = torch.zeros(B, n_words, T, dtype=attn.dtype, device=attn.device)
     valid = word_index >= 0
     b_idx, t_idx = valid.nonzero(as_tuple=True)
     member[b_idx, word_index[b_idx, t_idx], t_idx] = 1.0
@@ -101,41 +108,53 @@ def merge_words(attn: torch.Tensor, word_index: torch.Tensor, n_words: int) -> t
     return mean_q[:, None, None] @ to_words  # [B, L, H, W, W]: mean over query pieces
 
 
+def top_merge(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best candidates along the last axis in a total order: score descending, then sentence id
+    ascending (ties never depend on which chunk or batch came first). -> (scores, ids), ids -1 = none."""
+    order = ids.argsort(dim=-1, stable=True)
+    scores, ids = scores.gather(-1, order), ids.gather(-1, order)
+    order = scores.argsort(dim=-1, descending=True, stable=True)[..., :k]
+    scores, ids = scores.gather(-1, order), ids.gather(-1, order)
+    return scores, ids.masked_fill(scores == -torch.inf, -1)
+
+
 @dataclass
 class HeadStatsAccumulator:
     """Running per-head sums over batches; `means()` gives {stat: [layer, head]}.
 
     Also keeps, per statistic and head, the `top_k` sentences (by their sentence-mean of that
     statistic) so a page can show where a head's pattern is strongest: [stat, layer, head, k].
+    Sums are float64, counts int64; `merge` adds another accumulator's (a chunk's partial sums).
     """
 
     n_layers: int
     n_heads: int
     top_k: int = 5
     sums: dict[str, np.ndarray] = field(default_factory=dict)
-    counts: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     log_keys: float = 0.0  # sum of ln(#real keys) over counted rows: the entropy of uniform attention
-    top_scores: torch.Tensor | None = None  # [stat, L, H, k]
+    top_scores: torch.Tensor | None = None  # [stat, L, H, k] float32
     top_ids: torch.Tensor | None = None  # [stat, L, H, k] sentence ids, -1 = none
 
     def __post_init__(self) -> None:
         L, H, k = self.n_layers, self.n_heads, self.top_k
         self.sums = {s: np.zeros((L, H)) for s in STATS}
-        self.counts = {s: 0.0 for s in STATS}
+        self.counts = {s: 0 for s in STATS}
         self.top_scores = torch.full((len(STATS), L, H, k), -torch.inf)
         self.top_ids = torch.full((len(STATS), L, H, k), -1, dtype=torch.long)
 
     def add(self, attn: torch.Tensor, mask: torch.Tensor, query_rows: torch.Tensor, groups: torch.Tensor,
             sentence_ids: torch.Tensor | None = None) -> None:
         """Fold one batch in. attn [B, L, H, T, T]; mask, query_rows [B, T] bool; groups [B, T, 3];
-        sentence_ids [B] long (corpus index of each row of the batch, for the top-k)."""
+        sentence_ids [B] long (corpus index of each row of the batch, for the top-k). The tensors may
+        live on an accelerator: only the reduced sums come back to the CPU."""
         rs = row_stats(attn, mask, groups)
         ws = row_weights(mask, query_rows)
         per_sentence = []
         for s in STATS:
             w = ws[s]
-            self.sums[s] += torch.einsum("blhq,bq->lh", rs[s].double(), w.double()).numpy()
-            self.counts[s] += float(w.sum())
+            self.sums[s] += torch.einsum("blhq,bq->lh", rs[s].double(), w.double()).cpu().numpy()
+            self.counts[s] += int(w.sum().item())  # a sum of 0/1 weights: exact
             n = w.sum(-1)  # [B]
             mean = torch.einsum("blhq,bq->blh", rs[s], w) / n.clamp_min(1)[:, None, None]
             # a sentence with one or two counted rows would top every list by chance: it needs TOP_MIN_ROWS
@@ -143,15 +162,43 @@ class HeadStatsAccumulator:
         n_keys = mask.sum(-1, keepdim=True).float()  # [B, 1]
         self.log_keys += float((ws["entropy"] * n_keys.clamp_min(1).log()).sum())
         if sentence_ids is not None:
-            self._update_top(torch.stack(per_sentence).permute(0, 2, 3, 1), sentence_ids)  # [S, L, H, B]
+            self._update_top(torch.stack(per_sentence).permute(0, 2, 3, 1).cpu(), sentence_ids.cpu())  # [S, L, H, B]
 
     def _update_top(self, scores: torch.Tensor, sentence_ids: torch.Tensor) -> None:
         ids = sentence_ids.view(1, 1, 1, -1).expand_as(scores)
-        all_scores = torch.cat([self.top_scores, scores], -1)
-        all_ids = torch.cat([self.top_ids, ids], -1)
-        k = min(self.top_k, all_scores.shape[-1])
-        self.top_scores, idx = all_scores.topk(k, dim=-1)
-        self.top_ids = all_ids.gather(-1, idx).masked_fill(self.top_scores == -torch.inf, -1)
+        self.top_scores, self.top_ids = top_merge(torch.cat([self.top_scores, scores], -1),
+                                                  torch.cat([self.top_ids, ids], -1), self.top_k)
+
+    def merge(self, other: "HeadStatsAccumulator") -> None:
+        """Add another accumulator's sums, counts and top-k (same layers, heads and k) into this one."""
+        if (other.n_layers, other.n_heads, other.top_k) != (self.n_layers, self.n_heads, self.top_k):
+            raise ValueError(f"cannot merge statistics of {other.n_layers}x{other.n_heads} heads (top {other.top_k}) "
+                             f"into {self.n_layers}x{self.n_heads} (top {self.top_k})")
+        for s in STATS:
+            self.sums[s] += other.sums[s]
+            self.counts[s] += other.counts[s]
+        self.log_keys += other.log_keys
+        self.top_scores, self.top_ids = top_merge(torch.cat([self.top_scores, other.top_scores], -1),
+                                                  torch.cat([self.top_ids, other.top_ids], -1), self.top_k)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (to save as .npz or send between processes): sums [stat, L, H] float64,
+        counts [stat] int64, log_keys [] float64, top_scores [stat, L, H, k] float32, top_ids int64."""
+        return {"sums": np.stack([self.sums[s] for s in STATS]),
+                "counts": np.array([self.counts[s] for s in STATS], dtype=np.int64),
+                "log_keys": np.float64(self.log_keys), "top_scores": self.top_scores.numpy(),
+                "top_ids": self.top_ids.numpy()}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "HeadStatsAccumulator":
+        _, L, H, k = a["top_ids"].shape
+        acc = cls(L, H, k)
+        acc.sums = {s: np.array(a["sums"][i], dtype=np.float64) for i, s in enumerate(STATS)}
+        acc.counts = {s: int(a["counts"][i]) for i, s in enumerate(STATS)}
+        acc.log_keys = float(a["log_keys"])
+        acc.top_scores = torch.from_numpy(np.array(a["top_scores"], dtype=np.float32))
+        acc.top_ids = torch.from_numpy(np.array(a["top_ids"], dtype=np.int64))
+        return acc
 
     def means(self) -> dict[str, np.ndarray]:
         """{stat: [layer, head]} corpus means (NaN where no row counted)."""
