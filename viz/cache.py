@@ -24,6 +24,24 @@ def get_capture(name: str, text: str, target: str | None = None, with_logits: bo
     return capture(get_bundle(name), text, target, with_logits=with_logits)
 
 
+@st.cache_data(max_entries=64, show_spinner="Tokenizing…")
+def get_axis_tokens(name: str, text: str, target: str | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """stack -> (query tokens, key tokens), from a forward that records nothing (encoder-decoders decode greedily
+    when no target is given, as every capture does)."""
+    bundle = get_bundle(name)
+    cap = capture(bundle, text, target, layers={s: [] for s in bundle.arch.stacks}, hidden=False, qkv=False,
+                  weights=False)
+    return {s: cap.axis_tokens(s) for s in bundle.arch.stacks}
+
+
+@st.cache_data(max_entries=32, show_spinner="Walking the layer…")
+def get_inside(name: str, text: str, target: str | None, stack: str, layer: int, token: int):
+    """`viz.inside.inside`: one layer and one query token, every head (the head walk itself is cheap)."""
+    from viz.inside import inside
+
+    return inside(get_bundle(name), text, target, stack=stack, layer=layer, token=token)
+
+
 @st.cache_data(max_entries=32, show_spinner="Computing rollout and norm-based attention…")
 def get_layer_flow(name: str, text: str, target: str | None, stack: str):
     from viz.flowdata import layer_flow
