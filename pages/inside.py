@@ -2,6 +2,8 @@
 real numbers (q, every kᵢ, q⊙kᵢ, scores, mask, softmax, the weighted values), and the layer recomposed from
 its sublayers and compared with the model's own hidden state. Opened from a head of the Attention page."""
 
+import zlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -42,8 +44,14 @@ if "inside_token" not in ss:  # an encoder's first word; a decoder's last token 
     ss.inside_token = min(1, len(q_tokens) - 1) if stack == "encoder" else len(q_tokens) - 1
 layer = int(c2.number_input("Layer", 0, n_layers - 1, key="inside_layer"))
 head = int(c3.number_input("Head", 0, n_heads - 1, key="inside_head"))
+# one token widget per token list: a selectbox keeps showing its old labels when only format_func changes
+# (another text or stack with as many tokens showed "the (1)" for "a"); `inside_token` carries the choice over
+tok_key = f"inside_token_{stack}_{zlib.crc32(chr(31).join(q_tokens).encode())}"
+if tok_key not in ss:
+    ss[tok_key] = ss.inside_token
 token = int(c4.selectbox("Query token", range(len(q_tokens)), format_func=lambda i: f"{q_tokens[i]} ({i})",
-                         key="inside_token"))
+                         key=tok_key))
+ss.inside_token = token
 try:
     run = cache.get_inside(name, text, target, stack, layer, token)
     walk = head_walk(run, head)
