@@ -87,8 +87,8 @@ def head_figure(labels: list[str], query_label: str, query: np.ndarray, keys: np
     fig.update_yaxes(row=1, col=7, showticklabels=False, ticks="")
     for col in (1, 2, 6, 7):
         fig.update_xaxes(row=2, col=col, showticklabels=False, ticks="")
-    fig.update_xaxes(row=1, col=1, showticklabels=False)
-    fig.update_xaxes(row=1, col=7, showticklabels=False)
+    fig.update_xaxes(row=1, col=1, showticklabels=False, ticks="")
+    fig.update_xaxes(row=1, col=7, showticklabels=False, ticks="")
     fig.update_xaxes(row=2, col=4, showticklabels=False)
     fig.update_xaxes(row=2, col=5, range=[0, 1.25 * max(float(weights.max()), 0.05)], showticklabels=False)
     fig.update_xaxes(row=2, col=3, zeroline=True, zerolinecolor="#888", tickfont=dict(size=9), nticks=3)
