@@ -154,6 +154,20 @@ def test_a_family_missing_from_the_table_keeps_the_head_walk(load, monkeypatch):
     assert out["recomposition_error"] is None and "not available" in out["note"]
 
 
+def test_a_recipe_that_does_not_fit_the_model_gives_a_note(load, monkeypatch):
+    """A family variant whose modules differ from its recipe: a note instead of a traceback."""
+    from dataclasses import replace
+
+    from viz import recipes
+
+    good = recipes.RECIPES["bert"]["encoder"]
+    wrong = replace(good.sublayers[0], add_norm="attention.output.Nope")
+    monkeypatch.setitem(recipes.RECIPES, "bert", {"encoder": replace(good, sublayers=(wrong, good.sublayers[1]))})
+    run = inside(load("tiny-bert"), TEXT, layer=0, token=1)
+    assert run.layer_walk is None and "AttributeError" in run.layer_note and "viz/recipes.py" in run.layer_note
+    assert head_walk(run, 0).weight_error <= 1e-6
+
+
 def test_bad_choices_get_a_message(load):
     bundle = load("tiny-bert")
     with pytest.raises(CaptureError, match="no layer 7"):

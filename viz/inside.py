@@ -132,22 +132,30 @@ def inside(bundle: ModelBundle, text: str, target: str | None = None, *, stack: 
     cap = capture(bundle, text, target, layers=layers, rows=rows, details=True)
     layer, token = cap.layers[stack][0], cap.rows[stack][0]
     run = InsideRun(cap, stack, layer, token, row_weights(cap, stack), None, None, None)
+    # The layer walk, the contributions and the projection check are extras over the head walk: a family whose
+    # modules differ from its recipe (a variant nobody tested) gets a note on the page, never a traceback.
     try:
-        walk = walk_layer(bundle, cap, stack, layer, token)
-        run.layer_walk = walk
-    except NoRecipe as e:
-        walk, run.layer_note = None, str(e)
+        walk = run.layer_walk = walk_layer(bundle, cap, stack, layer, token)
+    except Exception as e:  # noqa: BLE001
+        walk, run.layer_note = None, _why(e, "layer walk")
     try:
         proj = _output_projection(bundle, stack, layer)
         heads = np.einsum("hk,hkd->hd", run.weights, cap.head_values(stack)[0]).astype(np.float32)
         run.contributions, run.out_bias = proj_parts(proj, heads, bundle.model)
-    except (NoRecipe, LookupError) as e:
-        run.layer_note = run.layer_note or str(e)
+    except Exception as e:  # noqa: BLE001
+        run.layer_note = run.layer_note or _why(e, "heads' contributions")
     try:
         run.projected = projected_scores(bundle, cap, stack, layer, token, walk)
-    except NoRecipe as e:
-        run.projection_note = str(e)
+    except Exception as e:  # noqa: BLE001
+        run.projection_note = _why(e, "check from the projection weights")
     return run
+
+
+def _why(e: Exception, what: str) -> str:
+    if isinstance(e, NoRecipe):
+        return str(e)
+    return (f"The {what} is not available for this model ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            "its layer differs from the recipe of its family in viz/recipes.py. The head walk above is exact.")
 
 
 def _output_projection(bundle: ModelBundle, stack: str, layer: int):

@@ -232,7 +232,8 @@ def _full_hidden(bundle: ModelBundle, cap: Capture, hidden: str, layer: int) -> 
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         inputs["logits_to_keep"] = 1  # the states are wanted, not a vocabulary's worth of logits
     with bundle.lock, torch.inference_mode():
-        out = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        # transformers 5 keeps only the selected states ([layer]); a family without the selection keeps all
+        out = model(**inputs, output_hidden_states=[layer], use_cache=False, return_dict=True)
     states = out.decoder_hidden_states if hidden == DECODER and cap.target_ids is not None else out.hidden_states
     return states[layer][0].float().cpu().numpy()
 
