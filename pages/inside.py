@@ -57,6 +57,9 @@ try:
     walk = head_walk(run, head)
 except CaptureError as e:
     ui.stop(str(e), "warning", "✍️")
+if run.cap.truncated:
+    st.warning(f"The text has {run.cap.n_input_tokens} tokens; this model takes {len(run.cap.tokens)}. "
+               f"Showing the first {len(run.cap.tokens)} tokens.", icon="✂️")
 
 # ----------------------------------------------------------------------------- one head
 st.subheader(f"One head: {STACK_LABELS[stack].lower()} · layer {layer} · head {head} · query “{walk.query_token}”")

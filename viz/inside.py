@@ -31,7 +31,7 @@ from viz.arch import CROSS, DECODER, ENCODER
 from viz.capture import Capture, CaptureError, capture
 from viz.models import ModelBundle
 from viz.recipes import NoRecipe, layer_module, recipe_for
-from viz.recompose import LayerWalk, Step, proj_parts, projected_scores, row_scores, row_weights, walk_layer  # noqa: F401
+from viz.recompose import LayerWalk, proj_parts, projected_scores, row_scores, row_weights, walk_layer
 
 STACK_NAMES = {ENCODER: "encoder self-attention", DECODER: "decoder (masked) self-attention",
                CROSS: "cross-attention (decoder queries, encoder keys/values)"}

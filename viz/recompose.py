@@ -271,7 +271,7 @@ def projected_scores(bundle: ModelBundle, cap: Capture, stack: str, layer: int, 
             if sub.attn.rope:
                 q, k = _rope(bundle, mod.get_submodule(sub.attn.module), layer, q, k)
             row = token
-        k = k[:, torch.as_tensor(cap.kv_heads[stack], device=k.device)]  # [K, H, d]
+        k = k.repeat_interleave(H // KV, dim=1)  # [K, H, d]: transformers' repeat_kv, not the capture's map
         s = torch.einsum("hd,khd->hk", q[row].double(), k.double()) * float(cap.scaling[stack][0])
     return s.cpu().numpy()
 
