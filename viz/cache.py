@@ -127,6 +127,27 @@ def _layer_flow(name: str, text: str, target: str | None, stack: str):
     return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
 
 
+def get_axis_tokens(name: str, text: str, target: str | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """stack -> (query tokens, key tokens), from a forward that records nothing (encoder-decoders decode greedily
+    when no target is given, as every capture does)."""
+    def compute():
+        bundle = get_bundle(name)
+        cap = capture(bundle, text, target, layers={s: [] for s in bundle.arch.stacks}, hidden=False, qkv=False,
+                      weights=False)
+        return {s: cap.axis_tokens(s) for s in bundle.arch.stacks}
+
+    return _cached(RESULTS, ("axis_tokens", name, text, target), compute, "Tokenizing…")
+
+
+def get_inside(name: str, text: str, target: str | None, stack: str, layer: int, token: int):
+    """`viz.inside.inside`: one layer and one query token, every head (the head walk itself is cheap)."""
+    from viz.inside import inside
+
+    return _cached(RESULTS, ("inside", name, text, target, stack, layer, token),
+                   lambda: inside(get_bundle(name), text, target, stack=stack, layer=layer, token=token),
+                   "Walking the layer…")
+
+
 def get_layer_flow(name: str, text: str, target: str | None, stack: str):
     return _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
                    "Computing rollout and norm-based attention…")

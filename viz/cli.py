@@ -359,7 +359,13 @@ def add_atlas(sub) -> None:
     p.set_defaults(func=_atlas)
 
 
-COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas]
+def add_inside(sub) -> None:
+    from viz.inside_cli import add_inside as add
+
+    add(sub)
+
+
+COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_inside]
 
 
 def build_parser() -> argparse.ArgumentParser:
