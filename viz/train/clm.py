@@ -137,7 +137,7 @@ def train_clm(model, batches: Callable[[int], torch.Tensor], *, steps: int, lr: 
               resume: bool = True, evaluate_fn: Callable[[object], dict] | None = None, eval_every: int = 0,
               on_progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
               bf16: bool | None = None, threads: int = 1, device: str | torch.device = "cpu",
-              fit_minutes: float | None = None) -> dict:
+              fit_minutes: float | None = None, loss_fn: Callable | None = None) -> dict:
     """Train a causal LM in place on `batches(step)` -> ids [B, W]; returns the loop's state dict.
 
     The masked-LM loop's contract (viz.train.mlm.train_mlm): checkpoint out_dir/state.pt after every
@@ -145,6 +145,8 @@ def train_clm(model, batches: Callable[[int], torch.Tensor], *, steps: int, lr: 
     after the warm-up (kept in the checkpoint), evaluation time is not training time. AdamW betas 0.9/0.95,
     decay on matrices only, clip 1.0. evaluate_fn(model) -> dict with at least `loss`; on_progress gets
     dict(step, steps, loss, loss_ema, lr, elapsed_s, tokens_per_s, eval) every step (eval None off-evaluation).
+    loss_fn(model, ids, bf16) -> scalar replaces `lm_loss` (the studio's repeated-tokens task counts only the
+    repeated half).
     """
     torch.set_num_threads(threads)
     device = torch.device(device)
@@ -173,7 +175,7 @@ def train_clm(model, batches: Callable[[int], torch.Tensor], *, steps: int, lr: 
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, steps, warmup)
         ids = batches(step).to(device)
-        loss = lm_loss(model, ids, bf16)
+        loss = (loss_fn or lm_loss)(model, ids, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
