@@ -83,6 +83,14 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
     return compare(get_bundle(name), text, variant, positions=positions, heads=heads)
 
 
+@st.cache_data(max_entries=32, show_spinner="Scoring heads on repeated random tokens…")
+def get_head_scores(name: str, seed: int, length: int):
+    """viz.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
+    from viz.heads import head_scores
+
+    return head_scores(get_bundle(name), seed=seed, length=length)
+
+
 # ----------------------------------------------------------------------------- head atlas
 # The atlas job runs in the page (it draws a progress bar and can be cancelled), so it cannot run
 # *inside* a cached function: st.cache_data replays elements drawn in there and fails on a progress

@@ -54,6 +54,8 @@ class HeadScores:
     loss_first: float  # mean next-token loss (nats) on the first copy's tokens 2..L
     loss_second: float  # on the second copy's tokens 2..L (the first one of each copy is unpredictable)
     sink_sentences: int
+    example_attn: np.ndarray | None = None  # [layer, head, T, T] float16: the first repeated sequence
+    example_tokens: list[str] | None = None  # its T tokens
 
     @property
     def n_layers(self) -> int:
@@ -158,9 +160,10 @@ def _check_decoder(bundle: ModelBundle) -> None:
 
 
 def repeat_scores(bundle: ModelBundle, *, seed: int = 0, length: int = DEFAULT_LENGTH,
-                  sequences: int = DEFAULT_SEQUENCES) -> tuple[dict[str, np.ndarray], float, float]:
+                  sequences: int = DEFAULT_SEQUENCES) -> tuple[dict[str, np.ndarray], float, float, np.ndarray, list]:
     """Induction / duplicate / previous [layer, head] on `sequences` random sequences of `length` tokens
-    repeated once, plus the mean next-token loss on each copy -> (scores, loss_first, loss_second)."""
+    repeated once, plus the mean next-token loss on each copy and the first sequence's attention
+    [layer, head, T, T] (float16) and tokens -> (scores, loss_first, loss_second, example_attn, example_tokens)."""
     _check_decoder(bundle)
     prefix = prefix_ids(bundle.tokenizer)
     T = len(prefix) + 2 * length
@@ -170,21 +173,24 @@ def repeat_scores(bundle: ModelBundle, *, seed: int = 0, length: int = DEFAULT_L
                              "or less.")
     vocab = getattr(bundle.config, "vocab_size", None) or len(bundle.tokenizer)
     ids = repeated_sequences(ordinary_ids(bundle.tokenizer, vocab), sequences, length, seed, prefix)
-    sums, losses = None, torch.zeros(2, dtype=torch.float64)
+    sums, losses, example = None, torch.zeros(2, dtype=torch.float64), None
     off = len(prefix)
     for seq in ids:
         parts, logits = [], None
         for group in _layer_groups(bundle, T):
             attn, logits = _forward_attn(bundle, seq[None], None, group)
             parts.append(attn)
-        s = pattern_scores(torch.cat(parts, dim=1), length, off)
+        attn = torch.cat(parts, dim=1)  # [1, layer, head, T, T]
+        example = attn[0].half().numpy() if example is None else example
+        s = pattern_scores(attn, length, off)
         sums = s if sums is None else {k: sums[k] + s[k] for k in s}
         nll = torch.nn.functional.cross_entropy(logits[0, :-1], seq[1:], reduction="none").double()  # [T-1]
         # predicting copy positions 2..L of each copy (position p is predicted by row p-1)
         losses += torch.stack([nll[off:off + length - 1].mean(), nll[off + length:off + 2 * length - 1].mean()])
     scores = {k: (v / len(ids)).numpy() for k, v in sums.items()}
     losses /= len(ids)
-    return scores, float(losses[0]), float(losses[1])
+    tokens = bundle.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    return scores, float(losses[0]), float(losses[1]), example, tokens
 
 
 def sink_share(bundle: ModelBundle, sentences: list[str], max_tokens: int = 64) -> np.ndarray:
@@ -217,11 +223,11 @@ def head_scores(bundle: ModelBundle, *, seed: int = 0, length: int = DEFAULT_LEN
     sentences (data/sample_sentences.txt)."""
     if seed < 0 or length < 2 or sequences < 1:
         raise HeadScoreError("seed must be >= 0, length >= 2 and sequences >= 1")
-    scores, l1, l2 = repeat_scores(bundle, seed=seed, length=length, sequences=sequences)
+    scores, l1, l2, example, tokens = repeat_scores(bundle, seed=seed, length=length, sequences=sequences)
     if sink_sentences is None:
         from viz.corpus import sample_corpus
 
         sink_sentences = sample_corpus().sentences[:DEFAULT_SINK_SENTENCES]
     first = sink_share(bundle, sink_sentences)
     return HeadScores(bundle.name, scores["induction"], scores["previous"], scores["duplicate"], first, seed, length,
-                      sequences, l1, l2, len(sink_sentences))
+                      sequences, l1, l2, len(sink_sentences), example, tokens)
