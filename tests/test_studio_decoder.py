@@ -91,6 +91,13 @@ def test_induction_head_forms_in_a_phase_change(phase_run):
     assert abs(drop - i) <= 2, (drop, i, loss)
     assert loss[0] - loss[i] > 1.5, loss
     assert a["icl"][i] < -1.0 < a["icl"][0]  # the context now helps: late loss well below early loss
+    # the replay's probe grid shows the stripe appear: the best head's attention on the probe (a held-out
+    # repeated sequence) from each second-copy token to the token after its first occurrence
+    li, hi = np.unravel_index(a["induction"][-1].argmax(), a["induction"].shape[1:])
+    L = D.REPEAT_LENGTH
+    rows = np.arange(1 + L, 1 + 2 * L)
+    stripe = a["probe_attn"][:, li, hi][:, rows, rows - L + 1].mean(-1)  # [S]
+    assert stripe[0] < 0.1 and stripe[-1] >= 0.5, stripe
     # the first copy stays unpredictable (random words): the model did not memorise sequences
     assert a["first_half_loss"][i] > 0.8 * np.log(D.REPEAT_VOCAB)
 

@@ -52,7 +52,7 @@ def ngram_counts(encoded: list[list[int]], vocab_size: int) -> tuple[torch.Tenso
 
 
 def ngram_baselines(encoded_train: list[list[int]], windows: torch.Tensor, vocab_size: int,
-                    lambdas=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95)) -> dict:
+                    lambdas=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)) -> dict:
     """Unigram and bigram next-token figures on the targets of windows [N, W], from training counts.
 
     unigram: p(t) = (c(t) + 1) / (n + V) (add-one). bigram: interpolated with the unigram,
