@@ -176,7 +176,7 @@ ACCURACY_TITLES = {"mlm": "Held-out masked-token accuracy",
                    "dates": "Held-out target token accuracy (teacher-forced)",
                    "reverse": "Held-out target token accuracy (teacher-forced)",
                    "clm": "Held-out next-token accuracy",
-                   "repeat": "Held-out next-token accuracy on the repeated half"}
+                   "repeat": "Held-out top-1, repeated half"}
 
 
 def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
@@ -234,7 +234,8 @@ def progress() -> None:
         m[3].metric("Tokens / s", f"{last['tokens_per_s']:.0f}")
         cols = st.columns(3)
         with cols[0]:
-            ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
+            ui.plot(F.loss_curve(history, "Training loss (both halves)" if cfg.task == "repeat" else "Training loss"),
+                    key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
             ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"])),
                     key="studio_acc", stem=f"{cfg.name}-accuracy")

@@ -180,7 +180,7 @@ def train_clm(model, batches: Callable[[int], torch.Tensor], *, steps: int, lr: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()  # as train_mlm
         state.update(step=step + 1, tokens=state["tokens"] + ids.numel(), loss_ema=loss_ema,
                      elapsed_s=elapsed0 + time.perf_counter() - t0)
         info = dict(step=state["step"], steps=steps, loss=loss.item(), loss_ema=loss_ema,
