@@ -153,3 +153,33 @@ def test_encoders_are_refused_with_advice(capsys):
 
     assert main(["heads", "--model", "tiny-bert"]) == 2
     assert "need a causal decoder" in capsys.readouterr().err
+
+
+def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monkeypatch):
+    """The Head atlas's decoder section, before any corpus run: four score grids and the best induction head's
+    pattern; an encoder gets no such section."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=120)
+    at.switch_page("pages/atlas.py")
+    from viz.ui import OTHER
+
+    at.session_state["model_choice"] = OTHER  # "Other…": a folder typed in the sidebar
+    at.session_state["model_other"] = str(induction_dir)
+    at.session_state["atlas_heads_length"] = 20
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Best induction head: layer 1, head 0 (1.00)" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 5  # induction, previous, duplicate, first token, one head's pattern
+    at.session_state["atlas_heads_pick"] = (0, 0)  # what a click on a grid cell stores
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 5
+    at = AppTest.from_file(app, default_timeout=120)
+    at.switch_page("pages/atlas.py")
+    at.session_state["model_choice"] = "tiny-bert"
+    at.run()
+    assert not at.exception and not any("Best induction head" in c.value for c in at.caption)
