@@ -37,6 +37,19 @@ def test_tokenizer_begins_every_text_with_the_separator_and_round_trips(tmp_path
     assert again("The cat sat.")["input_ids"] == ids and again.pad_token_id == tok.pad_token_id
 
 
+def test_pack_with_repeats_copies_sentences_of_the_same_window():
+    enc = [[0, 100 + i, 200 + i] for i in range(60)]
+    w = clm.pack(enc, list(range(60)), window=12, repeat_frac=0.5, seed=1)
+    assert torch.equal(w, clm.pack(enc, list(range(60)), window=12, repeat_frac=0.5, seed=1))
+    repeats = 0
+    for row in w.tolist():
+        sents = [tuple(row[k:k + 3]) for k in range(0, 12, 3)]  # every sentence here is 3 tokens
+        repeats += len(sents) - len(set(sents))  # a copy sits in the window of its original
+    assert repeats > 5
+    plain = clm.pack(enc, list(range(60)), window=12)
+    assert all(len(set(tuple(r[k:k + 3]) for k in range(0, 12, 3))) == 4 for r in plain.tolist())
+
+
 def test_stream_is_a_pure_function_of_seed_and_step():
     enc = [[0] + [i % 50 + 2] * (3 + i % 7) for i in range(400)]
     a, b = clm.Windows(enc, 4, seed=3, window=16), clm.Windows(enc, 4, seed=3, window=16)
@@ -121,6 +134,15 @@ def test_cli_trains_saves_and_reports(tmp_path):
 
     m = AutoModelForCausalLM.from_pretrained(out / "model")
     assert m.config.num_key_value_heads == 1 and m.dtype == torch.float32
+    # a warm start from that model, on windows where sentences repeat: its weights and tokenizer, a fresh schedule
+    cmd2 = cmd[:cmd.index("--steps")] + ["--steps", "4", "--batch-size", "4", "--window", "32", "--eval-every", "4",
+                                         "--init", str(out / "model"), "--repeat-frac", "0.3", "--out",
+                                         str(tmp_path / "run2")]
+    r = subprocess.run(cmd2, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info2 = json.loads((tmp_path / "run2" / "model" / "training.json").read_text())
+    assert info2["recipe"]["init"] == str(out / "model") and info2["recipe"]["repeat_frac"] == 0.3
+    assert info2["steps_done"] == 4 and info2["recipe"]["params"] == info["recipe"]["params"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -130,6 +152,8 @@ def test_cli_trains_saves_and_reports(tmp_path):
     (["--steps", "0"], "--steps 0 fits the schedule to --minutes"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--train", "/nonexistent.txt"], "no such file"),
+    (["--repeat-frac", "1.5"], "--repeat-frac: must be in [0, 1)"),
+    (["--init", "/nonexistent"], "not a saved model folder"),
 ])
 def test_cli_refuses_bad_options_in_one_line(argv, message):
     r = subprocess.run([sys.executable, "-m", "viz", "train", "clm", *argv], capture_output=True, text=True,
