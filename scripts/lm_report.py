@@ -1,10 +1,12 @@
 """Evaluate the shipped atlas-lm decoder and write models/atlas-lm/MODEL_CARD.md, eval.json and curve.tsv.
 
-Usage: python scripts/lm_report.py [--ship RUN/model] [--calls RUN/call1.json ...]
+Usage: python scripts/lm_report.py [--ship RUN/model] [--calls call1.json call2.json ...]
 
 --ship copies a finished `python -m viz train clm` folder (config, weights, tokenizer, training.json) into
-models/atlas-lm first. --calls: the training.json of earlier calls of a resumed run (each call records its
-own process CPU minutes; the card adds them up).
+models/atlas-lm first. --calls: the training.json of every call that made the model, in order; calls that wrote
+the same checkpoint folder are one stage (a resumed schedule), a call with --init starts the next stage. They
+are summarised into models/atlas-lm/stages.json (recipe, curve, minutes, CPU minutes per stage), which the
+card is built from; without --calls the existing stages.json is used.
 
 Figures (float32, no autocast, so a test can repeat them exactly):
 - the whole test split (data/corpus/test.txt packed into 256-token windows in file order, every next-token
@@ -66,17 +68,73 @@ def head_table(a: np.ndarray) -> str:
                  ["layer"] + [f"H{h}" for h in range(H)])
 
 
-def card(info: dict, ev: dict, cpu_minutes: float, size_mb: float) -> str:
-    r, cfg = info["recipe"], json.load(open(os.path.join(MODEL_DIR, "config.json")))
+def command(r: dict) -> str:
+    """The `python -m viz train clm` command line a stage's recipe records."""
+    fitted = r.get("minutes") and not r.get("steps")
+    sched = f"--steps 0 --minutes {r['minutes']:g}" if fitted else f"--steps {r['steps']}"
+    sched += f" --warmup {r['warmup']}" if r.get("warmup") is not None else ""
+    size = "" if r.get("init") else (f" --d-model {r['d_model']} --layers {r['layers']} --heads {r['heads']} "
+                                     f"--kv-heads {r['kv_heads']}")
+    extra = (f" --init {r['init']}" if r.get("init") else "") + \
+        (f" --repeat-frac {r['repeat_frac']:g}" if r.get("repeat_frac") else "")
+    return (f"python -m viz train clm {sched} --batch-size {r['batch_size']} --lr {r['lr']:g}{size}{extra} "
+            f"--eval-every {r['eval_every']} --out {r['out']} --save {r['save']}")
+
+
+def stage_summaries(calls: list[dict]) -> list[dict]:
+    """Training calls (training.json of each `train clm` call, in order) -> one summary per stage (calls that
+    wrote the same checkpoint folder continue one schedule)."""
+    stages: list[list[dict]] = []
+    for c in calls:
+        if stages and stages[-1][-1]["recipe"]["out"] == c["recipe"]["out"]:
+            stages[-1].append(c)
+        else:
+            stages.append([c])
+    out = []
+    for group in stages:
+        last = group[-1]
+        out.append(dict(command=command(last["recipe"]), recipe=last["recipe"], calls=len(group),
+                        steps_done=last["steps_done"], steps=last["steps"], train_minutes=last["train_minutes"],
+                        cpu_minutes=round(sum(c["process_cpu_minutes_this_call"] for c in group), 2),
+                        tokens_seen=last["tokens_seen"], curve=last["curve"], window=last["window"],
+                        end_heldout_bf16=last["heldout"]))
+    return out
+
+
+def stage_text(i: int, st: dict) -> str:
+    r = st["recipe"]
+    epochs = st["tokens_seen"] / r["train_tokens"]
+    curve = [[c["step"], f"{c['minutes']:.1f}", f"{c['train_loss']:.3f}", f"{c['loss']:.3f}", f"{c['ppl']:.1f}",
+              f"{100 * c['top1']:.1f}", f"{100 * c['top5']:.1f}"] for c in st["curve"]]
+    what = (f"warm start from stage {i - 1}'s weights, fresh AdamW state" if r.get("init") else "from random weights")
+    data = (f"; after each sentence, with probability {r['repeat_frac']:g}, a copy of a sentence already in the "
+            "window follows it" if r.get("repeat_frac") else "")
+    return f"""### Stage {i}: {what}{data}
+
+`{st['command']}`{' (one command, resumed: ' + str(st['calls']) + ' calls)' if st['calls'] > 1 else ''}
+
+- {st['steps_done']:,} of {st['steps']:,} scheduled steps x {r['batch_size']} windows x {st['window']} tokens =
+  {st['tokens_seen']:,} tokens ({epochs:.2f} passes over the training split); lr {r['lr']:g}, warm-up
+  {r['warmup'] if r.get('warmup') is not None else min(200, max(1, st['steps'] // 10))} steps, cosine decay to 0.
+- {st['train_minutes']:.1f} minutes of training (evaluations excluded), {st['cpu_minutes']:.1f} CPU minutes (process
+  time of every call, evaluations and tokenizing included).
+
+{table(curve, ['step', 'train minutes', 'train loss (EMA)', 'held-out loss', 'perplexity', 'top-1 %', 'top-5 %'])}
+"""
+
+
+def card(stages: list[dict], ev: dict, size_mb: float) -> str:
+    cfg = json.load(open(os.path.join(MODEL_DIR, "config.json")))
+    r = stages[0]["recipe"]
     m, uni, bi = ev["heldout"], ev["baselines"]["unigram"], ev["baselines"]["bigram"]
     heads = ev["heads"]
     ind = np.array(heads["induction"])
     best = np.unravel_index(ind.argmax(), ind.shape)
-    curve = [[c["step"], f"{c['minutes']:.1f}", f"{c['train_loss']:.3f}", f"{c['loss']:.3f}", f"{c['ppl']:.1f}",
-              f"{100 * c['top1']:.1f}", f"{100 * c['top5']:.1f}"] for c in info["curve"]]
-    epochs = info["tokens_seen"] / r["train_tokens"]
     row = lambda name, x: [name, f"{x['ppl']:.1f}", f"{x['loss']:.3f}", f"{100 * x['top1']:.2f}",  # noqa: E731
                            f"{100 * x['top5']:.2f}"]
+    total_cpu = sum(st["cpu_minutes"] for st in stages)
+    total_train = sum(st["train_minutes"] for st in stages)
+    total_tokens = sum(st["tokens_seen"] for st in stages)
     return f"""# atlas-lm: a small Llama-architecture decoder trained from scratch on the bundled corpus
 
 The dashboard's real offline decoder: a model whose heads mean something (the tiny-* decoders are random), in
@@ -87,8 +145,8 @@ decoder works with it, and the Head atlas scores its induction heads.
 
 `LlamaForCausalLM`: {cfg['num_hidden_layers']} layers, d_model {cfg['hidden_size']}, {cfg['num_attention_heads']} query
 heads over {cfg['num_key_value_heads']} key/value heads (grouped-query attention, head_dim {cfg['head_dim']}), RoPE
-(theta {cfg['rope_parameters']['rope_theta']:g}), RMSNorm, SwiGLU MLP of width {cfg['intermediate_size']}, input and output
-embeddings tied, no dropout, context {cfg['max_position_embeddings']} tokens; {r['params']:,} parameters.
+(theta {cfg['rope_parameters']['rope_theta']:g}), RMSNorm, SwiGLU MLP of width {cfg['intermediate_size']}, input and
+output embeddings tied, no dropout, context {cfg['max_position_embeddings']} tokens; {r['params']:,} parameters.
 Tokenizer: byte-level BPE of {cfg['vocab_size']:,} tokens (`tokenizers`, GPT-2 pre-tokenizer, no unknown tokens) learned
 on the training split; `<|endoftext|>` (id {cfg['bos_token_id']}) begins every sentence and every typed text (BOS and
 separator), `<pad>` is id {cfg['pad_token_id']}. Weights stored in float16: {size_mb:.1f} MB for the whole folder
@@ -98,35 +156,26 @@ separator), `<pad>` is id {cfg['pad_token_id']}. Weights stored in float16: {siz
 
 `data/corpus/train.txt.gz` (see data/corpus/DATACARD.md: WordNet glosses and examples, fortunes, the Devil's
 Dictionary, the World English Bible, the Python docs; permissive or public domain): {r['train_tokens']:,} tokens in
-244,929 sentences. Sentences are shuffled per epoch and packed whole into windows of {info['window']} tokens (a
+244,929 sentences. Sentences are shuffled per epoch and packed whole into windows of {stages[0]['window']} tokens (a
 context holds about 15 unrelated sentences, each after `<|endoftext|>`; the sentence that does not fit a window's
 end is cut).
 
 ## Recipe
 
-`python -m viz train clm {f"--steps 0 --minutes {r['minutes']:g}" if r.get('minutes') else f"--steps {r['steps']}"} --batch-size {r['batch_size']} --lr {r['lr']:g} --d-model {r['d_model']}
---layers {r['layers']} --heads {r['heads']} --kv-heads {r['kv_heads']} --eval-every {r['eval_every']} --out RUN --save RUN/model`
-(resumed with the same command where one call did not finish the schedule).
+Both stages: AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, clip 1.0), bfloat16 autocast, 1 torch thread,
+on a 2-core CPU machine shared with other engineers' jobs (load average 10-20 most of the time: the process got
+about a third of a core); no GPU. Schedules fitted to a time budget after the warm-up (`--steps 0 --minutes M`)
+and kept on resume. In all: {total_train:.1f} training minutes, {total_cpu:.1f} CPU minutes, {total_tokens:,}
+tokens. Held-out curves below are on the whole test split (bfloat16 autocast); the final figures further down are
+float32.
 
-- AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, clip 1.0), lr {r['lr']:g}, {min(200, info['steps'] // 10)} warm-up
-  steps then cosine decay to 0; the schedule ({info['steps']:,} steps) was fitted to the time budget after the
-  warm-up (`--steps 0 --minutes M`), and kept on resume.
-- {info['steps_done']:,} steps x {r['batch_size']} windows x {info['window']} tokens = {info['tokens_seen']:,} tokens
-  ({epochs:.2f} passes over the training split).
-- {info['train_minutes']:.1f} minutes of training (evaluations excluded) and {cpu_minutes:.1f} CPU minutes in all
-  (process time: training, evaluations, tokenizer), bfloat16 autocast, 1 torch thread, on a 2-core CPU machine
-  shared with other engineers' jobs (load average 10-20 most of the time); no GPU.
-
-Held-out curve (the whole test split; loss in nats; accuracy in %):
-
-{table(curve, ['step', 'train minutes', 'train loss (EMA)', 'held-out loss', 'perplexity', 'top-1', 'top-5'])}
-
+{chr(10).join(stage_text(i + 1, st) for i, st in enumerate(stages))}
 ## Held-out next-token prediction
 
-`scripts/lm_report.py`: data/corpus/test.txt (4,998 sentences never trained on) packed the same way in file order:
-{ev['test_windows']} windows, {m['n']:,} predicted tokens; float32. The baselines are counted on the training split
-with the same tokenizer and scored on exactly the same targets. Bigram: interpolated with the unigram
-(Jelinek-Mercer, lambda {ev['baselines']['lam']} chosen on these very targets, which favours the baseline).
+`scripts/lm_report.py`: data/corpus/test.txt (4,998 sentences never trained on) packed the same way in file order
+(no repeats): {ev['test_windows']} windows, {m['n']:,} predicted tokens; float32. The baselines are counted on the
+training split with the same tokenizer and scored on exactly the same targets. Bigram: interpolated with the
+unigram (Jelinek-Mercer, lambda {ev['baselines']['lam']} chosen on these very targets, which favours the baseline).
 
 {table([row('atlas-lm', m), row('bigram baseline', bi), row('unigram baseline', uni)],
        ['model', 'perplexity', 'loss (nats)', 'top-1 %', 'top-5 %'])}
@@ -163,10 +212,9 @@ First token (the sink share on ordinary text):
 
 ## Limits
 
-A 5M-parameter model that saw about {info['tokens_seen'] / 1e6:.0f}M tokens: it knows the corpus's styles (dictionary
-glosses, Bible verses, fortunes, Python docs) and short-range grammar, not facts; its continuations drift. The
-training contexts are unrelated shuffled sentences, so there is little long-range structure to learn; its
-induction heads formed on repeated words and names within a window. Figures measured on this model's exact weights:
+A {r['params'] / 1e6:.0f}M-parameter model that saw about {total_tokens / 1e6:.0f}M tokens: it knows the corpus's styles
+(dictionary glosses, Bible verses, fortunes, Python docs) and short-range grammar, not facts; its continuations
+drift. The training contexts are unrelated shuffled sentences. Figures measured on this model's exact weights:
 `tests/test_atlas_lm.py` re-evaluates the first {SUBSET} held-out windows and the head scores and holds them to
 eval.json.
 """
@@ -175,20 +223,27 @@ eval.json.
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ship", default=None, help="copy this finished training folder to models/atlas-lm first")
-    ap.add_argument("--calls", nargs="*", default=[], help="training.json of earlier calls (CPU minutes)")
+    ap.add_argument("--calls", nargs="*", default=[],
+                    help="training.json of every `train clm` call, in order (the last one is the shipped model's); "
+                         "default: the stages already in models/atlas-lm/stages.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.ship:
         os.makedirs(MODEL_DIR, exist_ok=True)
         for name in SHIP:
             shutil.copy(os.path.join(args.ship, name), os.path.join(MODEL_DIR, name))
+    stages_path = os.path.join(MODEL_DIR, "stages.json")
+    if args.calls:
+        stages = stage_summaries([json.load(open(p)) for p in args.calls])
+        with open(stages_path, "w") as f:
+            json.dump(stages, f, indent=1)
+    stages = json.load(open(stages_path))
     from viz.heads import head_scores
     from viz.models import load_model
 
     t0 = time.time()
     bundle = load_model("atlas-lm", dtype="float32", device="cpu")
     model, tok = bundle.model, bundle.tokenizer
-    info = json.load(open(os.path.join(MODEL_DIR, "training.json")))
     windows = test_windows(tok)
     ev = dict(test_windows=len(windows), subset_windows=SUBSET)
     ev["heldout"] = evaluate_clm(model, windows, bf16=False)
@@ -198,18 +253,11 @@ def main() -> int:
     ev["subset_baselines"] = ngram_baselines(enc, windows[:SUBSET], len(tok))
     ev["heads"] = head_scores(bundle, seed=0, length=50, sequences=10).to_json(digits=6)
     ev["samples"] = samples(model, tok)
-    cpu = sum(json.load(open(p))["process_cpu_minutes_this_call"] for p in args.calls) + \
-        info["process_cpu_minutes_this_call"]
     size = sum(os.path.getsize(os.path.join(MODEL_DIR, n)) for n in SHIP) / 1e6
     with open(os.path.join(MODEL_DIR, "eval.json"), "w") as f:
-        json.dump(dict(ev, cpu_minutes=cpu), f, indent=1)
-    keys = ["step", "minutes", "tokens", "train_loss", "loss", "ppl", "top1", "top5"]
-    with open(os.path.join(MODEL_DIR, "curve.tsv"), "w") as f:
-        f.write("\t".join(keys) + "\n")
-        for c in info["curve"]:
-            f.write("\t".join(f"{c[k]:.4f}" if isinstance(c[k], float) else str(c[k]) for k in keys) + "\n")
+        json.dump(ev, f, indent=1)
     with open(os.path.join(MODEL_DIR, "MODEL_CARD.md"), "w") as f:
-        f.write(card(info, ev, cpu, size))
+        f.write(card(stages, ev, size))
     m, bi = ev["heldout"], ev["baselines"]["bigram"]
     print(f"held-out ppl {m['ppl']:.1f} top1 {m['top1']:.4f} top5 {m['top5']:.4f} | bigram ppl {bi['ppl']:.1f} "
           f"top1 {bi['top1']:.4f} | {time.time() - t0:.0f} s", file=sys.stderr)

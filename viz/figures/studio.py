@@ -141,8 +141,8 @@ def context_curves(steps: np.ndarray, loss: np.ndarray, icl: np.ndarray, first_h
     if first_half is not None and np.isfinite(first_half).any():
         fig.add_trace(go.Scatter(x=steps, y=np.round(first_half, 4), mode="lines", name="loss on the first half",
                                  line=dict(color="#7f7f7f", dash="dot")))
-    fig.add_trace(go.Scatter(x=steps, y=np.round(icl, 4), mode="lines+markers", name="in-context score (late − early)",
-                             marker=dict(size=4), line=dict(color="#2ca02c")))
+    fig.add_trace(go.Scatter(x=steps, y=np.round(icl, 4), mode="lines+markers", marker=dict(size=4),
+                             name="in-context score (late − early)", line=dict(color="#2ca02c")))
     fig.add_hline(y=0, line=dict(color="lightgrey"))
     _mark_phase(fig, phase_step)
     return _line_layout(fig, title, "nats", height=340)

@@ -2,9 +2,10 @@
 
 Tasks: masked-LM (BERT), denoising by text infilling (BART, an encoder–decoder), the synthetic seq2seq tasks
 (dates, reversal) and two decoder pretexts (viz.train.studio_decoder: causal LM, repeated random tokens), whose
-snapshots add per-head induction / previous-token / duplicate scores and the in-context learning score. `TrainingJob` wraps the loops behind `python -m viz train` (`viz.train.mlm.train_mlm` and
-`viz.train.seq2seq.fit_seq2seq`; there is no third loop): their `on_progress` callback keeps the live curve and,
-every `snapshot_every` steps, takes a *snapshot*: the attention of one fixed probe sentence for every head (for
+snapshots add per-head induction / previous-token / duplicate scores and the in-context learning score.
+`TrainingJob` wraps the loops behind `python -m viz train` (`viz.train.mlm.train_mlm`,
+`viz.train.seq2seq.fit_seq2seq`, `viz.train.clm.train_clm`; no loop of its own): their `on_progress` callback
+keeps the live curve and, every `snapshot_every` steps, takes a *snapshot*: the attention of one fixed probe sentence for every head (for
 an encoder–decoder: the encoder's self-attention and the decoder's cross-attention, teacher-forced on the
 probe's target), and per-head statistics (of the encoder) over a small probe corpus. Cancel goes through the
 loop's `should_stop`; the job then saves the model as it was at that last snapshot.
@@ -402,7 +403,8 @@ class TrainingJob:
                 labels = target_ids(tok, cfg.task, cfg.probe_target)[: mlm.MAX_LEN]
                 self.probe_target_tokens = tok.convert_ids_to_tokens(
                     [model.config.decoder_start_token_id] + labels[:-1])
-            elif cfg.init == "scratch" and cfg.task not in DECODER:  # start at word frequencies (overwritten by a resumed state)
+            elif cfg.init == "scratch" and cfg.task not in DECODER:
+                # a masked LM starts at word frequencies (overwritten by a resumed state)
                 mlm.init_output_bias(model, mlm.token_counts(mlm.encode(tok, self.train_sentences), len(tok)))
             self._prepare_dir()
             if not self.snapshots:
