@@ -47,7 +47,7 @@ def test_weights_give_the_cards_held_out_figures(shipped):
 def test_card_reports_a_clear_win_over_the_bigram(shipped):
     _, ev = shipped
     m, bi, uni = ev["heldout"], ev["baselines"]["bigram"], ev["baselines"]["unigram"]
-    assert m["n"] == bi["n"] == uni["n"] > 100_000  # the whole split, the same targets
+    assert m["n"] == bi["n"] == uni["n"] > 50_000  # the whole split, the same targets
     assert m["ppl"] < 0.8 * bi["ppl"] < 0.8 * uni["ppl"]
     assert m["top1"] > bi["top1"] + 0.03 and m["top5"] > bi["top5"] + 0.03
     card = (DIR / "MODEL_CARD.md").read_text()

@@ -68,9 +68,10 @@ def pack(encoded: list[list[int]], order: list[int], window: int = WINDOW, repea
 
     repeat_frac > 0: after each sentence, with that probability (random.Random(seed)), a copy of a sentence
     already in the current window follows it. Why: the bundled corpus is shuffled sentences without documents,
-    so a context almost never repeats anything, while real text (names, phrases, quoted lines) does; with no
-    repeats to exploit a model never forms induction heads (measured: atlas-lm's first stage, best induction
-    score 0.01).
+    so a context almost never repeats anything, while real text (names, phrases, quoted lines) does. Measured
+    here: atlas-lm (trained without repeats) formed no induction head (best score 0.015), and 200 warm-started
+    steps with repeat_frac 0.2 or 0.5 (lr 1e-3 / 1.5e-3) formed none either: copying from context is learned
+    far later on text than on the studio's repeated random tokens.
     """
     rng = random.Random(seed)
     out, cur, placed = [], [], []
