@@ -97,3 +97,36 @@ def test_decoder_pages_open_on_atlas_lm(page):
     if page == "atlas":  # the decoder section: four score grids and one head's pattern
         assert any("Best induction head" in c.value for c in at.caption)
         assert len(at.get("plotly_chart")) == 5
+
+
+def test_models_loading_at_once_in_two_threads_stay_whole():
+    """Two sessions loading two models at the same moment (what the server saw): transformers' loading is not
+    thread-safe, so viz.models loads one at a time. Without that, atlas-lm's tied lm_head came out missing
+    (uninitialised memory: next-token loss 2.5e24) or loading raised on meta tensors."""
+    import threading
+
+    import torch
+
+    from viz.models import load_model
+
+    ref = load_model("atlas-lm").model
+    ids = torch.tensor([[0, 464, 3797, 3332]])
+    with torch.inference_mode():
+        want = ref(input_ids=ids).logits
+    for _ in range(4):
+        got, errors = {}, []
+
+        def load(name):
+            try:
+                got[name] = load_model(name)
+            except Exception as e:  # noqa: BLE001 - the test reports any failure
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in ("minilm", "atlas-lm", "tiny-llama")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors, errors
+        m = got["atlas-lm"].model
+        assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+        with torch.inference_mode():
+            torch.testing.assert_close(m(input_ids=ids).logits, want)
