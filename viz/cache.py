@@ -190,6 +190,14 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
                    "Running both variants…")
 
 
+@st.cache_data(max_entries=32, show_spinner="Scoring heads on repeated random tokens…")
+def get_head_scores(name: str, seed: int, length: int):
+    """viz.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
+    from viz.heads import head_scores
+
+    return head_scores(get_bundle(name), seed=seed, length=length)
+
+
 # ----------------------------------------------------------------------------- head atlas
 # The atlas job runs in the page (it draws a progress bar and can be cancelled), so it is not computed
 # through `_cached`: the page stores the finished result under (model, corpus hash, options).
