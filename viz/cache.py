@@ -106,3 +106,13 @@ def cached_atlas(name: str, corpus_key: str, options: tuple):
 
 def store_atlas(name: str, corpus_key: str, options: tuple, result) -> None:
     _atlas_memo(name, corpus_key, options, _result=result)
+
+
+@st.cache_data(max_entries=32, show_spinner="Generating…")
+def get_lm_generation(name: str, prompt: str, method: str, max_new_tokens: int = 20, top_k: int = 5,
+                      temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0):
+    """Decoder-only step-through generation (viz.generate_lm), memoised per settings."""
+    from viz.generate_lm import generate_lm
+
+    return generate_lm(get_bundle(name), prompt, method, max_new_tokens=max_new_tokens, top_k=top_k,
+                       temperature=temperature, top_p=top_p, seed=seed, num_beams=num_beams, beam=beam)

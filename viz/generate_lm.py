@@ -27,7 +27,6 @@ Shapes (numpy):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -336,8 +335,8 @@ def generate_lm(bundle: ModelBundle, prompt: str, method: str = "greedy", *, max
 def beam_table(gen: LMGeneration, tokenizer) -> list[dict]:
     """One row per beam for a table: text, log-probability, score."""
     return [{"beam": i, "text": tokenizer.convert_tokens_to_string(b.tokens), "tokens": len(b.ids),
-             "log p": round(b.logprob, 4), "score (log p / length^penalty)": round(b.score, 4),
-             "p": float(f"{math.exp(b.logprob):.3g}"), "ended": b.finished} for i, b in enumerate(gen.beams)]
+             "log p": round(b.logprob, 4), "score": round(b.score, 4), "ended": b.finished}
+            for i, b in enumerate(gen.beams)]
 
 
 def decoder_names(names: list[str]) -> list[str]:
