@@ -67,17 +67,21 @@ def _post(bundle: ModelBundle, logits: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def lens_logits(bundle: ModelBundle, states: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Logits of every layer's residual stream `[layer + 1, ..., vocab]` (float32). Raises LensUnavailable."""
+    """Logits of every layer's residual stream `[layer + 1, ..., vocab]` (float32). Raises LensUnavailable.
+
+    The layers go through the unembedding as one stacked matrix: on a large vocabulary, reading its
+    weights once instead of once per layer is most of the cost."""
     norms, unembed = lens_parts(bundle)
-    last = len(states) - 1
-    out = []
-    for i, h in enumerate(states):
-        x = h.to(bundle.dtype)
-        if not (i == last and bundle.arch.lens.last_normed):
-            for m in norms:
-                x = m(x)
-        out.append(_post(bundle, unembed(x).float()))
-    return torch.stack(out)
+
+    def normed(x: torch.Tensor) -> torch.Tensor:
+        for m in norms:
+            x = m(x)
+        return x
+
+    states = [h.to(bundle.dtype) for h in states]
+    last = states[-1] if bundle.arch.lens.last_normed else normed(states[-1])
+    x = torch.cat([normed(torch.stack(states[:-1])), last[None]]) if len(states) > 1 else last[None]
+    return _post(bundle, unembed(x).float())
 
 
 def chosen_rank(logits: torch.Tensor, token: int) -> torch.Tensor:
