@@ -42,6 +42,12 @@ def test_generate_and_step_to_a_later_token(app_url, browser_page):
         """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .ytick text')]
                  .some(t => t.textContent === 'embeddings')""")
     assert page.get_by_text("What it predicted", exact=True).count() == 1
+    # a click on a row of the model view opens that head below it: invisible markers in (layer, head) order
+    point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(1)
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(TITLES, arg="Layer 0 · head 1, over the context")
     if SHOTS:
         page.screenshot(path=str(SHOTS / "generate-step-2.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
