@@ -11,8 +11,8 @@ import streamlit as st
 
 from viz import cache, ui
 from viz.capture import CaptureError
-from viz.figures.encdec import COLORS, attention_bars, topk_figure
-from viz.figures.steps import head_grid, lens_table, rank_map
+from viz.figures.encdec import COLORS, attention_bars
+from viz.figures.steps import head_grid, lens_table, next_token_bars, rank_map
 from viz.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
 from viz.models import builtin_names
 
@@ -83,7 +83,8 @@ st.caption(f"{bundle.name} · {len(gen.steps)} new tokens · "
 if gen.beams:
     st.dataframe(pd.DataFrame(beam_table(gen, tok)).set_index("beam"), width="stretch")
     st.caption("Beams best first, as beam search ranks them: score = log p / length^length_penalty "
-               f"(length_penalty {gen.settings.get('length_penalty', 1.0):g}); log p is the model's own.")
+               f"(length_penalty {gen.settings.get('length_penalty', 1.0):g}); log p is the model's own; 'ending' "
+               f"is what follows the start all beams share. Stepping through beam {gen.settings.get('beam', 0)}.")
 
 n = len(gen.steps)
 if st.session_state.get("gen_step", 0) >= n:
@@ -118,7 +119,7 @@ ui.plot(attention_bars(w, context, f"Layer {layer} · {'mean over heads' if head
 st.subheader("What it predicted")
 if step.lens_rank is None:
     st.info(gen.lens_note or "No logit lens for this model.", icon="🔎")
-    ui.plot(topk_figure(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
+    ui.plot(next_token_bars(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
             stem=f"step-{t}-topk")
 else:
     st.caption("The logit lens: each layer's residual stream at this query, read through the model's own final norm "
@@ -133,7 +134,7 @@ else:
                            index=["embeddings"] + [f"after layer {i}" for i in range(L)])
     g1, g2 = st.columns([1, 2])
     with g1:
-        ui.plot(topk_figure(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
+        ui.plot(next_token_bars(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
                 stem=f"step-{t}-topk")
     with g2:
         ui.plot(lens_table(step.lens_top, step.token, step.lens_rank, step.lens_prob,

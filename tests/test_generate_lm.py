@@ -274,3 +274,13 @@ def test_cli_encoder_decoder_output_is_unchanged(load):
         assert r.returncode == 0, r.stderr
         ref = generate(load("tiny-bart"), "a b c", method, num_beams=beams, max_new_tokens=4, top_k=3)
         assert r.stdout == json.dumps(ref.to_json()) + "\n"
+
+
+def test_beam_table_shows_where_each_beam_departs(load):
+    tok = load("tiny-llama").tokenizer
+    beams = [glm.Beam(["the", "cat", "sat"], [1996, 4937, 2938], -3.0, -1.0, False),
+             glm.Beam(["the", "cat", "ran"], [1996, 4937, 2743], -4.5, -1.5, True)]
+    gen = glm.LMGeneration("m", "beam", ["[CLS]"], [101], [], False, {}, beams=beams)
+    rows = glm.beam_table(gen, tok)
+    assert [r["ending"] for r in rows] == ["…sat", "…ran"] and rows[1]["text"] == "the cat ran"
+    assert rows[1]["ended"] and rows[0]["score"] == -1.0

@@ -65,7 +65,8 @@ def test_beam_search_lists_the_beams_and_steps_through_the_chosen_one():
     at = page(gen_method="beam", gen_beams=3, gen_beam=2, gen_max_new=4)
     assert not at.exception and not at.warning
     beams = at.dataframe[0].value
-    assert len(beams) == 3 and {"text", "log p", "score"} <= set(beams.columns)
+    assert len(beams) == 3 and {"ending", "text", "log p", "score"} <= set(beams.columns)
+    assert all(e.startswith("…") for e in beams["ending"]) or len(set(beams["text"].str[:1])) > 1
     assert list(beams["score"]) == sorted(beams["score"], reverse=True)
     at.session_state["gen_beams"] = 2  # fewer beams than the one shown: the page falls back to the last
     at.run()

@@ -17,7 +17,7 @@ from viz.models import DECODER_FAMILIES, ModelBundle, builtin_names
 
 DECODERS = [f"tiny-{f}" for f in ("gpt2", *DECODER_FAMILIES)]
 SHIPPED = [n for n in ("atlas-lm",) if n in builtin_names()]  # switches itself on once models/atlas-lm exists
-IDS = [101, 1996, 4937, 2938, 2006, 1996, 13523, 2138, 2009, 2001]
+TEXT = "The cat sat on the mat because it was"
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +43,13 @@ def perturbed(bundle: ModelBundle, arch=None) -> ModelBundle:
     return b
 
 
-def forward(bundle: ModelBundle, ids=IDS):
+def ids_of(bundle: ModelBundle) -> list[int]:
+    return bundle.tokenizer(TEXT)["input_ids"]
+
+
+def forward(bundle: ModelBundle):
     with torch.inference_mode():
-        return bundle.model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+        return bundle.model(input_ids=torch.tensor([ids_of(bundle)]), output_hidden_states=True, use_cache=False)
 
 
 def tiny_extra(family: str) -> ModelBundle:
@@ -70,11 +74,11 @@ def test_last_layer_lens_equals_the_model_logits(load, name):
     bundle = perturbed(tiny_extra(name) if name in ("cohere", "granite") else load(name))
     out = forward(bundle)
     lens = lens_logits(bundle, [h[0] for h in out.hidden_states])  # [layer + 1, token, vocab]
-    assert lens.shape == (bundle.n_layers + 1, len(IDS), out.logits.shape[-1])
+    assert lens.shape == (bundle.n_layers + 1, len(ids_of(bundle)), out.logits.shape[-1])
     torch.testing.assert_close(lens[-1], out.logits[0].float(), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("name", DECODERS + SHIPPED)
 def test_each_layer_lens_is_the_model_cut_after_that_layer(load, name):
     """Independent reference: the model with its layer list cut after layer l (final norm and head kept)
     computes unembed(norm(h_l)) itself: that must be the lens of layer l."""
@@ -91,7 +95,7 @@ def test_each_layer_lens_is_the_model_cut_after_that_layer(load, name):
         if getattr(short.config, "layer_types", None):
             short.config.layer_types = short.config.layer_types[:cut]
         with torch.inference_mode():
-            logits = short(input_ids=torch.tensor([IDS]), use_cache=False).logits[0].float()
+            logits = short(input_ids=torch.tensor([ids_of(bundle)]), use_cache=False).logits[0].float()
         torch.testing.assert_close(full[cut], logits, atol=1e-4, rtol=0)
 
 
@@ -105,7 +109,7 @@ def test_normalising_the_last_layer_twice_is_caught(load):
     assert (lens[-1] - out.logits[0]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("name", DECODERS + SHIPPED)
 def test_unembedding_in_the_table_is_the_models_output_embedding(load, name):
     bundle = load(name)
     assert lens_parts(bundle)[1] is bundle.model.get_output_embeddings()

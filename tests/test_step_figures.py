@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from viz.figures.steps import head_grid, lens_table, rank_map
+from viz.figures.steps import head_grid, lens_table, next_token_bars, rank_map
 
 
 def test_head_grid_rows_are_heads_scaled_to_their_own_maximum():
@@ -48,3 +48,10 @@ def test_rank_map_is_log_rank_per_layer_and_outlines_the_current_step():
     np.testing.assert_allclose(heat.z, [[2, 3], [1, 0], [0, 0]])
     assert np.asarray(heat.text).tolist() == [[100, 1000], [10, 1], [1, 1]]
     assert fig.layout.shapes[0].x0 == 0.5 and fig.layout.shapes[0].x1 == 1.5
+
+
+def test_next_token_bars_fit_small_probabilities_and_mark_the_chosen_token():
+    fig = next_token_bars([("sea", 0.026), ("sky", 0.022), ("<s>", 0.01)], "sea")
+    bar = fig.data[0]
+    assert list(bar.x) == [0.01, 0.022, 0.026] and list(bar.marker.color) == ["#9ecae1", "#9ecae1", "#F58518"]
+    assert fig.layout.xaxis.range[1] == 0.026 * 1.15 and list(fig.layout.yaxis.ticktext)[0] == "&lt;s&gt;"

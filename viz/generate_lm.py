@@ -333,8 +333,14 @@ def generate_lm(bundle: ModelBundle, prompt: str, method: str = "greedy", *, max
 
 
 def beam_table(gen: LMGeneration, tokenizer) -> list[dict]:
-    """One row per beam for a table: text, log-probability, score."""
-    return [{"beam": i, "text": tokenizer.convert_tokens_to_string(b.tokens), "tokens": len(b.ids),
+    """One row per beam for a table: where it departs from the others (beams share long prefixes), its
+    whole text, log-probability and score."""
+    ids = [b.ids for b in gen.beams]
+    shared = 0
+    while ids and all(len(x) > shared for x in ids) and len({x[shared] for x in ids}) == 1:
+        shared += 1
+    return [{"beam": i, "ending": ("…" if shared else "") + tokenizer.convert_tokens_to_string(b.tokens[shared:]),
+             "text": tokenizer.convert_tokens_to_string(b.tokens), "tokens": len(b.ids),
              "log p": round(b.logprob, 4), "score": round(b.score, 4), "ended": b.finished}
             for i, b in enumerate(gen.beams)]
 

@@ -108,3 +108,19 @@ def rank_map(ranks: np.ndarray, tokens: list[str], current: int | None = None, t
                                                               enumerate(xs)]),
                       yaxis=dict(autorange="reversed", type="category"))
     return fig
+
+
+def next_token_bars(top_k: list[tuple[str, float]], chosen: str, title: str = "") -> go.Figure:
+    """The k most likely next tokens as horizontal bars, best on top, the chosen one in orange. The axis
+    fits the largest probability (a real model's next-token probabilities are often a few percent)."""
+    toks = [t for t, _ in top_k][::-1]
+    probs = [round(float(p), 4) for _, p in top_k][::-1]
+    colors = ["#F58518" if t == chosen else "#9ecae1" for t in toks]
+    fig = go.Figure(go.Bar(y=token_labels(toks), x=probs, orientation="h", marker_color=colors,
+                           text=[f"{p:.1%}" for p in probs], textposition="auto",
+                           hovertemplate="%{y}<br>p = %{x:.4f}<extra></extra>"))
+    fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(title="probability", tickformat=".0%", range=[0, max(probs + [1e-3]) * 1.15]),
+                      yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks),
+                                 ticktext=[escape(t) for t in toks]))
+    return fig
