@@ -99,10 +99,11 @@ def test_beams_equal_model_generate_and_their_scores_the_models_log_probs(load, 
         with torch.inference_mode():
             logits = model(input_ids=torch.tensor([gen.prompt_ids + b.ids]), use_cache=False).logits[0].float()
         logp = torch.log_softmax(logits[n - 1:-1], -1)[torch.arange(len(b.ids)), b.ids].sum().item()
-        assert b.logprob == pytest.approx(logp, abs=1e-4)
+        assert b.log_prob == pytest.approx(logp, abs=1e-4)
+        assert len(b.token_logprobs) == len(b.ids)
         assert b.score == pytest.approx(logp / len(b.ids) ** gen.settings["length_penalty"], abs=1e-4)
     assert [b.score for b in gen.beams] == sorted((b.score for b in gen.beams), reverse=True)
-    assert sum(s.logprob for s in gen.steps) == pytest.approx(gen.beams[0].logprob, abs=1e-4)
+    assert [s.logprob for s in gen.steps] == pytest.approx(gen.beams[0].token_logprobs, abs=1e-4)
     other = generate_lm(bundle, PROMPT, "beam", num_beams=3, max_new_tokens=6, beam=2)
     assert [s.token_id for s in other.steps] == gen.beams[2].ids and other.settings["beam"] == 2
 
@@ -223,6 +224,7 @@ def test_cli_sampling_and_beam(load):
             "--json")
     out = json.loads(r.stdout)
     assert r.returncode == 0 and len(out["beams"]) == 3 and out["output_tokens"] == out["beams"][0]["tokens"]
+    assert {"tokens", "score", "log_prob", "token_logprobs", "finished"} == set(out["beams"][0])
     r = run("--model", "tiny-gpt2", "--text", PROMPT, "--max-new-tokens", "2")  # the text form
     assert r.returncode == 0 and r.stdout.startswith("prompt:") and "lens rank by layer" in r.stdout
 
@@ -278,9 +280,9 @@ def test_cli_encoder_decoder_output_is_unchanged(load):
 
 def test_beam_table_shows_where_each_beam_departs(load):
     tok = load("tiny-llama").tokenizer
-    beams = [glm.Beam(["the", "cat", "sat"], [1996, 4937, 2938], -3.0, -1.0, False),
-             glm.Beam(["the", "cat", "ran"], [1996, 4937, 2743], -4.5, -1.5, True)]
+    beams = [glm.Beam(["the", "cat", "sat"], [1996, 4937, 2938], [-1.0, -1.0, -1.0], -1.0, False),
+             glm.Beam(["the", "cat", "ran"], [1996, 4937, 2743], [-1.0, -1.0, -2.5], -1.5, True)]
     gen = glm.LMGeneration("m", "beam", ["[CLS]"], [101], [], False, {}, beams=beams)
     rows = glm.beam_table(gen, tok)
     assert [r["ending"] for r in rows] == ["…sat", "…ran"] and rows[1]["text"] == "the cat ran"
-    assert rows[1]["ended"] and rows[0]["score"] == -1.0
+    assert rows[1]["ended"] and rows[0]["score"] == -1.0 and rows[1]["log p"] == -4.5

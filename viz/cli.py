@@ -274,7 +274,7 @@ def _generate_lm(args, bundle, method: str, beams: int) -> int:
     print("prompt:", " ".join(gen.prompt_tokens))
     print("output:", " ".join(gen.output_tokens))
     for b in gen.beams:
-        print(f"beam score {b.score:8.4f} log p {b.logprob:9.4f}: {' '.join(b.tokens)}")
+        print(f"beam score {b.score:8.4f} log p {b.log_prob:9.4f}: {' '.join(b.tokens)}")
     for s in gen.steps:
         att = s.attention[-1].mean(axis=0)
         j = int(att.argmax())
@@ -296,8 +296,8 @@ def add_generate(sub) -> None:
                "instead of cross_attention, attention: [one weight per context token (prompt and earlier output): "
                "last layer, mean over heads] and lens_rank: [rank of the token under the logit lens of each "
                "layer, embeddings first; 1 = top]; plus settings {max_new_tokens, do_sample, temperature, top_p, "
-               "seed, num_beams, beam, rules}, and with --method beam, beams: [{tokens, logprob, score, "
-               "finished}] best first (score = logprob / length ** length_penalty).")
+               "seed, num_beams, beam, rules}, and with --method beam, beams: [{tokens, score, log_prob, "
+               "token_logprobs, finished}] best first (score = log_prob / length ** length_penalty).")
     p.add_argument("--model", default="tiny-bart",
                    help="a decoder (tiny-llama, tiny-gpt2, ...) or an encoder-decoder (seq2seq-dates, tiny-t5, "
                         "tiny-bart, ...)")

@@ -65,11 +65,18 @@ class LMStep:
 
 @dataclass
 class Beam:
+    """One hypothesis of beam search, best first in `LMGeneration.beams` (the fields of
+    `viz.generate.Beam` for encoder–decoders, plus its ids and whether it ended)."""
+
     tokens: list[str]
     ids: list[int]
-    logprob: float  # sum of the model's log-probabilities of the beam's tokens
-    score: float  # logprob / len ** length_penalty: what beam search ranks by
+    token_logprobs: list[float]  # the model's own log p of each token, given the prompt and the beam before it
+    score: float  # what beam search ranks by: sum of log p / length ** length_penalty
     finished: bool  # ended on an end-of-sequence token
+
+    @property
+    def log_prob(self) -> float:
+        return float(sum(self.token_logprobs))
 
 
 @dataclass
@@ -102,7 +109,8 @@ class LMGeneration:
     def to_json(self, digits: int = 6) -> dict:
         """`python -m viz generate --json` for decoders: the encoder–decoder keys (the prompt as
         `source_tokens`, no cross-attention) plus, per step, `attention` (last layer, mean over heads,
-        one weight per context token) and `lens_rank`; `settings`, and `beams` for beam search."""
+        one weight per context token) and `lens_rank`; `settings`, and for beam search `beams` (the
+        encoder–decoder keys tokens, score, log_prob, token_logprobs, plus finished)."""
         r = lambda x: round(float(x), digits)  # noqa: E731
         out = {
             "model": self.model_name, "method": self.method,
@@ -116,8 +124,9 @@ class LMGeneration:
             "settings": self.settings,
         }
         if self.beams:
-            out["beams"] = [{"tokens": b.tokens, "logprob": r(b.logprob), "score": r(b.score),
-                             "finished": b.finished} for b in self.beams]
+            out["beams"] = [{"tokens": b.tokens, "score": r(b.score), "log_prob": r(b.log_prob),
+                             "token_logprobs": [r(x) for x in b.token_logprobs], "finished": b.finished}
+                            for b in self.beams]
         return out
 
 
@@ -246,12 +255,12 @@ def _forced(tokens: list[int]) -> Choose:
     return lambda i, seq, logits: tokens[i]
 
 
-def _beam_logprob(bundle: ModelBundle, prompt: list[int], tokens: list[int]) -> float:
-    """Sum of log p(token | prefix) for `tokens` after `prompt`, from one forward."""
+def _token_logprobs(bundle: ModelBundle, prompt: list[int], tokens: list[int]) -> list[float]:
+    """log p(token | prompt and the tokens before it) for each of `tokens`, from one forward."""
     seq = torch.tensor([prompt + tokens], device=bundle.device)
     logits = bundle.model(input_ids=seq, use_cache=False).logits[0, len(prompt) - 1: -1].float()
     lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens, device=seq.device)[:, None])
-    return float(lp.sum())
+    return [float(x) for x in lp[:, 0]]
 
 
 def _beams(bundle: ModelBundle, prompt: list[int], max_new: int, num_beams: int, eos: set[int], penalty: float):
@@ -264,8 +273,8 @@ def _beams(bundle: ModelBundle, prompt: list[int], max_new: int, num_beams: int,
     tok, beams = bundle.tokenizer, []
     for row, n in zip(out.sequences.tolist(), lengths):
         ids = row[len(prompt): len(prompt) + n]
-        logprob = _beam_logprob(bundle, prompt, ids)
-        beams.append(Beam(tok.convert_ids_to_tokens(ids), ids, logprob, logprob / max(1, n) ** penalty,
+        logps = _token_logprobs(bundle, prompt, ids)
+        beams.append(Beam(tok.convert_ids_to_tokens(ids), ids, logps, sum(logps) / max(1, n) ** penalty,
                           bool(ids) and ids[-1] in eos))
     return beams
 
@@ -341,7 +350,7 @@ def beam_table(gen: LMGeneration, tokenizer) -> list[dict]:
         shared += 1
     return [{"beam": i, "ending": ("…" if shared else "") + tokenizer.convert_tokens_to_string(b.tokens[shared:]),
              "text": tokenizer.convert_tokens_to_string(b.tokens), "tokens": len(b.ids),
-             "log p": round(b.logprob, 4), "score": round(b.score, 4), "ended": b.finished}
+             "log p": round(b.log_prob, 4), "score": round(b.score, 4), "ended": b.finished}
             for i, b in enumerate(gen.beams)]
 
 
