@@ -12,7 +12,7 @@ import streamlit as st
 from viz import cache, ui
 from viz.capture import CaptureError
 from viz.figures.encdec import COLORS, attention_bars
-from viz.figures.steps import head_grid, lens_table, next_token_bars, rank_map
+from viz.figures.steps import head_grid, lens_table, levels, next_token_bars, rank_map
 from viz.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
 from viz.models import builtin_names
 
@@ -122,16 +122,17 @@ if step.lens_rank is None:
     ui.plot(next_token_bars(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
             stem=f"step-{t}-topk")
 else:
-    st.caption("The logit lens: each layer's residual stream at this query, read through the model's own final norm "
-               "and unembedding (nostalgebraist 2020), i.e. what the model would predict if it stopped there. The "
-               "last row is the model's own output; the last column is the chosen token's rank and probability.")
+    st.caption("The logit lens: the residual stream at this query after the embeddings (emb) and after each layer "
+               "(L0, L1, ...), read through the model's own final norm and unembedding (nostalgebraist 2020), i.e. "
+               "what the model would predict if it stopped there. The last row is the model's own output; the last "
+               "column is the chosen token's rank and probability.")
     if gen.lens_gap is not None and gen.lens_gap > 1e-2:
         st.warning(f"The last layer's lens differs from the model's logits by up to {gen.lens_gap:.2g}: this "
                    "family's final norm or logit scaling is not fully known, so read the lens with care.", icon="⚠️")
     lens_df = pd.DataFrame([[t_ for t_, _ in row] + [int(r), round(float(p), 6)] for row, r, p in
                             zip(step.lens_top, step.lens_rank, step.lens_prob)],
                            columns=[f"#{j + 1}" for j in range(len(step.lens_top[0]))] + ["rank of chosen", "p(chosen)"],
-                           index=["embeddings"] + [f"after layer {i}" for i in range(L)])
+                           index=levels(L + 1))
     g1, g2 = st.columns([1, 2])
     with g1:
         ui.plot(next_token_bars(step.top_k, step.token, f"Next-token probabilities at step {t}"), key="gen_topk_fig",
@@ -147,9 +148,9 @@ else:
 
 
 def first_top(ranks) -> str:
-    """Where the lens first ranks the token first: 'embeddings', 'layer i' or 'never'."""
+    """Where the lens first ranks the token first: 'emb', 'L{i}' (after that layer) or 'never'."""
     i = next((i for i, r in enumerate(ranks) if r == 1), None)
-    return "never" if i is None else "embeddings" if i == 0 else f"layer {i - 1}"
+    return "never" if i is None else levels(len(ranks))[i]
 
 
 rows = [{"step": s.index, "context token": s.query_token, "output": s.token, "p(output)": round(s.prob, 4),

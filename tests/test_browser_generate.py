@@ -40,7 +40,7 @@ def test_generate_and_step_to_a_later_token(app_url, browser_page):
     page.wait_for_function(TITLES, arg="Step 2: top-5 by layer")
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .ytick text')]
-                 .some(t => t.textContent === 'embeddings')""")
+                 .some(t => t.textContent === 'emb')""")
     assert page.get_by_text("What it predicted", exact=True).count() == 1
     # a click on a row of the model view opens that head below it: invisible markers in (layer, head) order
     point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(1)

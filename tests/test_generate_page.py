@@ -42,7 +42,7 @@ def test_page_steps_through_greedy_generation():
     assert grid["layout"]["title"]["text"].startswith("Step 2: every layer × head")
     assert lens["layout"]["title"]["text"].startswith("Step 2: top-5 by layer")
     L = len(lens["data"][0]["y"]) - 1
-    assert lens["data"][0]["y"][0] == "embeddings" and lens["data"][0]["y"][-1] == f"after layer {L - 1}"
+    assert lens["data"][0]["y"][0] == "emb" and lens["data"][0]["y"][-1] == f"L{L - 1}"
     assert len(grid["data"][0]["y"]) == L * 4 or DECODER != "tiny-llama"  # a row per (layer, head)
     assert any("6 new tokens" in c.value and "stopped at the length limit" in c.value for c in at.caption)
     assert any(m.value.startswith("Context:") for m in at.markdown)

@@ -33,7 +33,7 @@ def test_lens_table_marks_the_chosen_token_and_its_rank():
     top = [[("cat", 0.5), ("dog", 0.25)], [("dog", 0.75), ("cat", 0.125)]]
     fig = lens_table(top, "dog", rank=np.array([2, 1]), prob=np.array([0.25, 0.75]), title="t")
     heat = fig.data[0]
-    assert list(heat.y) == ["embeddings", "after layer 0"]
+    assert list(heat.y) == ["emb", "L0"]
     assert list(heat.x) == ["#1", "#2", "'dog'"]
     assert list(heat.text[0]) == ["cat", "<b>dog</b>", "<b>#2</b> · 25.0%"]
     assert heat.text[1][0] == "<b>dog</b>" and heat.text[1][2] == "<b>#1</b> · 75.0%"
@@ -44,7 +44,7 @@ def test_rank_map_is_log_rank_per_layer_and_outlines_the_current_step():
     ranks = np.array([[100, 10, 1], [1000, 1, 1]])  # [step, layer + 1]
     fig = rank_map(ranks, ["x", "<y>"], current=1)
     heat = fig.data[0]
-    assert list(heat.x) == ["0: x", "1: &lt;y&gt;"] and list(heat.y) == ["embeddings", "after layer 0", "after layer 1"]
+    assert list(heat.x) == ["0: x", "1: &lt;y&gt;"] and list(heat.y) == ["emb", "L0", "L1"]
     np.testing.assert_allclose(heat.z, [[2, 3], [1, 0], [0, 0]])
     assert np.asarray(heat.text).tolist() == [[100, 1000], [10, 1], [1, 1]]
     assert fig.layout.shapes[0].x0 == 0.5 and fig.layout.shapes[0].x1 == 1.5

@@ -14,6 +14,12 @@ import plotly.graph_objects as go
 from viz.figures.attention import COLORSCALE, escape, token_axis, token_labels
 
 
+def levels(n: int) -> list[str]:
+    """Names of `n` residual-stream levels, embeddings first: 'emb', 'L0', 'L1', ... (a hidden state is named
+    by the layer it leaves; the app-wide convention of viz.names on the issue-ui branch)."""
+    return ["emb"] + [f"L{i}" for i in range(n - 1)]
+
+
 def _pool_keys(rows: np.ndarray, tokens: list[str], max_keys: int) -> tuple[np.ndarray, list[str]]:
     """Mean-pool the key axis of `[..., key]` into at most `max_keys` bins, labelled by their first token."""
     n = rows.shape[-1]
@@ -75,14 +81,15 @@ def lens_table(layer_top: list[list[tuple[str, float]]], chosen: str, rank: np.n
     text = [[f"<b>{escape(t)}</b>" if t == chosen else escape(t) for t, _ in row]
             + [f"<b>#{int(rank[i])}</b> · {float(prob[i]):.1%}"] for i, row in enumerate(layer_top)]
     cols = [f"#{j + 1}" for j in range(k)] + [f"'{escape(chosen)}'"]
-    ys = ["embeddings"] + [f"after layer {i}" for i in range(n - 1)]
+    ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(probs, 4), x=cols, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=13),
         colorscale="Blues", zmin=0, zmax=max(float(probs.max()), 1e-3), colorbar=dict(title="prob", thickness=12),
         xgap=2, ygap=2, hovertemplate="%{y}, %{x}: %{text} (p %{z:.2%})<extra></extra>"))
     fig.update_layout(title=dict(text=title, y=0.99, yanchor="top"), height=120 + 36 * n,
                       margin=dict(l=10, r=10, t=80, b=10),
-                      xaxis=dict(side="top", type="category"), yaxis=dict(autorange="reversed", type="category"))
+                      xaxis=dict(side="top", type="category"),
+                      yaxis=dict(autorange="reversed", type="category", title="residual stream after"))
     return fig
 
 
@@ -92,7 +99,7 @@ def rank_map(ranks: np.ndarray, tokens: list[str], current: int | None = None, t
     ranks = np.asarray(ranks)
     S, n = ranks.shape
     xs = [f"{s}: {escape(t)}" for s, t in enumerate(tokens)]
-    ys = ["embeddings"] + [f"after layer {i}" for i in range(n - 1)]
+    ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(np.log10(ranks.T), 3), x=xs, y=ys, text=ranks.T, texttemplate="%{text}" if S * n <= 400 else None,
         colorscale="Blues", reversescale=True, zmin=0, zmax=max(1.0, float(np.log10(ranks.max()))), xgap=1, ygap=1,
@@ -106,7 +113,7 @@ def rank_map(ranks: np.ndarray, tokens: list[str], current: int | None = None, t
                       xaxis=dict(type="category", tickangle=-45 if S > 8 else 0, tickmode="array", tickvals=xs,
                                  ticktext=xs if S <= 40 else [x if i % max(1, S // 40) == 0 else "" for i, x in
                                                               enumerate(xs)]),
-                      yaxis=dict(autorange="reversed", type="category"))
+                      yaxis=dict(autorange="reversed", type="category", title="residual stream after"))
     return fig
 
 
