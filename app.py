@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
+    st.Page("pages/generate.py", title="Generate", icon="✍️"),
     st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
     st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
 ]

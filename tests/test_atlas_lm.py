@@ -82,7 +82,7 @@ def test_folder_is_a_small_standard_llama():
     assert "atlas-lm" in builtin_names()
 
 
-@pytest.mark.parametrize("page", ["attention", "flow", "compare", "atlas"])
+@pytest.mark.parametrize("page", ["attention", "inside", "flow", "compare", "atlas"])
 def test_decoder_pages_open_on_atlas_lm(page):
     from streamlit.testing.v1 import AppTest
 

@@ -190,12 +190,25 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
                    "Running both variants…")
 
 
-@st.cache_data(max_entries=32, show_spinner="Scoring heads on repeated random tokens…")
 def get_head_scores(name: str, seed: int, length: int):
     """viz.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
     from viz.heads import head_scores
 
-    return head_scores(get_bundle(name), seed=seed, length=length)
+    return _cached(RESULTS, ("head_scores", name, seed, length),
+                   lambda: head_scores(get_bundle(name), seed=seed, length=length),
+                   "Scoring heads on repeated random tokens…")
+
+
+def get_lm_generation(name: str, prompt: str, method: str, max_new_tokens: int = 20, top_k: int = 5,
+                      temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0):
+    """Decoder-only step-through generation (viz.generate_lm), memoised per settings."""
+    from viz.generate_lm import generate_lm
+
+    return _cached(RESULTS, ("lm_generation", name, prompt, method, max_new_tokens, top_k, temperature, top_p, seed,
+                             num_beams, beam),
+                   lambda: generate_lm(get_bundle(name), prompt, method, max_new_tokens=max_new_tokens, top_k=top_k,
+                                       temperature=temperature, top_p=top_p, seed=seed, num_beams=num_beams,
+                                       beam=beam), "Generating…")
 
 
 # ----------------------------------------------------------------------------- head atlas
