@@ -17,7 +17,8 @@ from viz.importance import head_importance
 
 STAT_LABELS = {"entropy": "entropy (nats)", "distance": "mean distance (positions)", "cls": "share on [CLS]/start",
                "sep": "share on [SEP]/end", "punct": "share on punctuation", "self": "share on itself",
-               "prev": "share on previous token", "next": "share on next token"}
+               "prev": "share on previous token", "next": "share on next token",
+               "first": "share on the first token (sink)"}
 ROLE_STAT = {v: k for k, v in ROLE_NAMES.items()} | {"broad": "entropy", "mixed": "entropy"}
 
 ui.through_app()
@@ -212,7 +213,8 @@ with right:
 
 st.subheader("Heads clustered by their statistics")
 k = st.slider("Clusters", 2, 10, 5, key="atlas_k")
-feats = np.stack([stats[s].ravel() for s in STATS], axis=1)
+# every statistic the table has (a CSV written before the `first` column holds NaN there)
+feats = np.stack([stats[s].ravel() for s in STATS if np.isfinite(stats[s]).all()], axis=1)
 coords, clusters, explained = head_map(feats, k)
 ui.plot(head_scatter(coords, clusters, result.n_layers, result.n_heads, roles, explained), key="atlas_map_fig",
         stem="atlas-map", on_select=lambda: open_head("atlas_map_fig"), selection_mode="points")

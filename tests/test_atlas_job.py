@@ -45,9 +45,9 @@ def test_families(name, load):
     b = load(name)
     res = run_atlas(b, SENTENCES, batch_size=4, words=True)
     df = frame(res)
-    assert list(df.columns[:10]) == ["layer", "head", *STATS] and len(df) == res.n_layers * res.n_heads
+    assert list(df.columns[:2 + len(STATS)]) == ["layer", "head", *STATS] and len(df) == res.n_layers * res.n_heads
     assert df[list(STATS)].notna().all().all()
-    shares = df[["cls", "sep", "punct", "self", "prev", "next"]]
+    shares = df[["cls", "sep", "punct", "self", "prev", "next", "first"]]
     assert ((shares >= -1e-6) & (shares <= 1 + 1e-6)).all().all()
     if b.kind == "decoder":
         assert np.allclose(res.stats["next"], 0, atol=1e-6)  # causal: never attends ahead

@@ -79,7 +79,7 @@ def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
     assert r.returncode == 0, r.stderr
     cli = pd.read_csv(out)
     assert list(cli.columns) == ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev",
-                                 "next", "role"]
+                                 "next", "first", "role"]
     assert list(table.columns) == list(cli.columns)
     assert (table[["layer", "head", "role"]].values == cli[["layer", "head", "role"]].values).all()
     stats = cli.columns[2:-1]
@@ -202,6 +202,11 @@ def test_page_opens_a_cli_csv(corpus_file, tmp_path, monkeypatch):
     at.radio(key="atlas_level").set_value("words").run()
     at.selectbox(key="atlas_stat").set_value("prev").run()
     assert not at.exception, [e.value for e in at.exception]
+    # a table written before the `first` column existed still opens (that column empty)
+    older = cli.drop(columns=["first", "word_first"]).to_csv(index=False).encode()
+    at.file_uploader(key="atlas_result_upload").set_value(("older.csv", older, "text/csv")).run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert at.dataframe[0].value["first"].isna().all()
     at.file_uploader(key="atlas_result_upload").set_value(("x.csv", b"a,b\n1,2\n", "text/csv")).run()
     assert "not a head-atlas table" in at.error[0].value and not at.exception
 

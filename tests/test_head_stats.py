@@ -165,3 +165,36 @@ def test_head_map_clusters_separate_groups():
     assert ratio[0] > 0.9
     assert np.allclose(standardize(np.ones((3, 2))), 0)
     assert kmeans(np.zeros((4, 2)), 3).tolist() == [0, 0, 0, 0]
+
+
+def test_first_token_share_counts_rows_after_the_first_real_token():
+    """`first`: the share on the first real key over the rows after it, hand-computed; with left padding the
+    first real token is not position 0, and its own row (always 1 in a causal model) never counts."""
+    rows = [[1, 0, 0, 0],
+            [0.25, 0.75, 0, 0],
+            [0.5, 0.25, 0.25, 0],
+            [0.75, 0, 0, 0.25]]
+    a, m, g = one(rows)
+    _, s = acc_of(a, m, g)
+    assert s["first"][0, 0] == pytest.approx((0.25 + 0.5 + 0.75) / 3)
+    # the same sentence left-padded by one: position 0 is padding (its column must not count either)
+    padded = np.zeros((5, 5))
+    padded[1:, 1:] = rows
+    padded[1:, 0] = 0.3  # weight on the padded key: renormalised away
+    a, m, g = one(padded, mask=[0, 1, 1, 1, 1])
+    _, s = acc_of(a, m, g)
+    assert s["first"][0, 0] == pytest.approx((0.25 + 0.5 + 0.75) / 3)
+
+
+def test_first_equals_cls_on_a_bert_sentence():
+    a, m, g = one(PREV5, groups=GROUPS5)
+    acc, s = acc_of(a, m, g, rows=[0, 1, 1, 1, 0])  # special rows ([CLS], [SEP]) never count
+    assert s["first"][0, 0] == pytest.approx(s["cls"][0, 0]) == pytest.approx(1 / 3)
+
+
+def test_a_checkpoint_of_other_statistics_is_refused():
+    acc, _ = acc_of(*one(PREV5, groups=GROUPS5))
+    old = acc.to_arrays()
+    old = {k: (v[:-1] if k in ("sums", "counts", "top_scores", "top_ids") else v) for k, v in old.items()}
+    with pytest.raises(ValueError, match="this version keeps"):
+        HeadStatsAccumulator.from_arrays(old)

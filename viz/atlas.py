@@ -85,7 +85,7 @@ class AtlasResult:
 
 
 def frame(result: AtlasResult, decimals: int | None = 6) -> pd.DataFrame:
-    """One row per (layer, head): `layer, head, entropy, distance, cls, sep, punct, self, prev, next, role`,
+    """One row per (layer, head): `layer, head, entropy, distance, cls, sep, punct, self, prev, next, first, role`,
     then `word_<stat>`, `word_role` when word-level statistics were computed. The CLI's CSV and the page's
     table are this frame."""
     L, H = result.n_layers, result.n_heads
@@ -102,6 +102,9 @@ def frame(result: AtlasResult, decimals: int | None = 6) -> pd.DataFrame:
     return df
 
 
+OPTIONAL_STATS = ("first",)  # added later: older CSVs open without it (NaN)
+
+
 class AtlasCsvError(ValueError):
     """A file is not a CSV written by `python -m viz atlas` (or the page's table download)."""
 
@@ -115,6 +118,10 @@ def read_csv(data: bytes, name: str) -> AtlasResult:
         df = pd.read_csv(io.BytesIO(data))
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise AtlasCsvError(f"'{name}' is not a readable CSV file ({str(e).splitlines()[0]}).") from None
+    for s in OPTIONAL_STATS:  # a table written before this column existed
+        for col in (s, f"word_{s}"):
+            if col not in df.columns and (col == s or "word_role" in df.columns):
+                df[col] = np.nan
     missing = [c for c in ("layer", "head", *STATS, "role") if c not in df.columns]
     if missing:
         raise AtlasCsvError(f"'{name}' is not a head-atlas table: it has no {', '.join(missing)} column. Open a CSV "

@@ -339,6 +339,8 @@ output: one CSV row per (layer, head), columns
   self          mean a_ii
   prev          mean a_i,i-1, over rows whose previous position is a real token
   next          mean a_i,i+1, over rows whose next position is a real token
+  first         mean share on the first real token, whatever it is, over the rows after it (the
+                "attention sink"; equals cls on those rows when the first token is [CLS]/<s>/BOS)
   role          label from thresholds: the share furthest above its threshold among
                 prev>0.5, next>0.5, self>0.5, cls>0.5, sep>0.5, punct>0.3; else 'broad' when
                 entropy >= 0.8 x mean ln(#keys) (the uniform maximum); else 'mixed'

@@ -28,6 +28,9 @@ to 1 over real keys so padded keys never count):
     self      a_ii
     prev      a_i,i-1   over rows whose previous position is a real token
     next      a_i,i+1   over rows whose next position is a real token
+    first     a_i,f     f = the first real position, over rows i > f: the share on the first token, whatever
+                        it is (the "attention sink" of StreamingLLM, Xiao et al. 2023; for a model whose first
+                        token is [CLS]/BOS it equals cls on those rows)
 A head's statistic is the mean over every counted row of the corpus (token-weighted, as in
 Clark et al.): rows of special tokens are *not* counted (`query_rows`), their columns are.
 """
@@ -39,9 +42,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-STATS = ("entropy", "distance", "cls", "sep", "punct", "self", "prev", "next")
+STATS = ("entropy", "distance", "cls", "sep", "punct", "self", "prev", "next", "first")
 GROUPS = ("cls", "sep", "punct")
-SHARES = ("cls", "sep", "punct", "self", "prev", "next")
+SHARES = ("cls", "sep", "punct", "self", "prev", "next", "first")
 
 # A head is given the role of the share it exceeds most (value / threshold, ties: this order).
 # 0.5 follows Clark et al.'s "more than half of its attention" reading of their Fig. 2-3;
@@ -75,7 +78,14 @@ def row_stats(attn: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor) -> d
     zero = a.new_zeros(a.shape[:-2] + (1,))  # [B, L, H, 1]
     out["prev"] = torch.cat([zero, torch.diagonal(a, offset=-1, dim1=-2, dim2=-1)], -1)  # row i -> key i-1
     out["next"] = torch.cat([torch.diagonal(a, offset=1, dim1=-2, dim2=-1), zero], -1)  # row i -> key i+1
+    first = first_position(mask).to(a.device)  # [B]: the first real key (padding may sit on either side)
+    out["first"] = a[torch.arange(a.shape[0], device=a.device), :, :, :, first]  # [B, L, H, T]
     return out
+
+
+def first_position(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool -> [B] long: the index of each row's first True (0 for a row without any)."""
+    return mask.to(torch.int8).argmax(-1)
 
 
 def row_weights(mask: torch.Tensor, query_rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,6 +98,8 @@ def row_weights(mask: torch.Tensor, query_rows: torch.Tensor) -> dict[str, torch
     w = {s: rows for s in STATS}
     w["prev"] = rows * has_prev.float()
     w["next"] = rows * has_next.float()
+    after_first = torch.arange(mask.shape[1], device=mask.device)[None, :] > first_position(mask)[:, None]
+    w["first"] = rows * after_first.float()  # the first token's own row would always give 1
     return w
 
 
@@ -191,7 +203,9 @@ class HeadStatsAccumulator:
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> "HeadStatsAccumulator":
-        _, L, H, k = a["top_ids"].shape
+        n, L, H, k = a["top_ids"].shape
+        if n != len(STATS) or len(a["sums"]) != len(STATS):
+            raise ValueError(f"partial sums of {n} statistics, this version keeps {len(STATS)} ({', '.join(STATS)})")
         acc = cls(L, H, k)
         acc.sums = {s: np.array(a["sums"][i], dtype=np.float64) for i, s in enumerate(STATS)}
         acc.counts = {s: int(a["counts"][i]) for i, s in enumerate(STATS)}
