@@ -53,9 +53,13 @@ def decoder_heads() -> None:
         st.error(str(e), icon="🚫")
         return
     li, hi, best = res.best("induction")
+    copies = res.loss_second < res.loss_first - 1.0  # a nat better on the repeat: it copies from the context
     st.caption(f"Best induction head: layer {li}, head {hi} ({best:.2f}). Next-token loss on the first copy "
-               f"{res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: a model that copies from "
-               "its context predicts the second far better.")
+               f"{res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: "
+               + ("this model copies from its context (a model without induction heads predicts both copies "
+                  "equally badly)." if copies else
+                  "no better on the repeat, so this model does not copy from its context (an induction head would "
+                  "make the second copy far easier; the Training studio's repeated-tokens task grows one)."))
     grids = [("induction", "Induction score", "Reds"), ("previous", "Previous-token score", "Blues"),
              ("duplicate", "Duplicate-token score", "Purples"), ("first", "First-token (sink) share", "Greys")]
     for row in (grids[:2], grids[2:]):

@@ -4,6 +4,7 @@ top-k next tokens, and the logit lens (every layer's residual stream read throug
 final norm and unembedding)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -47,9 +48,16 @@ if bundle.kind != "decoder":
     st.button("Use this model", key="gen_use", on_click=use_model, type="primary")
     ui.stop("Pick a decoder model to continue.", "info", "👉")
 
-st.session_state.setdefault("gen_prompt", st.session_state.get("text", ui.EXAMPLES[0]))
+# The prompt starts as the sidebar text and follows it when that changes (it went stale before), without its
+# closing full stop: a model trained on sentences ends a finished one at once (atlas-lm: end-of-text, p 0.99).
+text = st.session_state.get("text", ui.EXAMPLES[0])
+if "gen_prompt" not in st.session_state or st.session_state.get("gen_text_seen", text) != text:
+    st.session_state.gen_prompt = re.sub(r"[\s.!?…]+$", "", text) or text
+st.session_state.gen_text_seen = text
 c1, c2 = st.columns([3, 2])
-prompt = c1.text_area("Prompt", key="gen_prompt", height=90, help="The model continues this text.")
+prompt = c1.text_area("Prompt", key="gen_prompt", height=90,
+                      help="The model continues this text. It follows the sidebar's text (without its final full "
+                           "stop) whenever that changes; edit it here freely.")
 method = c2.radio("Method", list(METHODS), format_func=METHODS.get, key="gen_method", horizontal=True)
 limit = max(1, max_new_tokens_limit(bundle, 1))
 max_new = c2.number_input("Max new tokens", 1, min(limit, 200), min(20, limit), key="gen_max_new")

@@ -107,3 +107,22 @@ def test_the_encoder_decoder_page_points_decoders_here():
     at.run()
     assert not at.exception
     assert "Step through its generation on the Generate page" in [e.proto.label for e in at.get("page_link")]
+
+
+def test_prompt_follows_the_sidebar_text_without_its_full_stop():
+    """The prompt went stale when the sidebar text changed; and a finished sentence made atlas-lm end at once."""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["model_choice"] = DECODER
+    at.session_state["text"] = "The cat sat on the mat."
+    at.run()
+    at.switch_page("pages/generate.py").run()
+    assert at.text_area(key="gen_prompt").value == "The cat sat on the mat"
+    at.session_state["text"] = "A long road led to the old house!"
+    at.run()
+    assert at.text_area(key="gen_prompt").value == "A long road led to the old house"
+    at.text_area(key="gen_prompt").set_value("My own prompt").run()  # an edit stays while the text stays
+    at.run()
+    assert at.text_area(key="gen_prompt").value == "My own prompt"
+    assert not at.exception
+    said = [m.value for m in at.markdown if m.value.startswith("**Prompt:**")]
+    assert said and "**Generated:**" in said[0] and "only special tokens" not in said[0]
