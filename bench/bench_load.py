@@ -42,16 +42,19 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 MODEL = "minilm"
 
-# In the page: the model view is the chart whose scatter carries [layer, head] customdata; the one-head
-# heatmap is the first other chart whose x axis has token tick texts. STATE returns what the page shows
+# In the page: the model view is the chart whose scatter carries [layer, head] customdata (an image, or a
+# heatmap before the PNG); the one-head heatmap is the chart keyed attn_head_fig, its x the key tokens. STATE returns what the page shows
 # now; DRAWN waits (in the browser, checking on DOM changes) until it shows `view` and `tokens`, keeps every
 # token list it saw that is not in `own` in window.__foreign, and returns performance.now() at that moment.
 STATE_JS = """() => {
   const out = {view: null, tokens: null, running: !!document.querySelector('[data-testid="stStatusWidget"]')};
   for (const gd of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
     if (!gd.data || !gd._fullData || !gd._fullData.length || !gd.querySelector('.main-svg')) continue;
-    const isView = gd.data.length > 1 && gd.data[1].customdata !== undefined && gd.data[0].type === 'heatmap';
-    if (isView && out.view === null) {
+    const kind = gd.data[0].type;
+    const isView = gd.data.length > 1 && gd.data[1].customdata !== undefined && (kind === 'image' || kind === 'heatmap');
+    if (isView && out.view === null && kind === 'image' && gd.querySelector('.imagelayer image')) {
+      out.view = gd.data[0].meta;  // [rows, cols, sum of the uint8 thumbnails] of the PNG it drew
+    } else if (isView && out.view === null && kind === 'heatmap') {  // before the PNG (--app-root of an older tree)
       const z = gd._fullData[0].z;
       if (gd.__benchZ !== z) {  // sum each drawn image once, not on every poll
         let sum = 0, rows = 0, cols = 0;
@@ -59,8 +62,8 @@ STATE_JS = """() => {
         gd.__benchZ = z; gd.__benchView = [rows, cols, sum];
       }
       out.view = gd.__benchView;
-    } else if (!isView && out.tokens === null && gd.layout && gd.layout.xaxis && gd.layout.xaxis.ticktext) {
-      out.tokens = Array.from(gd.layout.xaxis.ticktext);
+    } else if (!isView && out.tokens === null && gd.closest('.st-key-attn_head_fig') && gd.data[0].x) {
+      out.tokens = Array.from(gd.data[0].x);  // the one-head heatmap's key tokens, "token (i)"
     }
   }
   return out;
@@ -142,21 +145,20 @@ class Expect:
         import torch
 
         from viz.capture import capture
-        from viz.figures.attention import escape, model_view
+        from viz.figures.attention import model_view, token_labels
         from viz.models import load_model
 
         torch.set_num_threads(1)  # as the server runs its forwards (viz/serving.py)
 
         self._bundle = load_model(MODEL)
-        self._capture, self._model_view, self._escape = capture, model_view, escape
+        self._capture, self._model_view, self._labels = capture, model_view, token_labels
         self._memo: dict[str, tuple] = {}
 
     def __call__(self, text: str) -> tuple[tuple[int, int, int], list[str]]:
         if text not in self._memo:
             cap = self._capture(self._bundle, text)
-            z = self._model_view(cap.attentions["encoder"]).data[0].z
-            view = (int(z.shape[0]), int(z.shape[1]), int(z.astype("int64").sum()))
-            self._memo[text] = (view, [self._escape(t) for t in cap.tokens])
+            view = tuple(self._model_view(cap.attentions["encoder"]).data[0].meta)
+            self._memo[text] = (view, self._labels(cap.tokens))
         return self._memo[text]
 
 

@@ -1,7 +1,7 @@
 """Layout checks on the Plotly charts a real Chromium has drawn (used by the browser tests).
 
 `measure(page)` reads, for every visible chart, the rectangles the browser actually laid out: the
-container, each subplot's plot area, each heatmap image, every tick label (as the four corners of
+container, each subplot's plot area, each heatmap or image trace's image, every tick label (as the four corners of
 its rotated box), the chart title and the axis titles. `problems(charts)` turns them into readable
 complaints; an empty list means the page reads. What counts as broken, and why:
 
@@ -49,7 +49,7 @@ _MEASURE = """() => {
       title: title ? title.textContent : '',
       container: rect(c),
       plots: [...c.querySelectorAll('.draglayer .nsewdrag')].map(rect),
-      images: [...c.querySelectorAll('.heatmaplayer image')].map(rect),
+      images: [...c.querySelectorAll('.heatmaplayer image, .imagelayer image')].map(rect),
       cell_fonts: [...c.querySelectorAll('.heatmaplayer text')].filter(t => t.textContent)
         .map(t => parseFloat(getComputedStyle(t).fontSize)),
       title_box: title && title.textContent ? rect(title) : null,

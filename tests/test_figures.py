@@ -18,6 +18,23 @@ def test_pool_is_a_mean():
     assert pool(a, 8).shape == (4, 4)  # never upsampled
 
 
+def test_model_view_image_is_the_thumbnails_in_the_colour_scale():
+    """The PNG the browser draws holds each head's thumbnail, scaled to its own maximum, in COLORSCALE."""
+    from viz.figures.attention import LUT, png_pixels
+
+    a = np.zeros((2, 3, 4, 4))
+    a[1, 2] = np.eye(4)  # layer 1, head 2: a diagonal
+    a[0, 0, :, 0] = 0.5  # layer 0, head 0: the first column, at half weight (scaled to its own max)
+    fig = model_view(a, tile=4)
+    px = png_pixels(fig.data[0].source)
+    assert px.shape == (4 * 2 + 2, 4 * 3 + 2 * 2, 3)
+    top, darkest = LUT[0], LUT[255]
+    assert (px[0:4, 0] == darkest).all() and (px[0:4, 1:4] == top).all()
+    y, x = 6, 12  # layer 1 starts at row 4 + gap 2; head 2 at column 2 * (4 + 2)
+    assert all((px[y + i, x + i] == darkest).all() for i in range(4)) and (px[y, x + 1] == top).all()
+    assert list(fig.data[0].meta) == [10, 16, 255 * (4 + 4)]  # the checksum the load bench reads
+
+
 def test_model_view_stays_small_for_long_inputs():
     rng = np.random.default_rng(0)
     a = rng.random((12, 12, 512, 512), dtype=np.float32)
@@ -31,7 +48,7 @@ def test_model_view_fills_its_box_and_frames_the_open_head():
     a = np.random.default_rng(0).random((6, 12, 10, 10))
     fig = model_view(a, selected=(2, 5))
     # a locked aspect ratio (scaleanchor) left a ~100 px gap between the H0–H11 labels and the thumbnails
-    assert fig.layout.yaxis.scaleanchor is None and fig.layout.width is None
+    assert fig.layout.yaxis.scaleanchor in (None, False) and fig.layout.width is None
     (frame,) = fig.layout.shapes
     marker = fig.data[1]
     i = list(map(tuple, marker.customdata)).index((2, 5))  # the open head's marker sits inside the frame

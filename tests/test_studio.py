@@ -156,7 +156,7 @@ def test_figures(tiny_run):
     grid = F.probe_grid(arrays["probe_attn"][-1], job.probe_tokens)
     assert len(grid.data) == 4 and grid.data[0].zmax == 1  # one labelled heatmap per head, fixed colour range
     big = F.probe_grid(np.random.default_rng(0).dirichlet(np.ones(12), (6, 12, 12)), [f"t{i}" for i in range(12)])
-    assert big.data[0].type == "heatmap" and big.data[0].z.dtype == np.uint8  # many heads: pooled thumbnails
+    assert big.data[0].type == "image" and big.data[0].source.startswith("data:image/png")  # many heads: thumbnails
     lines = F.stat_over_steps(arrays["steps"], arrays["entropy"], "entropy", mark_step=50)
     assert len(lines.data) == 4 and list(lines.data[0].x) == [0, 25, 50, 75, 100]
 

@@ -56,7 +56,7 @@ def pool(attn: np.ndarray, size: int) -> np.ndarray:
 
 def model_view(attn: np.ndarray, tile: int = 40, title: str = "", selected: tuple[int, int] | None = None,
                kv_heads: np.ndarray | None = None, first_share: np.ndarray | None = None) -> go.Figure:
-    """All layers x heads at a glance: `[layer, head, q, k]` -> one uint8 image of thumbnails.
+    """All layers x heads at a glance: `[layer, head, q, k]` -> one image of thumbnails (a PNG, `png_uri`).
 
     `attn` may already be pooled (a capture's `thumbnails`): pooling to `tile` leaves it as it is.
     Each thumbnail is scaled to its own maximum (patterns, not magnitudes, are what the eye
@@ -95,7 +95,8 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "", selected: tupl
     if first_share is not None:
         hover += "<br>share on the first token %{customdata[2]:.2f}"
     fig = go.Figure([
-        go.Heatmap(z=img, colorscale=COLORSCALE, showscale=False, hoverinfo="skip", zmin=0, zmax=255),
+        go.Image(source=png_uri(img), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip", name="thumbnails",
+                 meta=[int(img.shape[0]), int(img.shape[1]), int(img.sum(dtype=np.int64))]),  # a checksum
         go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", name="heads",
                    marker=dict(size=max(6, min(60, cell - 8)), symbol="square", color="rgba(0,0,0,0)"),
                    customdata=np.stack(cells, axis=1), hovertemplate=hover + "<br>click to open<extra></extra>"),
@@ -111,9 +112,44 @@ def model_view(attn: np.ndarray, tile: int = 40, title: str = "", selected: tupl
         xaxis=dict(tickmode="array", tickvals=cx, ticktext=ticktext, side="top",
                    showgrid=False, zeroline=False, range=[-0.5, img.shape[1] - 0.5], automargin=True),
         yaxis=dict(tickmode="array", tickvals=cy, ticktext=[layer_name(li) for li in range(L)],
-                   range=[img.shape[0] - 0.5, -0.5], showgrid=False, zeroline=False, automargin=True),
+                   range=[img.shape[0] - 0.5, -0.5], showgrid=False, zeroline=False, automargin=True,
+                   scaleanchor=False),  # an image trace locks square pixels unless told not to
     )
     return fig
+
+
+def _lut(colorscale: str) -> np.ndarray:
+    """[256, 3] uint8: `colorscale` sampled at 0, 1/255, ..., 1 (what a heatmap with zmin 0, zmax 255 shows)."""
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    return np.array([unlabel_rgb(c) for c in sample_colorscale(colorscale, 256)]).round().astype(np.uint8)
+
+
+LUT = _lut(COLORSCALE)
+
+
+def png_uri(img: np.ndarray) -> str:
+    """[rows, cols] uint8 -> a PNG data URI in COLORSCALE. The model view ships as a PNG: as a heatmap of
+    ~250k cells its JSON was ~1 MB and drawing it was half of what the browser spent on a submit
+    (bench/bench_load.py); the PNG is tens of kB and the browser decodes it natively."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(LUT[img], mode="RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def png_pixels(uri: str) -> np.ndarray:
+    """A PNG data URI (png_uri's) -> [rows, cols, 3] uint8: what the browser draws (tests and the bench)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
 def sink_heatmap(first_share: np.ndarray, layers: list[int] | None = None, title: str = "") -> go.Figure:
