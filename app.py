@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from viz import serving, ui
+from viz.app import serving, ui
 
-serving.setup()  # once per process: malloc tuning, one torch thread per forward, gc.freeze (viz/serving.py)
+serving.setup()  # once per process: malloc tuning, one torch thread per forward, gc.freeze (viz/app/serving.py)
 
 st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide")
 

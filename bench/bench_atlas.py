@@ -15,7 +15,7 @@
    reached by each tenth of the corpus, and the tracemalloc peak of Python allocations during the
    job (torch tensors are not Python allocations: RSS covers them). Target: flat from 1,000 to 10,000 sentences.
 
-3. Engines (`--engines`): the file job (`viz.atlas_job.run_job`, chunks of --chunk-sentences) over
+3. Engines (`--engines`): the file job (`viz.atlas.job.run_job`, chunks of --chunk-sentences) over
    `--engine-n` sentences (20,000) with the embedded engine and with Ray at 1 and 2 workers (local cluster,
    1 torch thread per worker; the embedded engine on 1 thread too). Throughput counts the job only (model
    loaded, workers started); start-up is reported beside it. Then the peak RSS of the *driver* (the process
@@ -79,7 +79,7 @@ def make_sentences(n: int, seed: int = 0) -> list[str]:
 
 
 def plain_forward(bundle, sentences, batch_size, max_tokens, sort=True) -> float:
-    from viz.atlas import iter_batches, runner
+    from viz.atlas.core import iter_batches, runner
 
     model = runner(bundle)
     t = time.perf_counter()
@@ -93,7 +93,7 @@ def paired(bundle, sentences, batch_size, max_tokens, words=False) -> tuple[floa
     """Per batch, back to back: the plain forward, then the atlas work on the same batch (forward with
     hooks + statistics). Pairing puts both under the same load of a shared machine. Tokenization is
     shared, so neither side counts it. -> (plain seconds, atlas seconds) summed over batches."""
-    from viz.atlas import TokenClasses, iter_batches, process_batch, runner
+    from viz.atlas.core import TokenClasses, iter_batches, process_batch, runner
 
     model, tc = runner(bundle), TokenClasses(bundle.tokenizer, bundle.lock)
     acc = wacc = None
@@ -113,7 +113,7 @@ def paired(bundle, sentences, batch_size, max_tokens, words=False) -> tuple[floa
 
 
 def throughput(args) -> dict:
-    from viz.atlas import run_atlas
+    from viz.atlas.core import run_atlas
     from viz.models import load_model
 
     bundle = load_model(args.model)
@@ -140,7 +140,7 @@ def throughput(args) -> dict:
 
 
 def memory_child(n: int, args) -> dict:
-    from viz.atlas import run_atlas
+    from viz.atlas.core import run_atlas
     from viz.models import load_model
 
     bundle = load_model(args.model)
@@ -176,7 +176,7 @@ def engines(args) -> dict:
     """Throughput of the file job: embedded vs Ray with 1 and 2 workers, on the same corpus and chunks."""
     import tempfile
 
-    from viz.atlas_job import EmbeddedExecutor, JobSpec, run_job, write_csv
+    from viz.atlas.job import EmbeddedExecutor, JobSpec, run_job, write_csv
 
     out: dict = {"model": args.model, "sentences": args.engine_n, "chunk_sentences": args.chunk_sentences}
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +188,7 @@ def engines(args) -> dict:
             if name == "embedded":
                 ex = EmbeddedExecutor(spec)
             else:
-                from viz.atlas_ray import RayExecutor
+                from viz.atlas.ray_engine import RayExecutor
 
                 ex = RayExecutor(spec, workers=workers, threads=1).start()
             started = time.perf_counter() - t0
@@ -211,14 +211,14 @@ def driver_child(n: int, args) -> dict:
     """One job over n sentences in this (fresh) process; peak RSS of this process, the driver."""
     import tempfile
 
-    from viz.atlas_job import EmbeddedExecutor, JobSpec, Progress, run_job
+    from viz.atlas.job import EmbeddedExecutor, JobSpec, Progress, run_job
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = JobSpec(model=args.driver_model, corpus=str(write_corpus(n, Path(tmp))), out=f"{tmp}/s.csv",
                        batch_size=args.batch_size, max_tokens=args.max_tokens, chunk_sentences=args.chunk_sentences)
         rss0 = vm("VmHWM")  # not ru_maxrss: a child forked from a big parent inherits the parent's
         if args.driver_engine == "ray":
-            from viz.atlas_ray import RayExecutor
+            from viz.atlas.ray_engine import RayExecutor
 
             ex = RayExecutor(spec, workers=2, threads=1).start()
         else:

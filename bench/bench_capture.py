@@ -3,7 +3,7 @@
 1. MiniLM: `capture()` (hooks + q/k/v + hidden states + numpy) over transformers' plain eager
    forward with `output_attentions=True` (tokenisation included in both), at 16/128/512 tokens,
    each call in a fresh thread as Streamlit runs a page; with the app's malloc tuning
-   (viz/memory.py) and, in a child process, with glibc's defaults.
+   (viz/app/memory.py) and, in a child process, with glibc's defaults.
 2. Model view of a random bert-base-shaped model (12 layers x 12 heads) at 512 tokens:
    figure JSON size and build time, beside what sending every weight would cost.
 
@@ -68,7 +68,7 @@ def timed(fn, *args) -> float:
 
 
 def bench_capture() -> None:
-    from viz.memory import keep_freed_memory
+    from viz.app.memory import keep_freed_memory
 
     tuned = keep_freed_memory()
     bundle = load_model("minilm")

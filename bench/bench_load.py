@@ -148,7 +148,7 @@ class Expect:
         from viz.figures.attention import model_view, token_labels
         from viz.models import load_model
 
-        torch.set_num_threads(1)  # as the server runs its forwards (viz/serving.py)
+        torch.set_num_threads(1)  # as the server runs its forwards (viz/app/serving.py)
 
         self._bundle = load_model(MODEL)
         self._capture, self._model_view, self._labels = capture, model_view, token_labels

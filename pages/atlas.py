@@ -3,11 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.analysis.head_map import head_map
 from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
-from viz.atlas import AtlasCsvError, frame, run_atlas
-from viz.atlas import read_csv as read_atlas_csv
+from viz.atlas.core import AtlasCsvError, frame, run_atlas
+from viz.atlas.core import read_csv as read_atlas_csv
 from viz.capture import CaptureError
 from viz.corpus import (MAX_CHARS, MAX_SENTENCES, CorpusError, CorpusTooLarge, columns, corpus_key, load_corpus,
                          sample_corpus)

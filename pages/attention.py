@@ -5,7 +5,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.analysis.words import aggregate
 from viz.figures.attention import head_heatmap, model_view, sink_heatmap
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.compare import VARIANTS
 from viz.figures.compare import head_change_grid, kl_bars, side_by_side
 from viz.interventions import n_heads

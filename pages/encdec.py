@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.analysis.words import aggregate
 from viz.architecture import VIEW_LABELS, describe, sublayer_rows, table_rows
 from viz.capture import CaptureError

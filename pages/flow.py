@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.analysis.flow import FLOW_MAX_TOKENS, FLOW_ROW_MAX_TOKENS, path_mass
 from viz.analysis.journey import consecutive_cosine, cosine_to_final, pca_paths, token_similarity
 from viz.analysis.norms import row_normalise

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.capture import CaptureError
 from viz.figures.encdec import COLORS, attention_bars
 from viz.figures.steps import head_grid, lens_table, levels, next_token_bars, rank_map

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.capture import CaptureError
 from viz.figures.inside import contributions_figure, head_figure, layer_figure
-from viz.inside import KEY_MODES, head_walk, pick_keys, to_arrays
+from viz.inside.walk import KEY_MODES, head_walk, pick_keys, to_arrays
 
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
                 "cross": "Cross-attention (decoder → encoder)"}

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from viz import cache, ui
+from viz.app import cache, ui
 from viz.figures.mlm import layer_rank_heatmap, original_by_layer, sweep_bars, topk_bars
 from viz.mlm import MaskError, mask_sweep
 from viz.names import level

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import ui
+from viz.app import ui
 from viz.figures import studio as F
 from viz.train import studio as S
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from viz.analysis.head_stats import STATS, HeadStatsAccumulator
-from viz.atlas import run_atlas
-from viz.atlas_chunks import OrderedMerge, Partial, process_chunk, to_result
-from viz.atlas_job import EmbeddedExecutor, JobError, JobSpec, Progress, parts_dir, run_job, write_csv
+from viz.atlas.core import run_atlas
+from viz.atlas.chunks import OrderedMerge, Partial, process_chunk, to_result
+from viz.atlas.job import EmbeddedExecutor, JobError, JobSpec, Progress, parts_dir, run_job, write_csv
 from viz.corpus import CorpusError, load_corpus
-from viz.corpus_stream import iter_chunks, iter_sentences
+from viz.atlas.stream import iter_chunks, iter_sentences
 
 SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
              "Yes; no: maybe?", "We walked along the river and the water was cold.", "Is this the way?",

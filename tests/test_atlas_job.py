@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from viz.analysis.head_stats import STATS
-from viz.atlas import AtlasCancelled, TokenClasses, frame, is_punct_token, run_atlas
+from viz.atlas.core import AtlasCancelled, TokenClasses, frame, is_punct_token, run_atlas
 from viz.capture import capture, hook_count
 
 SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
@@ -85,7 +85,7 @@ def test_no_hook_left_active(minilm):
 def test_word_level_matches_merge_pieces(minilm):
     """Word statistics == the token->word merge of viz.analysis.words on capture(), computed by hand."""
     from viz.analysis.words import merge_pieces
-    from viz.atlas import is_punct_token
+    from viz.atlas.core import is_punct_token
 
     text = "Unbelievably, the tokenizer splits antidisestablishmentarianism!"
     res = run_atlas(minilm, [text], words=True)
@@ -119,7 +119,7 @@ def test_two_sessions_at_once_do_not_mix(load):
 
 
 def test_batches_bounded_by_attention_cells(minilm):
-    from viz.atlas import iter_batches
+    from viz.atlas.core import iter_batches
 
     long = " ".join(["word"] * 100) + "."
     batches = list(iter_batches(minilm, SENTENCES + [long] * 5, batch_size=32, max_cells=4 * 64 * 64))

@@ -126,7 +126,7 @@ def mlm_folder(tmp_path_factory):
 
 
 def test_page_head_importance_with_an_mlm_head(corpus_file, mlm_folder, monkeypatch):
-    from viz.ui import OTHER
+    from viz.app.ui import OTHER
 
     monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
     monkeypatch.setenv("VIZ_MODEL_ROOTS", str(mlm_folder.parent))

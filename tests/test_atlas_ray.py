@@ -19,8 +19,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from viz.analysis.head_stats import STATS  # noqa: E402
-from viz.atlas_job import EmbeddedExecutor, JobSpec, parts_dir, run_job, write_csv  # noqa: E402
-from viz.atlas_ray import RayExecutor  # noqa: E402
+from viz.atlas.job import EmbeddedExecutor, JobSpec, parts_dir, run_job, write_csv  # noqa: E402
+from viz.atlas.ray_engine import RayExecutor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 25  # 300 sentences -> 12 chunks
@@ -129,7 +129,7 @@ def test_worker_killed_mid_run_loses_no_chunk(workers, corpus, embedded, tmp_pat
 
 
 def test_interrupted_run_resumes_from_checkpoints(workers, corpus, embedded, tmp_path):
-    from viz.atlas_job import JobError, Progress
+    from viz.atlas.job import JobError, Progress
 
     spec = JobSpec(model="minilm", corpus=str(corpus), out=str(tmp_path / "resume.csv"), chunk_sentences=CHUNK)
     seen = []
@@ -156,7 +156,7 @@ def test_interrupted_run_resumes_from_checkpoints(workers, corpus, embedded, tmp
 
 
 def test_worker_that_cannot_load_the_model_is_one_line(cluster, corpus, tmp_path, capsys):
-    from viz.atlas_job import JobError
+    from viz.atlas.job import JobError
 
     spec = JobSpec(model="no-such-model-xyz", corpus=str(corpus), out=str(tmp_path / "bad.csv"))
     with pytest.raises(JobError) as e:

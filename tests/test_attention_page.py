@@ -5,7 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP, plotly_array
-from viz.ui import OTHER
+from viz.app.ui import OTHER
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import pytest
 
-from viz.exports import camera_config, figure_html, html_kinds, plotlyjs_bytes
+from viz.app.exports import camera_config, figure_html, html_kinds, plotlyjs_bytes
 
 
 def test_camera_saves_the_chosen_format():

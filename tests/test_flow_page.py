@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from viz.ui import EXAMPLES  # noqa: E402
+from viz.app.ui import EXAMPLES  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

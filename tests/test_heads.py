@@ -166,7 +166,7 @@ def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monk
     app = str(Path(__file__).resolve().parent.parent / "app.py")
     at = AppTest.from_file(app, default_timeout=120)
     at.switch_page("pages/atlas.py")
-    from viz.ui import OTHER
+    from viz.app.ui import OTHER
 
     at.session_state["model_choice"] = OTHER  # "Other…": a folder typed in the sidebar
     at.session_state["model_other"] = str(induction_dir)

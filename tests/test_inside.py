@@ -1,4 +1,4 @@
-"""Inside a layer (`viz.inside`): every number of one head and of the whole layer, against the model itself,
+"""Inside a layer (`viz.inside.walk`): every number of one head and of the whole layer, against the model itself,
 on every tiny family and the bundled MiniLM."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from viz.capture import CaptureError, capture
-from viz.inside import head_walk, inside, pick_keys, to_json
+from viz.inside.walk import head_walk, inside, pick_keys, to_json
 from viz.models import DECODER_FAMILIES, TINY_FAMILIES
 
 TEXT = "The cat sat on the mat because it was tired."
@@ -142,7 +142,7 @@ def test_per_stack_selection_in_capture(load):
 
 
 def test_a_family_missing_from_the_table_keeps_the_head_walk(load, monkeypatch):
-    from viz import recipes
+    from viz.inside import recipes
 
     monkeypatch.delitem(recipes.RECIPES, "bert")
     run = inside(load("tiny-bert"), TEXT, layer=1, token=2)
@@ -158,13 +158,13 @@ def test_a_recipe_that_does_not_fit_the_model_gives_a_note(load, monkeypatch):
     """A family variant whose modules differ from its recipe: a note instead of a traceback."""
     from dataclasses import replace
 
-    from viz import recipes
+    from viz.inside import recipes
 
     good = recipes.RECIPES["bert"]["encoder"]
     wrong = replace(good.sublayers[0], add_norm="attention.output.Nope")
     monkeypatch.setitem(recipes.RECIPES, "bert", {"encoder": replace(good, sublayers=(wrong, good.sublayers[1]))})
     run = inside(load("tiny-bert"), TEXT, layer=0, token=1)
-    assert run.layer_walk is None and "AttributeError" in run.layer_note and "viz/recipes.py" in run.layer_note
+    assert run.layer_walk is None and "AttributeError" in run.layer_note and "viz/inside/recipes.py" in run.layer_note
     assert head_walk(run, 0).weight_error <= 1e-6
 
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import APP, ROOT
 from viz.figures.inside import head_figure, layer_figure
-from viz.inside import head_walk, inside, pick_keys
+from viz.inside.walk import head_walk, inside, pick_keys
 
 LONG = " ".join(["the old cat sat on the warm mat"] * 9)  # 74 tokens
 
@@ -65,7 +65,7 @@ def test_choices_out_of_range_after_a_model_switch_are_clamped():
 
 
 def test_a_family_without_a_recipe_says_so(monkeypatch):
-    from viz import recipes
+    from viz.inside import recipes
 
     monkeypatch.delitem(recipes.RECIPES, "bert")  # AppTest runs the page in this process
     at = open_inside("tiny-bert", "A text no other test walks, so nothing cached answers.")

@@ -1,8 +1,8 @@
-"""viz.memory: the glibc malloc tuning the app applies once per process (its speed is measured in bench/)."""
+"""viz.app.memory: the glibc malloc tuning the app applies once per process (its speed is measured in bench/)."""
 import subprocess
 import sys
 
-from viz.memory import keep_freed_memory
+from viz.app.memory import keep_freed_memory
 
 
 def test_tuning_applies_once_on_glibc():
@@ -11,7 +11,7 @@ def test_tuning_applies_once_on_glibc():
 
 
 def test_tuning_can_be_switched_off():
-    code = "from viz.memory import keep_freed_memory as k; print(k())"
+    code = "from viz.app.memory import keep_freed_memory as k; print(k())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"VIZ_MALLOC_TUNING": "0", "PYTHONPATH": "."})
     assert out.stdout.strip() == "False"

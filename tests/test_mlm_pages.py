@@ -110,7 +110,7 @@ def test_compare_page_draws_nothing_until_something_is_chosen(variant):
 
 
 def test_compare_page_opens_the_head_that_moved_most_and_follows_new_runs():
-    from viz import cache
+    from viz.app import cache
 
     text = "She poured a cup of coffee and read the paper."
     at = page("pages/compare.py", text=text, cmp_variant="mask", cmp_positions=[6])

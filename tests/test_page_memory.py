@@ -8,8 +8,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
-from viz import cache, compare
-from viz.store import MB, ByteLRU, model_nbytes
+from viz import compare
+from viz.app import cache
+from viz.app.store import MB, ByteLRU, model_nbytes
 
 TEXTS = ["Colorless green ideas sleep furiously.", "The keys to the cabinet are on the table.",
          "A stitch in time saves nine, said my grandmother.", "Rain fell on the quiet town all night long."]

@@ -1,4 +1,4 @@
-"""viz.store.ByteLRU: byte budget, LRU order, read-only sharing between sessions, single-flight."""
+"""viz.app.store.ByteLRU: byte budget, LRU order, read-only sharing between sessions, single-flight."""
 
 import threading
 import time
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from viz.store import MB, ByteLRU, budget_from_env, freeze, isolated, model_nbytes, nbytes
+from viz.app.store import MB, ByteLRU, budget_from_env, freeze, isolated, model_nbytes, nbytes
 
 
 def arr(n_mb: float) -> np.ndarray:

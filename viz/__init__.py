@@ -1,6 +1,6 @@
 """Attention Atlas library: load models, capture attention, analyse, build figures.
 
-Nothing in here imports streamlit except `viz.cache` and `viz.ui`.
+Nothing in here imports streamlit except `viz.app.cache` and `viz.app.ui`.
 """
 
 

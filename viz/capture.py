@@ -198,11 +198,11 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
     layers: attention layers to keep (indices, negative from the end; None = all).
     rows: query positions to keep, for attention, queries, hidden states and logits (None = all).
     Either may be a dict {stack: indices} (a stack missing or None: all; for layers, [] records none of
-    that stack): an encoder-decoder's decoder rows are not encoder positions (`viz.inside`)
+    that stack): an encoder-decoder's decoder rows are not encoder positions (`viz.inside.walk`)
     qkv / hidden / weights: keep per-head q/k/v, hidden states, attention weights (False: only the
     first-token share and, with `pool=P`, [P, P] thumbnails of every recorded head).
     details: also keep each recorded layer's mask rows, position bias, scaling and soft-cap, so its
-    scores can be recomputed from q and k alone (`viz.inside`).
+    scores can be recomputed from q and k alone (`viz.inside.walk`).
     Text longer than the model takes is truncated; `truncated` and `n_input_tokens` say so.
     Encoder-decoders without a target are teacher-forced on their own greedy output.
     `mask_positions` replaces those input tokens by the tokenizer's mask token; `intervention`

@@ -370,7 +370,7 @@ def _atlas_spec(args):
     import os
     from pathlib import Path
 
-    from viz.atlas_job import JobSpec
+    from viz.atlas.job import JobSpec
     from viz.corpus import SAMPLE_PATH
 
     corpus = str(os.environ.get("VIZ_SAMPLE_CORPUS") or SAMPLE_PATH) if args.corpus == "sample" else args.corpus
@@ -388,10 +388,10 @@ def _atlas_spec(args):
 def _atlas_executor(args, spec):
     import torch
 
-    from viz.atlas_job import EmbeddedExecutor
+    from viz.atlas.job import EmbeddedExecutor
 
     if args.engine == "ray":
-        from viz.atlas_ray import RayExecutor
+        from viz.atlas.ray_engine import RayExecutor
 
         return RayExecutor(spec, address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            threads=args.threads or 1).start()
@@ -403,9 +403,9 @@ def _atlas_executor(args, spec):
 def _atlas(args) -> int:
     import signal
 
-    from viz.atlas_job import JobError, Progress, parts_dir, run_job, write_csv
+    from viz.atlas.job import JobError, Progress, parts_dir, run_job, write_csv
     from viz.corpus import CorpusError
-    from viz.corpus_stream import iter_sentences
+    from viz.atlas.stream import iter_sentences
 
     def stop(signum, frame):  # `kill` stops the run like Ctrl-C: Ray shut down, checkpoints kept
         raise KeyboardInterrupt
@@ -543,7 +543,7 @@ def add_heads(sub) -> None:
 
 
 def add_inside(sub) -> None:
-    from viz.inside_cli import add_inside as add
+    from viz.inside.cli import add_inside as add
 
     add(sub)
 
@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from viz import quiet
-    from viz.memory import keep_freed_memory
+    from viz.app.memory import keep_freed_memory
 
     args = build_parser().parse_args(argv)  # first: a bad flag is answered before anything heavy loads
     quiet()

@@ -3,7 +3,7 @@
 Glue between the model-side reads (`viz.weights`: output projections, LayerNorm) and the pure
 analyses (`viz.analysis.flow`, `.norms`): after this call everything is numpy and figure code
 never sees the model. Attention flow itself is not here: it is slow, so the page asks for it
-per layer / per token (`viz.cache.get_flow`).
+per layer / per token (`viz.app.cache.get_flow`).
 
 Shapes (q = query tokens, k = key tokens; q == k for self-attention):
     raw          [layer, head, q, k]     captured attention

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from viz.atlas import Batch, TokenClasses, iter_batches
+from viz.atlas.core import Batch, TokenClasses, iter_batches
 from viz.arch import ENCODER
 from viz.models import ModelBundle
 from viz.recorder import EDIT, Edit, active

@@ -6,10 +6,10 @@ What a head *does* shows over many sentences (Clark et al. 2019, "What does BERT
 at a time and keeps only per-head sums, counts and a running top-k of sentences, so memory
 stays flat however long the corpus is.
 
-The accumulator is also the *partial sums* of a chunk of the corpus (viz.atlas_chunks): float64
+The accumulator is also the *partial sums* of a chunk of the corpus (viz.atlas.chunks): float64
 sums, int64 counts and a top-k kept in a total order (score descending, then sentence id
 ascending), so `merge` of the chunks' accumulators gives the same result in any order and
-on any worker (up to float64 addition order, which viz.atlas_chunks fixes by merging in
+on any worker (up to float64 addition order, which viz.atlas.chunks fixes by merging in
 chunk order).
 
 Shapes:

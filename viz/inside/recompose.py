@@ -1,5 +1,5 @@
-"""The torch side of `viz.inside`: a query token's attention row recomputed from the captured q, k, mask and bias,
-the whole layer recomposed through the model's own modules (`viz.recipes`), and the scores recomputed from the
+"""The torch side of `viz.inside.walk`: a query token's attention row recomputed from the captured q, k, mask and bias,
+the whole layer recomposed through the model's own modules (`viz.inside.recipes`), and the scores recomputed from the
 projection weights (W_q·x, W_k·x, the family's own RoPE) as an independent check.
 
 Shapes: H heads, K keys, d head_dim, D d_model. Numpy in and out; torch only to call the model's modules.
@@ -17,7 +17,7 @@ import torch
 from viz.arch import CROSS, DECODER, ENCODER
 from viz.capture import Capture
 from viz.models import ModelBundle
-from viz.recipes import Attn, NoRecipe, Recipe, layer_module, recipe_for, recipe_key, submodule
+from viz.inside.recipes import Attn, NoRecipe, Recipe, layer_module, recipe_for, recipe_key, submodule
 
 
 # ----------------------------------------------------------------------------- scores and weights

@@ -1,12 +1,12 @@
-"""Caching around the library (the only viz module besides `viz.ui` that imports streamlit).
+"""Caching around the library (the only viz module besides `viz.app.ui` that imports streamlit).
 
-Two byte-bounded LRU caches shared by every session (`viz.store.ByteLRU`), not `st.cache_*`:
+Two byte-bounded LRU caches shared by every session (`viz.app.store.ByteLRU`), not `st.cache_*`:
 
 - models, bounded by their parameters' bytes (`VIZ_MODEL_CACHE_MB`, default 4096): shared objects, hence
   the bundle lock and the ContextVar-gated hooks in `viz.capture`; the most recent model always stays.
 - results (captures, flows, generations, mask predictions, comparisons, head atlases), bounded by the
   bytes of their arrays (`VIZ_CACHE_MB`, default 768). Their arrays are read-only and every caller gets
-  its own containers, so one session can never change what another session draws (see `viz.store`).
+  its own containers, so one session can never change what another session draws (see `viz.app.store`).
 
 A miss shows a spinner, as `st.cache_data` did. Exceptions are never cached.
 """
@@ -16,11 +16,11 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from viz import serving
+from viz.app import serving
 from viz.capture import Capture, capture
 from viz.generate import Generation, generate
 from viz.models import ModelBundle, load_key
-from viz.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
+from viz.app.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
 
 _MISS = object()
 
@@ -141,7 +141,7 @@ def get_axis_tokens(name: str, text: str, target: str | None = None) -> dict[str
 
 def get_inside(name: str, text: str, target: str | None, stack: str, layer: int, token: int):
     """`viz.inside.inside`: one layer and one query token, every head (the head walk itself is cheap)."""
-    from viz.inside import inside
+    from viz.inside.walk import inside
 
     return _cached(RESULTS, ("inside", name, text, target, stack, layer, token),
                    lambda: inside(get_bundle(name), text, target, stack=stack, layer=layer, token=token),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 
-from viz.memory import keep_freed_memory
+from viz.app.memory import keep_freed_memory
 
 DEFAULT_TORCH_THREADS = 1
 _done = False

@@ -13,7 +13,7 @@ Plain actors give the rest directly: `max_restarts` restarts a killed worker (re
 `max_task_retries` re-runs the chunk it was computing, and the driver re-sends a chunk whose actor is
 gone for good to another one; `OrderedMerge` counts a chunk once whatever happens.
 
-The driver (viz.atlas_job) reads the corpus and sends each chunk's sentences to a worker (a few hundred
+The driver (viz.atlas.job) reads the corpus and sends each chunk's sentences to a worker (a few hundred
 KB per chunk: far below what the model's forward pass costs), so only the machine running the driver
 needs the corpus file; workers need this project importable and the model loadable by name (a hub id
 their cache or network can reach, a bundled name, or a path on every node), never a pickled model.
@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from viz.atlas_chunks import Partial
-from viz.atlas_job import JobError, JobSpec
-from viz.corpus_stream import Chunk
+from viz.atlas.chunks import Partial
+from viz.atlas.job import JobError, JobSpec
+from viz.atlas.stream import Chunk
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RESTARTS = 3  # a killed worker comes back (model reloaded) this many times
 RETRIES = 3  # ... and re-runs the chunk it had (and those queued on it)
 RESEND = 3  # a chunk whose actor is gone for good goes to another one at most this often
@@ -125,7 +125,7 @@ class AtlasWorker:
         return {"pid": os.getpid(), "node": socket.gethostname(), "model": self.bundle.name}
 
     def process(self, chunk_id: int, start: int, sentences: tuple[str, ...]) -> dict:
-        from viz.atlas_chunks import process_chunk
+        from viz.atlas.chunks import process_chunk
 
         return process_chunk(self.bundle, sentences, start, chunk_id, **self.options).to_arrays()
 

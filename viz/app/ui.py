@@ -1,6 +1,6 @@
 """Shared Streamlit widgets: the sidebar, guarded loading, plots with downloads.
 
-Pages stay thin: they read widgets, call these helpers and `viz.cache`, and draw.
+Pages stay thin: they read widgets, call these helpers and `viz.app.cache`, and draw.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from viz import cache, exports
+from viz.app import cache, exports
 from viz.capture import Capture, CaptureError
 from viz.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
 from viz.names import CONVENTION
@@ -30,7 +30,7 @@ def stop(message: str, kind: str = "error", icon: str = "🚫"):
     st.stop()
 
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+APP = Path(__file__).resolve().parents[2] / "app.py"
 OTHER = "Other: Hugging Face id or local folder…"
 EXAMPLES = [
     "The cat sat on the mat because it was tired.",
@@ -68,9 +68,9 @@ def release_page_data(min_bytes: int = 1 << 20) -> None:
     Why: Streamlit keeps a widget's callback (and a fragment's function) until the session's next run, and a
     function defined in a page keeps that page's whole globals alive: its capture, its arrays. Across a
     classroom of idle sessions that is one page's data per session, outside every cache budget. So a
-    callback or fragment must read what it needs from `st.session_state` or `viz.cache`, not from a page
+    callback or fragment must read what it needs from `st.session_state` or `viz.app.cache`, not from a page
     global holding data (modules, functions, classes and small values stay)."""
-    from viz.store import nbytes
+    from viz.app.store import nbytes
 
     page = getattr(_this_run, "page_globals", None)
     _this_run.page_globals = None
@@ -235,7 +235,7 @@ def table_download(df: pd.DataFrame, key: str, stem: str, label: str = "Data (CS
 
 def npz_download(arrays: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]], key: str, stem: str,
                  label: str = "Data (NPZ)") -> None:
-    """`arrays` may be a callable (e.g. a `functools.partial` of a `viz.cache` function): the button keeps
+    """`arrays` may be a callable (e.g. a `functools.partial` of a `viz.app.cache` function): the button keeps
     it until the session's next run, so for big arrays pass one that holds cache keys, not the arrays."""
     def build() -> bytes:
         buf = io.BytesIO()

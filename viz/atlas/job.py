@@ -2,7 +2,7 @@
 per chunk, merged in chunk order; the same driver for the embedded engine and the Ray engine.
 
     spec = JobSpec(model="minilm", corpus="corpus.txt.gz", out="stats.csv")
-    result = run_job(spec, EmbeddedExecutor(spec))            # or viz.atlas_ray.RayExecutor(spec, ...)
+    result = run_job(spec, EmbeddedExecutor(spec))            # or viz.atlas.ray_engine.RayExecutor(spec, ...)
 
 An *executor* computes chunks: `submit(chunk)`, `results(timeout)` -> finished `Partial`s in any order,
 `in_flight`, `slots` (how many chunks it wants in flight), `close()`. The driver reads the corpus one
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from viz.atlas import DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasResult, TokenClasses, frame
-from viz.atlas_chunks import CHUNK_SENTENCES, OrderedMerge, Partial, process_chunk, to_result
-from viz.corpus_stream import Chunk, file_size, iter_chunks
+from viz.atlas.core import DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasResult, TokenClasses, frame
+from viz.atlas.chunks import CHUNK_SENTENCES, OrderedMerge, Partial, process_chunk, to_result
+from viz.atlas.stream import Chunk, file_size, iter_chunks
 
 
 class JobError(RuntimeError):

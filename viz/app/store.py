@@ -1,4 +1,4 @@
-"""Caches bounded by bytes, shared by every session: `ByteLRU` (no streamlit here; `viz.cache` wraps it).
+"""Caches bounded by bytes, shared by every session: `ByteLRU` (no streamlit here; `viz.app.cache` wraps it).
 
 Why not `st.cache_data(max_entries=64)`: entries are not the unit that fills a machine. One capture of a
 420-word text on MiniLM is ~95 MB (attention weights alone: 6 layers x 12 heads x 512 x 512 float32 =

@@ -43,7 +43,7 @@ output keys (--json; vectors are lists of floats; `mask` uses null for -inf):
 def _inside(args) -> int:
     from viz.capture import CaptureError
     from viz.cli import load_for
-    from viz.inside import head_walk, inside, to_arrays, to_json
+    from viz.inside.walk import head_walk, inside, to_arrays, to_json
     from viz.models import ModelLoadError
 
     try:

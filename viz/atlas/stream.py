@@ -7,7 +7,7 @@ Sentences are extracted exactly as `viz.corpus.load_corpus` does (whitespace col
 skipped, cut at `MAX_CHARS`), so a file within the page's limits gives the same sentences both ways.
 
 Chunk k holds sentences [k*size, (k+1)*size) of that stream: the unit of work of the atlas job
-(viz.atlas_job). Every error is a `CorpusError` whose message names the file.
+(viz.atlas.job). Every error is a `CorpusError` whose message names the file.
 """
 
 from __future__ import annotations

@@ -328,11 +328,11 @@ def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int 
     """Per-head statistics of `bundle` over `sentences` (see viz.analysis.head_stats for definitions).
 
     The embedded engine: the corpus is cut into chunks of `chunk` sentences (default
-    viz.atlas_chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
-    the cluster engine does (viz.atlas_job). progress(done, total) is called after every batch;
+    viz.atlas.chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
+    the cluster engine does (viz.atlas.job). progress(done, total) is called after every batch;
     should_stop() before every batch: when it says stop, the partial result comes back with
     `cancelled=True` (or AtlasCancelled is raised)."""
-    from viz.atlas_chunks import CHUNK_SENTENCES, OrderedMerge, empty_partial, process_chunk, to_result
+    from viz.atlas.chunks import CHUNK_SENTENCES, OrderedMerge, empty_partial, process_chunk, to_result
 
     t0 = time.perf_counter()
     size = chunk or CHUNK_SENTENCES

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from viz.analysis.head_stats import HeadStatsAccumulator
-from viz.atlas import (DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasResult, TokenClasses, atlas_stack, iter_batches,
+from viz.atlas.core import (DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasResult, TokenClasses, atlas_stack, iter_batches,
                        process_batch)
 from viz.models import ModelBundle
 

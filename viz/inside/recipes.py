@@ -1,6 +1,6 @@
 """What one transformer layer computes, per family, as data: the sublayers in order, where each norm sits
 (pre, post, both, parallel), which modules project q/k and the heads' output, and what the model applies
-after its last layer. `viz.inside` walks a token through these recipes with the model's own modules.
+after its last layer. `viz.inside.walk` walks a token through these recipes with the model's own modules.
 
 Vaswani et al. 2017 wrap every sublayer as Norm(x + Sublayer(x)) ("post-LN": BERT, BART, Marian);
 later families normalise the sublayer's input instead, x + Sublayer(Norm(x)) ("pre-LN": GPT-2, T5 and

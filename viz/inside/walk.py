@@ -12,7 +12,7 @@ window), T5's position bias, the scaling and Gemma 2's soft-cap. From those alon
     head_output   = Σ_i weights[i] · v_i                    [head_dim]
     contribution  = head_output @ W_O[head]                 [d_model]  (this head's rows of the output projection)
 
-and the layer (`viz.recipes`): concat of heads -> output projection -> residual add -> norms -> feed-forward
+and the layer (`viz.inside.recipes`): concat of heads -> output projection -> residual add -> norms -> feed-forward
 -> residual add -> norms, each through the model's own modules, compared with the model's next hidden state:
 `recomposition_error` = max |ours - model| (<= 1e-4 in float32 for every family in the table).
 Independently, `projected_scores` recomputes the scores from the projection weights, W_q·x and W_k·x (with
@@ -30,8 +30,8 @@ import numpy as np
 from viz.arch import CROSS, DECODER, ENCODER
 from viz.capture import Capture, CaptureError, capture
 from viz.models import ModelBundle
-from viz.recipes import NoRecipe, layer_module, recipe_for
-from viz.recompose import LayerWalk, proj_parts, projected_scores, row_scores, row_weights, walk_layer
+from viz.inside.recipes import NoRecipe, layer_module, recipe_for
+from viz.inside.recompose import LayerWalk, proj_parts, projected_scores, row_scores, row_weights, walk_layer
 
 STACK_NAMES = {ENCODER: "encoder self-attention", DECODER: "decoder (masked) self-attention",
                CROSS: "cross-attention (decoder queries, encoder keys/values)"}
@@ -155,7 +155,7 @@ def _why(e: Exception, what: str) -> str:
     if isinstance(e, NoRecipe):
         return str(e)
     return (f"The {what} is not available for this model ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-            "its layer differs from the recipe of its family in viz/recipes.py. The head walk above is exact.")
+            "its layer differs from the recipe of its family in viz/inside/recipes.py. The head walk above is exact.")
 
 
 def _output_projection(bundle: ModelBundle, stack: str, layer: int):
