@@ -2,8 +2,10 @@
 
 import io
 import os
+import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,82 @@ def test_page_runs_the_job_and_draws(page):
     assert "previous-token" in " ".join(c.value for c in at.caption)
 
 
-def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
-    table = page.dataframe[0].value.reset_index()
+PIECE = re.compile(r"^(##|Ġ|▁)")
+
+
+def stats_from_captures(bundle, sentences):
+    """Clark et al.'s per-head statistics by their definitions, one capture per sentence (no padding, no batches,
+    no viz.atlas): every non-special token's row counts once (token-weighted mean over the corpus); special
+    tokens' columns count. -> ({stat: [layer, head]}, roles [layer, head])."""
+    from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS
+    from viz.capture import capture
+
+    tok = bundle.tokenizer
+    cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+    sep_ids = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None} - cls_ids
+    sums, rows, log_keys = {}, 0, 0.0
+    for text in sentences:
+        cap = capture(bundle, text)
+        A = cap.attentions["encoder"].astype(np.float64)  # [L, H, T, T]
+        T = A.shape[-1]
+        ids = cap.input_ids.tolist()
+        is_cls = np.array([i in cls_ids for i in ids])
+        is_sep = np.array([i in sep_ids for i in ids])
+        punct = np.array([not sp and bool(PIECE.sub("", t)) and all(unicodedata.category(c).startswith("P")
+                                                                   for c in PIECE.sub("", t))
+                          for t, sp in zip(cap.tokens, cap.special)])
+        for i in np.where(~cap.special)[0]:
+            a = A[:, :, i]  # [L, H, key]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.where(a > 0, a * np.log(a), 0.0).sum(-1)
+            row = {"entropy": ent, "distance": (a * np.abs(np.arange(T) - i)).sum(-1), "cls": a[..., is_cls].sum(-1),
+                   "sep": a[..., is_sep].sum(-1), "punct": a[..., punct].sum(-1), "self": a[..., i],
+                   "prev": a[..., i - 1], "next": a[..., i + 1]}  # [CLS] and [SEP] are real neighbours
+            for k, v in row.items():
+                sums[k] = sums.get(k, 0.0) + v
+            rows += 1
+            log_keys += np.log(T)
+    means = {k: v / rows for k, v in sums.items()}
+    roles = np.empty(means["entropy"].shape, dtype=object)
+    for lh in np.ndindex(roles.shape):
+        ratios = {k: means[k][lh] / t for k, t in ROLE_THRESHOLDS.items()}
+        best = max(ratios, key=lambda k: (ratios[k], -list(ROLE_THRESHOLDS).index(k)))
+        roles[lh] = ROLE_NAMES[best] if ratios[best] >= 1 else \
+            "broad" if means["entropy"][lh] >= BROAD_FRACTION * log_keys / rows else "mixed"
+    return means, roles
+
+
+def test_page_table_and_its_download_equal_statistics_from_captures(corpus_file, downloads, monkeypatch):
+    """The page's own run (not another test's): its table and its CSV download against `stats_from_captures`,
+    and the statistic grid it draws."""
+    from conftest import chart_spec
+    from viz.models import load_model
+
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.number_input(key="atlas_limit").set_value(N)
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sentences = [s for s in corpus_file.read_text().splitlines() if s.strip()][:N]
+    want, roles = stats_from_captures(load_model("minilm"), sentences)
+    table = at.dataframe[0].value.reset_index()
+    csv = downloads.csv("atlas_csv")
+    cols = ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev", "next", "role"]
+    assert list(table.columns) == list(csv.columns) == cols
+    assert table[["layer", "head"]].values.tolist() == [[lv, h] for lv in range(6) for h in range(12)]
+    for stat in cols[2:-1]:
+        np.testing.assert_allclose(table[stat].to_numpy(float), want[stat].ravel(), atol=1e-5, err_msg=stat)
+        np.testing.assert_allclose(csv[stat].to_numpy(float), table[stat].to_numpy(float), atol=0, err_msg=stat)
+    assert table["role"].tolist() == csv["role"].tolist() == roles.ravel().tolist()
+    assert at.selectbox(key="atlas_stat").value == "entropy"
+    np.testing.assert_allclose(chart_spec(at, "atlas_stat_fig")["data"][0]["z"], want["entropy"], atol=1e-4)
+
+
+def test_cli_csv_equals_statistics_from_captures(corpus_file, tmp_path):
+    from viz.models import load_model
+
     out = tmp_path / "stats.csv"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "viz", "atlas", "--model", "minilm", "--corpus", str(corpus_file),
@@ -80,10 +156,11 @@ def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
     cli = pd.read_csv(out)
     assert list(cli.columns) == ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev",
                                  "next", "role"]
-    assert list(table.columns) == list(cli.columns)
-    assert (table[["layer", "head", "role"]].values == cli[["layer", "head", "role"]].values).all()
-    stats = cli.columns[2:-1]
-    assert np.allclose(table[stats].to_numpy(float), cli[stats].to_numpy(float), atol=2e-6)
+    want, roles = stats_from_captures(load_model("minilm"), [s for s in corpus_file.read_text().splitlines()
+                                                            if s.strip()][:N])
+    for stat in cli.columns[2:-1]:
+        np.testing.assert_allclose(cli[stat].to_numpy(float), want[stat].ravel(), atol=1e-5, err_msg=stat)
+    assert cli["role"].tolist() == roles.ravel().tolist()
 
 
 def test_cli_help_documents_definitions():
