@@ -9,6 +9,7 @@ in the unit tests.
 """
 
 import json
+import html
 import re
 
 import numpy as np
@@ -41,7 +42,7 @@ def rerun(at: AppTest, **state) -> AppTest:
 
 def tokens_of(labels) -> list[str]:
     """Axis labels 'the (3)' back to the tokens."""
-    return [re.sub(r" \(\d+\)$", "", str(x)) for x in labels]
+    return [html.unescape(re.sub(r" \(\d+\)$", "", str(x))) for x in labels]
 
 
 def html_keys(at) -> set[str]:
