@@ -10,10 +10,12 @@ st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide"
 
 PAGES = [
     st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
+    st.Page("pages/inside.py", title="Inside a layer", icon="🔬"),
     st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
+    st.Page("pages/generate.py", title="Generate", icon="✍️"),
     st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
     st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
 ]

@@ -8,6 +8,7 @@ from viz.analysis.head_map import head_map
 from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
 from viz.atlas import AtlasCsvError, frame, run_atlas
 from viz.atlas import read_csv as read_atlas_csv
+from viz.capture import CaptureError
 from viz.corpus import (MAX_CHARS, MAX_SENTENCES, CorpusError, CorpusTooLarge, columns, corpus_key, load_corpus,
                          sample_corpus)
 from viz.figures.atlas import head_scatter, role_grid, stat_grid
@@ -25,6 +26,53 @@ st.caption("What every head does on average over many sentences: its entropy, ho
            "it attends to [CLS], [SEP], punctuation, itself and its neighbours (Clark et al. 2019).")
 name = ui.model_name()
 bundle = ui.bundle_or_stop(name)
+
+
+def pick_head(fig_key: str) -> None:
+    cell = ui.clicked_customdata(fig_key)
+    if cell is not None and len(cell) >= 2:
+        st.session_state.atlas_heads_pick = (int(cell[0]), int(cell[1]))
+
+
+def decoder_heads() -> None:
+    """Decoders: induction, previous-token, duplicate-token and first-token scores (viz.heads), which need no
+    corpus run. A click on a cell shows that head on the first random sequence."""
+    st.subheader("Induction and copying heads (decoders)")
+    st.caption("On random tokens repeated once ([BOS] t₁…t_L t₁…t_L): **induction** = mean attention from each "
+               "token of the second copy to the token right after its earlier occurrence (Olsson et al. 2022); "
+               "**duplicate** = to the earlier occurrence itself; **previous** = to the token before. **First "
+               "token** = the share on position 0 over the bundled sample sentences (the attention sink).")
+    c1, c2 = st.columns(2)
+    seed = c1.number_input("Seed", 0, 1_000_000, 0, key="atlas_heads_seed")
+    longest = max(2, min(200, (bundle.max_tokens - 1) // 2))
+    length = c2.number_input("Random tokens per copy", 2, longest, min(50, longest), key="atlas_heads_length")
+    try:
+        res = cache.get_head_scores(name, int(seed), int(length))
+    except CaptureError as e:
+        st.error(str(e), icon="🚫")
+        return
+    li, hi, best = res.best("induction")
+    st.caption(f"Best induction head: layer {li}, head {hi} ({best:.2f}). Next-token loss on the first copy "
+               f"{res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: a model that copies from "
+               "its context predicts the second far better.")
+    grids = [("induction", "Induction score", "Reds"), ("previous", "Previous-token score", "Blues"),
+             ("duplicate", "Duplicate-token score", "Purples"), ("first", "First-token (sink) share", "Greys")]
+    for row in (grids[:2], grids[2:]):
+        for col, (attr, title, scale) in zip(st.columns(2), row):
+            with col:
+                ui.plot(stat_grid(getattr(res, attr), title, colorscale=scale), key=f"atlas_heads_{attr}",
+                        stem=f"heads-{attr}", on_select=lambda k=f"atlas_heads_{attr}": pick_head(k),
+                        selection_mode="points")
+    layer, head = st.session_state.get("atlas_heads_pick") or (li, hi)
+    if layer >= res.n_layers or head >= res.n_heads:  # a pick made on another model
+        layer, head = li, hi
+    ui.plot(head_heatmap(res.example_attn[layer, head].astype(np.float32), res.example_tokens, res.example_tokens,
+                         f"Layer {layer}, head {head} on a repeated random sequence (induction "
+                         f"{res.induction[layer, head]:.2f})"), key="atlas_heads_example", stem="heads-example")
+
+
+if bundle.kind == "decoder":
+    decoder_heads()
 
 
 SOURCES = ["Bundled sample", "Upload a file", "Open a result CSV"]

@@ -89,6 +89,9 @@ with left:
     s1, s2 = st.columns(2)
     layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
     head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
+    if st.button(f"Inside L{layer} H{head} →", key="attn_inside", help="Open the Inside a layer page for this "
+                 "head: q, k, v, scores, mask, softmax and the whole layer, with the real numbers."):
+        ui.open_inside(stack, int(layer), int(head))
     M = A[0 if overview else layer, head]
     ui.plot(head_heatmap(M, q_lab, k_lab, f"{STACK_LABELS[stack]} · L{layer} H{head}"),
             key="attn_head_fig", stem=f"{stack}-L{layer}-H{head}")

@@ -49,6 +49,8 @@ if bundle.kind != "encoder-decoder":
                "decoder reading an encoder through cross-attention, which is what this page shows. Look at its "
                "attention on the Attention page, or switch to an encoder–decoder here.", icon="🔁")
     st.page_link("pages/attention.py", label="Open the Attention page", icon="🔭")
+    if bundle.kind == "decoder":  # decoder-only models step through generation on their own page
+        st.page_link("pages/generate.py", label="Step through its generation on the Generate page", icon="✍️")
     choices = encoder_decoder_names(builtin_names())
     st.selectbox("Encoder–decoder models", choices, key="ed_pick")
     st.button("Use this model", key="ed_use", on_click=use_model, type="primary")

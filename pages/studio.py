@@ -13,7 +13,8 @@ UPLOAD_LIMIT = 20_000_000  # bytes of uploaded text
 
 ui.through_app()
 st.title("Training studio")
-st.caption("Pretrain a small BERT (masked LM) or a small BART (denoising, or a synthetic seq2seq task) and watch "
+st.caption("Pretrain a small BERT (masked LM), a small BART (denoising, or a synthetic seq2seq task) or a small "
+           "Llama decoder (causal LM, or repeated random tokens: watch an induction head form) and watch "
            "attention heads specialise. Training runs in the background (one job per session): the page stays "
            "usable, other sessions are unaffected. Every few steps a snapshot records each head's attention on a "
            "probe sentence (for an encoder–decoder also the cross-attention) and its statistics over a small "
@@ -29,14 +30,32 @@ def request(what: str) -> None:
 job: S.TrainingJob | None = st.session_state.get(JOB)
 running = bool(job and job.running)
 
+def decoder_defaults() -> None:
+    """Picking a decoder task sets the settings its run is known to work with (a 2-layer, 4-head model
+    forms an induction head with these); every one can still be changed."""
+    task = st.session_state.get("studio_task")
+    if task in S.DECODER:
+        st.session_state.update({f"studio_{k}": v for k, v in S.decoder.DEFAULTS[task].items()})
+
+
 # collapsed while a job runs (it sat open over the live charts): a new label is a new expander, so it really
 # folds (an expander keeps its open state while its label stays the same); its widgets stay drawn and keep values
 with st.expander("New training run" + (" (when this one has ended)" if running else ""), expanded=not running):
     c1, c2 = st.columns(2)
-    task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task")
-    encdec, synthetic = task in S.ENCODER_DECODER, task in S.SYNTHETIC
+    task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task",
+                        on_change=decoder_defaults)
+    encdec, synthetic, dec = task in S.ENCODER_DECODER, task in S.SYNTHETIC, task in S.DECODER
     init = c2.radio("Start from", list(S.INITS), format_func=S.INITS.get, key="studio_init", horizontal=True,
-                    disabled=encdec, help="Encoder–decoder tasks start from random weights (MiniLM has no decoder).")
+                    disabled=encdec or dec, help="Encoder–decoder and decoder tasks start from random weights "
+                                                 "(MiniLM is an encoder).")
+    if dec:
+        init = "scratch"
+        st.caption("A Llama-architecture decoder (RoPE, RMSNorm, SwiGLU, half as many key/value heads as query "
+                   "heads). Snapshots score every head for induction, previous-token and duplicate-token attention "
+                   "on held-out random sequences repeated once, and measure the in-context learning score (loss "
+                   "late in the context minus early; Olsson et al. 2022)."
+                   + (" Each sequence is 8-20 random words from a 200-word vocabulary, then the same words again; "
+                      "held-out figures count the repeated half." if task == "repeat" else ""))
     if encdec:
         init = "scratch"
         st.caption("A BART encoder–decoder with the chosen layers in the encoder and in the decoder. "
@@ -56,7 +75,10 @@ with st.expander("New training run" + (" (when this one has ended)" if running e
     batch = c3.select_slider("Batch size", [8, 16, 32, 64], value=32, key="studio_batch")
     every = c4.number_input("Snapshot every K steps", 1, 10_000, 25, key="studio_every")
     source, n_train, upload, probe_target = "synthetic", 0, None, ""
-    if synthetic:
+    if task == "repeat":  # StudioConfig.check sets the probe: a held-out repeated sequence
+        probe = S.decoder.repeat_probe(S.decoder.repeat_tokenizer())
+        st.caption(f"Probe (held out; its attention is recorded at every snapshot): “{probe}”")
+    elif synthetic:
         pairs = S.synthetic_probes(task)
         probe, probe_target = st.selectbox(
             "Probe example (held out; its attention is recorded at every snapshot)", pairs,
@@ -69,8 +91,12 @@ with st.expander("New training run" + (" (when this one has ended)" if running e
                                   disabled=source != "bundled")
         upload = st.file_uploader("Your corpus: plain text, one sentence per line", type=["txt"],
                                   key="studio_upload") if source == "upload" else None
-        probe = st.text_input("Probe sentence (its attention is recorded at every snapshot)", S.PROBE_SENTENCE,
-                              key="studio_probe")
+        if dec:  # a sentence said twice: the second time, an induction head looks back at the first
+            probe = st.text_input("Probe text (its attention is recorded at every snapshot)", S.decoder.CLM_PROBE,
+                                  key="studio_probe_clm")
+        else:
+            probe = st.text_input("Probe sentence (its attention is recorded at every snapshot)", S.PROBE_SENTENCE,
+                                  key="studio_probe")
     name = st.text_input("Run name (folder under the user model directory)", "", key="studio_name",
                          placeholder="default: studio-<date>-<time>")
     st.button("Start training", key="studio_start", type="primary", on_click=request, args=("start",),
@@ -79,6 +105,8 @@ asked = st.session_state.pop("studio_request", None)
 
 
 def corpus_or_none():
+    if task == "repeat":
+        return [], [], []
     if synthetic:
         return S.synthetic_data(task)
     if source == "bundled":
@@ -139,7 +167,8 @@ if job is not None and not running:  # outside the fragment: the button must rer
         st.error(f"Training failed: {job.error}", icon="🚫")
     elif job.saved_step is not None:
         verb = "Finished" if job.status == S.DONE else "Cancelled"
-        where = " (the Encoder–decoder page generates with it)" if job.config.task in S.ENCODER_DECODER else ""
+        where = " (the Encoder–decoder page generates with it)" if job.config.task in S.ENCODER_DECODER else \
+            " (the Head atlas scores its heads)" if job.config.task in S.DECODER else ""
         st.success(f"{verb} at step {job.saved_step}: saved as a Hugging Face checkpoint in `{job.run_dir}`. "
                    f"It is in the sidebar's model picker on every page{where}.", icon="💾")
         st.button("Use this model in the other pages", key="studio_use", on_click=use_model, args=(str(job.run_dir),))
@@ -149,7 +178,9 @@ if job is not None and not running:  # outside the fragment: the button must rer
 ACCURACY_TITLES = {"mlm": "Held-out masked-token accuracy",
                    "denoise": "Held-out reconstruction accuracy",
                    "dates": "Held-out target accuracy",
-                   "reverse": "Held-out target accuracy"}
+                   "reverse": "Held-out target accuracy",
+                   "clm": "Held-out next-token accuracy",
+                   "repeat": "Held-out top-1, repeated half"}
 
 
 def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
@@ -160,8 +191,28 @@ def grid_title(cfg: S.StudioConfig, part: str, step: int | None = None) -> str:
     at = "" if step is None else f" at step {step}"
     if part == "cross":
         return f"Cross-attention: decoder (rows, teacher-forced on {quote(cfg.probe_target, 30)}) → source{at}"
-    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else "Probe "
+    where = "Encoder self-attention: " if cfg.task in S.ENCODER_DECODER else \
+        "Causal self-attention: " if cfg.task in S.DECODER else "Probe "
     return f"{where}{quote(cfg.probe)}{at}"
+
+
+def decoder_curves(cfg: S.StudioConfig, arrays: dict, where: str, at: int | None = None) -> None:
+    """Decoder runs: the best head's induction / previous / duplicate score and the in-context figures over
+    the snapshots, with the step where the best induction score first reaches 0.5 marked (the phase change)."""
+    steps = arrays["steps"]
+    phase = S.decoder.phase_change_step(steps, arrays["induction"].max(axis=(1, 2)))
+    cols = st.columns(2)
+    with cols[0]:
+        ui.plot(F.score_curves(steps, {k: arrays[k] for k in S.SCORES}, S.decoder.SCORE_LABELS, phase_step=phase,
+                               mark_step=at), key=f"studio_scores_{where}", stem=f"{cfg.name}-head-scores")
+    with cols[1]:
+        repeat = cfg.task == "repeat"
+        ui.plot(F.context_curves(steps, arrays["eval_loss"], arrays["icl"],
+                                 arrays["first_half_loss"] if repeat else None,
+                                 "loss on the repeated half" if repeat else "held-out loss", phase),
+                key=f"studio_context_{where}", stem=f"{cfg.name}-in-context")
+    st.caption("Phase change: " + (f"the best induction score first reached 0.5 at step {phase}." if phase is not None
+                                   else "no head has reached an induction score of 0.5 yet."))
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -185,18 +236,22 @@ def progress() -> None:
         m = st.columns(4)
         m[0].metric("Step", f"{last['step']} / {cfg.steps}")
         m[1].metric("Loss (moving average)", f"{last['loss_ema']:.3f}")
-        m[2].metric("Held-out token accuracy" if cfg.task in S.ENCODER_DECODER else "Held-out top-1",
+        m[2].metric("Held-out token accuracy" if cfg.task in S.ENCODER_DECODER else
+                    "Held-out next-token top-1" if cfg.task in S.DECODER else "Held-out top-1",
                     "—" if top1 is None else f"{100 * top1:.1f}%")
         m[3].metric("Tokens / s", f"{last['tokens_per_s']:.0f}")
         cols = st.columns(3)
         with cols[0]:
-            ui.plot(F.loss_curve(history), key="studio_loss", stem=f"{cfg.name}-loss")
+            ui.plot(F.loss_curve(history, "Training loss (both halves)" if cfg.task == "repeat" else "Training loss"),
+                    key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
             ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"]),
                                      "top-1, teacher-forced (%)" if cfg.task in S.ENCODER_DECODER else "top-1 (%)"),
                     key="studio_acc", stem=f"{cfg.name}-accuracy")
         with cols[2]:
             ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")
+        if cfg.task in S.DECODER and snaps and job.running:  # when it ends, the replay draws them
+            decoder_curves(cfg, S.snapshot_arrays(snaps), "live")
     if job.running and snaps:
         st.subheader(f"Heads now (snapshot at step {snaps[-1]['step']})")
         ui.plot(F.probe_grid(snaps[-1]["probe_attn"], job.probe_tokens, grid_title(cfg, "encoder")),
@@ -225,13 +280,18 @@ if job is not None and not running and job.snapshots:
         ui.plot(F.probe_grid(arrays["probe_cross"][i], job.probe_tokens, grid_title(job.config, "cross", at),
                              zmax=float(arrays["probe_cross"].max()), row_tokens=job.probe_target_tokens),
                 key="studio_cross", stem=f"{job.config.name}-cross-step-{at}")
-    over = "over the probe corpus, encoder" if "probe_cross" in arrays else "over the probe corpus"
-    stat = st.radio(f"Statistic ({over})", S.STATS, format_func=S.STAT_LABELS.get, key="studio_stat",
-                    horizontal=True)
-    ui.plot(F.stat_over_steps(arrays["steps"], arrays[stat], S.STAT_LABELS[stat], mark_step=at),
+    keys = S.head_keys(arrays)
+    labels = {**S.STAT_LABELS, **S.decoder.SCORE_LABELS}
+    if job.config.task in S.DECODER:
+        decoder_curves(job.config, arrays, "replay", at)
+    over = "over the probe corpus, encoder" if "probe_cross" in arrays else \
+        "on held-out repeated random tokens" if job.config.task in S.DECODER else "over the probe corpus"
+    stat = st.radio(f"Statistic ({over})", keys, format_func=labels.get, key="studio_stat", horizontal=True)
+    stat = stat if stat in keys else keys[0]  # a kept choice from a run of the other kind
+    ui.plot(F.stat_over_steps(arrays["steps"], arrays[stat], labels[stat], mark_step=at),
             key="studio_stat_fig", stem=f"{job.config.name}-{stat}")
     L, H = arrays[stat].shape[1:]
-    long = pd.DataFrame([{"step": s, "layer": li, "head": h, **{k: float(arrays[k][j, li, h]) for k in S.STATS}}
+    long = pd.DataFrame([{"step": s, "layer": li, "head": h, **{k: float(arrays[k][j, li, h]) for k in keys}}
                          for j, s in enumerate(steps_list) for li in range(L) for h in range(H)])
     d = st.columns(3)
     with d[0]:

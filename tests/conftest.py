@@ -16,9 +16,15 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests reaches the network
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread in the tests and in the processes they start (a server, the CLI): the models are tiny, and
+# two threads contending with a browser or a server on a 2-core machine made tiny matmuls ~1000x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 from viz import quiet  # noqa: E402
 
+torch.set_num_threads(1)
 quiet()
 
 ROOT = Path(__file__).resolve().parent.parent

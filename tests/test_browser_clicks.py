@@ -81,7 +81,7 @@ def test_the_camera_saves_svg_and_the_small_html_loads_plotly_from_its_cdn(app_u
     settle(page)
     page.locator('[data-testid="stSidebar"]').get_by_text("SVG", exact=True).click()
     settle(page)
-    chart = page.locator('[data-testid="stPlotlyChart"]').nth(1)  # one head
+    chart = page.locator('.st-key-attn_head_fig [data-testid="stPlotlyChart"]')  # one head
     chart.hover()
     with page.expect_download() as got:
         chart.locator('.modebar-btn[data-title^="Download plot"]').click()
@@ -89,7 +89,7 @@ def test_the_camera_saves_svg_and_the_small_html_loads_plotly_from_its_cdn(app_u
     assert svg.suggested_filename.endswith(".svg")
     assert open(svg.path(), encoding="utf-8").read(400).lstrip().startswith("<svg")
 
-    page.get_by_role("button", name="Figure (HTML)").nth(1).click()
+    page.get_by_role("button", name="Figure (HTML)").filter(visible=True).nth(1).click()  # the head's
     with page.expect_download() as got:
         page.get_by_role("button", name="Small HTML (loads plotly.js from the internet)").click()
     html = open(got.value.path(), encoding="utf-8").read()

@@ -87,3 +87,30 @@ def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, brow
     # into the figure unescaped) and every tick, `</s>` included, reads
     charts = measure(page)
     assert len(charts) >= 6 and not problems(charts), problems(charts)
+
+
+def test_watch_an_induction_head_form_in_the_browser(app_url, browser_page, tmp_path):
+    """Repeated random tokens with the page's defaults for that task: the live view marks the phase change,
+    cancel keeps the model of that step, and the replay draws the score curves and the probe's heads."""
+    page = browser_page
+    page.goto(f"{app_url}/studio")
+    page.get_by_text("Training studio").first.wait_for()
+    page.get_by_label("Pretext task").click()
+    page.get_by_role("option", name=S.TASKS["repeat"], exact=True).click()
+    page.get_by_text("Probe (held out").wait_for()
+    page.wait_for_function("""() => [...document.querySelectorAll('input[aria-label="Steps"]')].length === 1
+                                    && document.querySelector('input[aria-label="Steps"]').value === '600'""",
+                           timeout=30_000)  # the task's defaults are in the form
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Best head per score over training").first.wait_for(timeout=240_000)
+    # the live view marks the step where the best induction score first reaches 0.5 (a few minutes on a busy CPU)
+    page.get_by_text("the best induction score first reached 0.5 at step").wait_for(timeout=600_000)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Cancelled at step").wait_for(timeout=120_000)
+    page.get_by_text("Replay: how each head changed").wait_for()
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg').length >= 7""",
+        timeout=60_000)
+    assert page.get_by_text("Causal self-attention:").count() >= 1  # the probe grid's title
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(tmp_path / "studio-phase.png"), full_page=True)

@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
+from viz.train import studio as S
 
 PAGE = "pages/studio.py"
 
@@ -127,3 +128,40 @@ def test_resume_a_cancelled_run_from_the_page(studio):
     again = _job(at)
     assert again is not job and again.wait(90).status == "done", again.error
     assert again.history[-1]["step"] == 30 and again.saved_step == 30
+
+
+@pytest.mark.parametrize("task", ["repeat", "clm"])
+def test_decoder_job_runs_and_draws_its_head_scores(studio, tmp_path, task):
+    """A tiny decoder run of each new task: its working defaults fill the form, the replay draws the best-head
+    score curves, the in-context curves and the per-head score lines; the replay slider moves."""
+    at = studio
+    at.selectbox(key="studio_task").set_value(task).run()
+    assert not at.exception
+    assert at.radio(key="studio_init").disabled  # a decoder starts from random weights
+    defaults = S.decoder.DEFAULTS[task]
+    assert at.number_input(key="studio_steps").value == defaults["steps"]
+    assert at.select_slider(key="studio_heads").value == defaults["heads"] == 4
+    assert at.select_slider(key="studio_batch").value == defaults["batch"]
+    if task == "repeat":  # no corpus: a held-out repeated sequence is the probe
+        assert "studio_corpus" not in [r.key for r in at.radio]
+        assert any("Probe (held out" in c.value for c in at.caption)
+    else:
+        assert at.text_input(key="studio_probe_clm").value == S.decoder.CLM_PROBE
+    for key, value in dict(studio_steps=30, studio_every=10, studio_batch=16, studio_heads=2).items():
+        at.session_state[key] = value
+    at.session_state["studio_name"] = f"page-{task}"
+    at.button(key="studio_start").click().run()
+    assert not at.exception and not at.error
+    job = _job(at)
+    assert job.config.task == task and job.wait(180).status == "done", job.error
+    at.run()
+    assert not at.exception
+    # loss, accuracy, tokens/s, probe grid, best-head scores, in-context curves, score per head over steps
+    assert len(at.get("plotly_chart")) == 7
+    assert "Held-out next-token top-1" in [m.label for m in at.metric]
+    assert any(c.value.startswith("Phase change:") for c in at.caption)
+    assert at.radio(key="studio_stat").options == ["induction score", "previous-token score", "duplicate-token score"]
+    at.select_slider(key="studio_step").set_value(10).run()
+    at.radio(key="studio_stat").set_value("previous").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 7
+    assert str(tmp_path / f"page-{task}") in at.sidebar.selectbox(key="model_choice").options

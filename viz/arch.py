@@ -3,8 +3,9 @@
 Attention itself is captured for every family in one place (`viz.recorder`: our function in
 transformers' AttentionInterface), so this table only holds what that function cannot see:
 whether a family is an encoder, a decoder or both; where each layer's attention module and its
-output projection sit (norm-based attention, head contributions); the masked-LM head's modules; and
-position-table offsets. Keyed by `config.model_type`; code elsewhere never checks a model's name
+output projection sit (norm-based attention, head contributions); the masked-LM head's modules;
+position-table offsets; and, for causal LMs, how a residual stream becomes next-token logits (the
+logit lens: final norm, unembedding, logit post-processing). Keyed by `config.model_type`; code elsewhere never checks a model's name
 (the inseq habit: differences in data, not in `if "bart" in name`).
 
 A family missing here still works when its transformers class uses the AttentionInterface
@@ -39,6 +40,27 @@ class AttentionSite:
 
 
 @dataclass(frozen=True)
+class LensSite:
+    """How a causal LM turns its residual stream into next-token logits, for the logit lens
+    (nostalgebraist 2020): `logits = ops(unembed(norm(h)))` with the model's own modules.
+
+    norm: modules applied in order before the unembedding (final norm, OPT's `project_out`);
+        one that is missing or None in a given checkpoint is skipped.
+    unembed: the output embedding (`lm_head`).
+    last_normed: the model's last `hidden_states` entry already went through `norm` (transformers 5
+        ties it to `last_hidden_state`), so the lens applies only the unembedding there: normalising
+        twice would move the last layer off the model's own logits.
+    ops: (config attribute, op) applied to the logits in order, op in softcap | scale | divide
+        (Gemma 2's final soft-capping, Cohere's logit scale, Granite's logit divisor); a None value skips.
+    """
+
+    norm: tuple[str, ...]
+    unembed: str = "lm_head"
+    last_normed: bool = True
+    ops: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Arch:
     kind: str  # "encoder" | "decoder" | "encoder-decoder"
     sites: dict[str, AttentionSite] = field(default_factory=dict)  # stack -> site
@@ -46,6 +68,8 @@ class Arch:
     position_offset: int = 0
     # masked-LM head of the *ForMaskedLM class: child modules applied in order to a hidden state
     mlm_head: tuple[str, ...] = ()
+    # causal LMs: final norm + unembedding, for the logit lens (None: not known for this family)
+    lens: LensSite | None = None
 
     @property
     def stacks(self) -> tuple[str, ...]:
@@ -78,12 +102,18 @@ def _t5_like() -> Arch:
     })
 
 
-def _decoder(module: str = r"layers\.\d+\.self_attn", output: str = "o_proj") -> Arch:
-    return Arch("decoder", {DECODER: _site(module, output)})
+def _decoder(module: str = r"layers\.\d+\.self_attn", output: str = "o_proj",
+             lens: LensSite = LensSite(("model.norm",))) -> Arch:
+    return Arch("decoder", {DECODER: _site(module, output)}, lens=lens)
 
 
 _LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2",
                "olmo3", "smollm3", "granite", "cohere", "starcoder2", "helium", "glm", "ministral")
+
+# logit post-processing of Llama-like families that have one (see LensSite.ops)
+_LOGIT_OPS = {"gemma2": (("final_logit_softcapping", "softcap"),),
+              "gemma3_text": (("final_logit_softcapping", "softcap"),),
+              "cohere": (("logit_scale", "scale"),), "granite": (("logits_scaling", "divide"),)}
 
 ARCHS: dict[str, Arch] = {
     "bert": _bert_like(),
@@ -101,11 +131,12 @@ ARCHS: dict[str, Arch] = {
     "mbart": _bart_like(),
     "marian": _bart_like(),
     "pegasus": _bart_like(),
-    "gpt2": _decoder(r"h\.\d+\.attn", "c_proj"),
-    "gpt_neox": _decoder(r"layers\.\d+\.attention", "dense"),
-    "opt": _decoder(r"decoder\.layers\.\d+\.self_attn", "out_proj"),
-    "phi": _decoder(output="dense"),
-    **{t: _decoder() for t in _LLAMA_LIKE},
+    "gpt2": _decoder(r"h\.\d+\.attn", "c_proj", LensSite(("transformer.ln_f",))),
+    "gpt_neox": _decoder(r"layers\.\d+\.attention", "dense", LensSite(("gpt_neox.final_layer_norm",))),
+    "opt": _decoder(r"decoder\.layers\.\d+\.self_attn", "out_proj",
+                    LensSite(("model.decoder.final_layer_norm", "model.decoder.project_out"))),
+    "phi": _decoder(output="dense", lens=LensSite(("model.final_layernorm",))),
+    **{t: _decoder(lens=LensSite(("model.norm",), ops=_LOGIT_OPS.get(t, ()))) for t in _LLAMA_LIKE},
 }
 
 SUPPORTED = tuple(sorted(ARCHS))

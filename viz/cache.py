@@ -127,6 +127,27 @@ def _layer_flow(name: str, text: str, target: str | None, stack: str):
     return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
 
 
+def get_axis_tokens(name: str, text: str, target: str | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """stack -> (query tokens, key tokens), from a forward that records nothing (encoder-decoders decode greedily
+    when no target is given, as every capture does)."""
+    def compute():
+        bundle = get_bundle(name)
+        cap = capture(bundle, text, target, layers={s: [] for s in bundle.arch.stacks}, hidden=False, qkv=False,
+                      weights=False)
+        return {s: cap.axis_tokens(s) for s in bundle.arch.stacks}
+
+    return _cached(RESULTS, ("axis_tokens", name, text, target), compute, "Tokenizing…")
+
+
+def get_inside(name: str, text: str, target: str | None, stack: str, layer: int, token: int):
+    """`viz.inside.inside`: one layer and one query token, every head (the head walk itself is cheap)."""
+    from viz.inside import inside
+
+    return _cached(RESULTS, ("inside", name, text, target, stack, layer, token),
+                   lambda: inside(get_bundle(name), text, target, stack=stack, layer=layer, token=token),
+                   "Walking the layer…")
+
+
 def get_layer_flow(name: str, text: str, target: str | None, stack: str):
     return _cached(RESULTS, ("layer_flow", name, text, target, stack), lambda: _layer_flow(name, text, target, stack),
                    "Computing rollout and norm-based attention…")
@@ -167,6 +188,27 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
     return _cached(RESULTS, ("comparison", name, text, variant, positions, heads),
                    lambda: compare(get_bundle(name), text, variant, positions=positions, heads=heads),
                    "Running both variants…")
+
+
+def get_head_scores(name: str, seed: int, length: int):
+    """viz.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
+    from viz.heads import head_scores
+
+    return _cached(RESULTS, ("head_scores", name, seed, length),
+                   lambda: head_scores(get_bundle(name), seed=seed, length=length),
+                   "Scoring heads on repeated random tokens…")
+
+
+def get_lm_generation(name: str, prompt: str, method: str, max_new_tokens: int = 20, top_k: int = 5,
+                      temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0):
+    """Decoder-only step-through generation (viz.generate_lm), memoised per settings."""
+    from viz.generate_lm import generate_lm
+
+    return _cached(RESULTS, ("lm_generation", name, prompt, method, max_new_tokens, top_k, temperature, top_p, seed,
+                             num_beams, beam),
+                   lambda: generate_lm(get_bundle(name), prompt, method, max_new_tokens=max_new_tokens, top_k=top_k,
+                                       temperature=temperature, top_p=top_p, seed=seed, num_beams=num_beams,
+                                       beam=beam), "Generating…")
 
 
 # ----------------------------------------------------------------------------- head atlas

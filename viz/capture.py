@@ -160,10 +160,13 @@ def _decoder_inputs(bundle: ModelBundle, enc, target: str | None):
     return out[:, :-1], out[:, 1:]
 
 
-def resolve(indices, n: int, what: str) -> list[int]:
-    """Indices (negative from the end; None = all) -> sorted unique non-negative ones, or a CaptureError."""
+def resolve(indices, n: int, what: str, allow_none: bool = False) -> list[int]:
+    """Indices (negative from the end; None = all) -> sorted unique non-negative ones, or a CaptureError.
+    `allow_none`: an empty selection is allowed (a stack left out of a per-stack selection)."""
     if indices is None:
         return list(range(n))
+    if allow_none and len(indices) == 0:
+        return []
     out = set()
     for i in indices:
         i = int(i)
@@ -173,6 +176,13 @@ def resolve(indices, n: int, what: str) -> list[int]:
     if not out:
         raise CaptureError(f"No {what} chosen: give at least one, or 'all'.")
     return sorted(out)
+
+
+def _per_stack(selection):
+    """`layers`/`rows` as given to `capture` -> stack -> that stack's indices (None = all)."""
+    if isinstance(selection, dict):
+        return lambda stack: selection.get(stack)
+    return lambda stack: selection
 
 
 def _query_lengths(bundle: ModelBundle, n_src: int, n_tgt: int | None) -> dict[str, int]:
@@ -187,6 +197,8 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
 
     layers: attention layers to keep (indices, negative from the end; None = all).
     rows: query positions to keep, for attention, queries, hidden states and logits (None = all).
+    Either may be a dict {stack: indices} (a stack missing or None: all; for layers, [] records none of
+    that stack): an encoder-decoder's decoder rows are not encoder positions (`viz.inside`)
     qkv / hidden / weights: keep per-head q/k/v, hidden states, attention weights (False: only the
     first-token share and, with `pool=P`, [P, P] thumbnails of every recorded head).
     details: also keep each recorded layer's mask rows, position bias, scaling and soft-cap, so its
@@ -211,15 +223,18 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
             inputs["decoder_input_ids"], _ = _decoder_inputs(bundle, inputs, target)
             n_tgt = inputs["decoder_input_ids"].shape[1]
         lengths = _query_lengths(bundle, inputs["input_ids"].shape[1], n_tgt)
-        chosen = {s: resolve(layers, bundle.stack_layers(s), "layer") for s in bundle.arch.stacks}
-        picked = {s: resolve(rows, lengths[s], "position") for s in bundle.arch.stacks}
-        plan = dict(layers={s: frozenset(v) for s, v in chosen.items()} if layers is not None else {},
-                    rows={s: torch.tensor(v) for s, v in picked.items()} if rows is not None else {},
+        layer_of, row_of = _per_stack(layers), _per_stack(rows)
+        chosen = {s: resolve(layer_of(s), bundle.stack_layers(s), "layer", allow_none=isinstance(layers, dict))
+                  for s in bundle.arch.stacks}
+        picked = {s: resolve(row_of(s), lengths[s], "position") for s in bundle.arch.stacks}
+        plan = dict(layers={s: frozenset(v) for s, v in chosen.items() if layer_of(s) is not None},
+                    rows={s: torch.tensor(v) for s, v in picked.items() if row_of(s) is not None},
                     weights=weights, qkv=qkv, pool=pool, details=details)
+        head_rows = row_of(ENCODER if bundle.kind == "encoder" else DECODER) is not None
         check_budget(bundle, lengths, chosen, picked, weights=weights, qkv=qkv, hidden=hidden, logits=with_logits)
         with recording(bundle, **plan) as rec, applied(bundle, intervention):
             out = model(**inputs, output_hidden_states=hidden, use_cache=False, return_dict=True,
-                        **_logits_kwargs(model, with_logits, picked, bundle.kind, rows is not None))
+                        **_logits_kwargs(model, with_logits, picked, bundle.kind, head_rows))
         ids = inputs["input_ids"][0].tolist()
         tokens, spans, special = _token_info(tok, enc, ids)
         cap = Capture(model_name=bundle.name, kind=bundle.kind, tokens=tokens, word_spans=spans, special=special,
@@ -235,7 +250,7 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
         _fill(cap, rec, out, bundle, hidden)
         if with_logits and getattr(out, "logits", None) is not None:
             cap.logits = _logit_rows(out.logits[0], picked[ENCODER if bundle.kind == "encoder" else DECODER],
-                                     rows is not None)
+                                     head_rows)
     return cap
 
 

@@ -155,7 +155,7 @@ def add_mask(sub) -> None:
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="self-supervised / synthetic training that produces checkpoints")
     tsub = p.add_subparsers(dest="task", required=True)
-    for name, module in (("mlm", "viz.train.mlm"), ("seq2seq", "viz.train.seq2seq")):
+    for name, module in (("mlm", "viz.train.mlm"), ("seq2seq", "viz.train.seq2seq"), ("clm", "viz.train.clm")):
         try:
             mod = __import__(module, fromlist=["main"])
         except ImportError:
@@ -163,6 +163,67 @@ def add_train(sub) -> None:
         tp = tsub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
         mod.add_arguments(tp)
         tp.set_defaults(func=mod.main)
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not positive: give 1 or more")
+    return n
+
+
+def seed_int(value: str) -> int:
+    """argparse type: a random seed, 0 <= seed < 2**63."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"{n} is not a seed: use 0 to {2**63 - 1}")
+    return n
+
+
+def temperature(value: str) -> float:
+    """argparse type: a sampling temperature, a finite number > 0."""
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not (t > 0 and np.isfinite(t)):
+        raise argparse.ArgumentTypeError(f"{value} is not a temperature: give a number above 0 (1 = the model's own)")
+    return t
+
+
+def top_p(value: str) -> float:
+    """argparse type: a nucleus-sampling mass in (0, 1]."""
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not 0 < p <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability mass: give a number in (0, 1] (1 = no cut)")
+    return p
+
+
+def generate_method(args) -> tuple[str, int]:
+    """(method, beams) from --method/--num-beams, or a ValueError saying which flags clash."""
+    beams = args.num_beams
+    method = args.method or ("beam" if beams and beams > 1 else "greedy")
+    if method == "beam":
+        beams = 4 if beams is None else beams
+        if beams < 2:
+            raise ValueError("beam search needs --num-beams 2 or more")
+    elif beams not in (None, 1):
+        raise ValueError(f"--num-beams {beams} needs --method beam (or no --method)")
+    sampling = [f for f, v in (("--temperature", args.temperature), ("--top-p", args.top_p), ("--seed", args.seed))
+                if v is not None]
+    if sampling and method != "sample":
+        raise ValueError(f"{', '.join(sampling)} only {'apply' if len(sampling) > 1 else 'applies'} to --method sample")
+    return method, beams or 1
 
 
 def _generate(args) -> int:
@@ -173,9 +234,21 @@ def _generate(args) -> int:
     from viz.models import ModelLoadError
 
     try:
+        method, beams = generate_method(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         bundle = load_for(args)
-        gen = generate(bundle, args.text, "beam" if args.num_beams > 1 else "greedy", num_beams=args.num_beams,
-                       max_new_tokens=args.max_new_tokens, top_k=args.top_k)
+        if bundle.kind == "decoder":
+            return _generate_lm(args, bundle, method, beams)
+        if bundle.kind == "encoder":
+            raise CaptureError(f"'{bundle.name}' is an encoder model: it does not generate. Pick a decoder (e.g. "
+                               "tiny-llama, tiny-gpt2) or an encoder–decoder (e.g. tiny-bart), or use the Attention page.")
+        if method == "sample":
+            raise CaptureError("--method sample is for decoder-only models; encoder–decoders take greedy or beam.")
+        gen = generate(bundle, args.text, method, num_beams=beams, max_new_tokens=args.max_new_tokens,
+                       top_k=args.top_k)
     except (ModelLoadError, CaptureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -195,19 +268,59 @@ def _generate(args) -> int:
     return 0
 
 
+def _generate_lm(args, bundle, method: str, beams: int) -> int:
+    """Decoder-only generation (viz.generate_lm): the encoder–decoder JSON plus attention and lens ranks."""
+    import json
+
+    from viz.generate_lm import generate_lm
+
+    gen = generate_lm(bundle, args.text, method, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
+                      temperature=1.0 if args.temperature is None else args.temperature,
+                      top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed or 0, num_beams=beams)
+    if args.json:
+        print(json.dumps(gen.to_json()))
+        return 0
+    print("prompt:", " ".join(gen.prompt_tokens))
+    print("output:", " ".join(gen.output_tokens))
+    for b in gen.beams:
+        print(f"beam score {b.score:8.4f} log p {b.log_prob:9.4f}: {' '.join(b.tokens)}")
+    for s in gen.steps:
+        att = s.attention[-1].mean(axis=0)
+        j = int(att.argmax())
+        lens = "" if s.lens_rank is None else "  lens rank by layer: " + " ".join(str(int(r)) for r in s.lens_rank)
+        print(f"{s.index:3d} {s.token:>14s} p={s.prob:.3f}{' (forced)' if s.forced else ''}  "
+              f"most attended: {gen.tokens[j]} ({att[j]:.2f}){lens}")
+    return 0
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser(
-        "generate", help="decode step by step (encoder-decoders) and print what each step attended to",
-        description="Generate from SRC one token at a time and report, per step, the token, its top-k "
-                    "probabilities and the cross-attention over the source tokens.",
+        "generate", help="generate step by step (decoders, encoder-decoders) and print what each step attended to",
+        description="Generate from TEXT one token at a time and report, per step, the token, its top-k "
+                    "probabilities and what it attended to: the cross-attention over the source "
+                    "(encoder-decoders) or the attention over the context and a logit lens (decoder-only models).",
         epilog="--json prints {source_tokens, output_tokens, finished, steps: [{token, prob, forced, "
                "cross_attention: [one weight per source token: last layer, mean over heads], "
-               "top_k: [{token, prob}]}]}.")
-    p.add_argument("--model", default="tiny-bart", help="an encoder-decoder: seq2seq-dates, tiny-t5, tiny-bart, ...")
-    p.add_argument("--text", required=True, help="source text")
-    p.add_argument("--max-new-tokens", type=positive_int, default=20,
+               "top_k: [{token, prob}]}]}. Decoder-only models: source_tokens is the prompt and each step has, "
+               "instead of cross_attention, attention: [one weight per context token (prompt and earlier output): "
+               "last layer, mean over heads] and lens_rank: [rank of the token under the logit lens of each "
+               "layer, embeddings first; 1 = top]; plus settings {max_new_tokens, do_sample, temperature, top_p, "
+               "seed, num_beams, beam, rules}, and with --method beam, beams: [{tokens, score, log_prob, "
+               "token_logprobs, finished}] best first (score = log_prob / length ** length_penalty).")
+    p.add_argument("--model", default="tiny-bart",
+                   help="a decoder (tiny-llama, tiny-gpt2, ...) or an encoder-decoder (seq2seq-dates, tiny-t5, "
+                        "tiny-bart, ...)")
+    p.add_argument("--text", required=True, help="source text (encoder-decoders) or prompt (decoders)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=20, 
                    help="longest output (default 20; at most what the decoder's positions allow)")
-    p.add_argument("--num-beams", type=positive_int, default=1, help="1: greedy (default); more: beam search")
+    p.add_argument("--method", choices=("greedy", "sample", "beam"), default=None,
+                   help="greedy (default), sample (decoders) or beam; without it --num-beams > 1 means beam")
+    p.add_argument("--num-beams", type=positive_int, default=None,
+                   help="beams for beam search (default 4 with --method beam; 1 = greedy)")
+    p.add_argument("--temperature", type=temperature, default=None, help="sampling temperature > 0 (default 1)")
+    p.add_argument("--top-p", type=top_p, default=None, dest="top_p",
+                   help="nucleus sampling: keep the smallest set of tokens with this probability mass (default 1)")
+    p.add_argument("--seed", type=seed_int, default=None, help="random seed for sampling (default 0)")
     p.add_argument("--top-k", type=positive_int, default=5, help="next-token candidates to report per step")
     p.add_argument("--json", action="store_true", help="machine-readable output (see below)")
     add_device_args(p)
@@ -359,7 +472,81 @@ def add_atlas(sub) -> None:
     p.set_defaults(func=_atlas)
 
 
-COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas]
+HEADS_HELP = """\
+JSON (--json): {"layers": L, "heads": H, "induction": [[...]], "previous": [[...]], "duplicate": [[...]],
+  "first_token": [[...]], "seed", "length", "sequences", "loss_first_copy", "loss_second_copy",
+  "sink_sentences"}; every [[...]] is L lists of H numbers in [0, 1].
+  induction     on [BOS] t_1..t_L t_1..t_L (random tokens, repeated once): mean attention from each token
+                of the second copy to the token right after its earlier occurrence (Olsson et al. 2022)
+  duplicate     the same rows, attention to the earlier occurrence itself
+  previous      every row i >= 1 of those sequences, attention to i - 1
+  first_token   the bundled sample sentences: mean attention on position 0 over rows i >= 1 (the sink)
+  loss_*_copy   mean next-token loss (nats) on each copy: in-context copying makes the second far lower"""
+
+
+def _count(low: int, name: str):
+    """argparse type: an int >= low, with a one-line error."""
+    def parse(value: str) -> int:
+        try:
+            x = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{value}'") from None
+        if x < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {x}")
+        return x
+    return parse
+
+
+def _heads(args) -> int:
+    import json
+
+    from viz.capture import CaptureError
+    from viz.heads import head_scores
+    from viz.models import ModelLoadError
+
+    try:
+        bundle = load_for(args)
+        res = head_scores(bundle, seed=args.seed, length=args.length, sequences=args.sequences)
+    except (ModelLoadError, CaptureError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res.to_json()))
+        return 0
+    print(f"{bundle.name}: {res.n_layers} layers x {res.n_heads} heads; {res.sequences} x {res.length} random "
+          f"tokens repeated once (seed {res.seed}); loss on copy 1 {res.loss_first:.2f}, copy 2 "
+          f"{res.loss_second:.2f} nats")
+    for score in ("induction", "previous", "duplicate", "first"):
+        a = getattr(res, score)
+        order = np.argsort(-a, axis=None)[:3]
+        best = ", ".join(f"L{i // res.n_heads}H{i % res.n_heads} {a.flat[i]:.2f}" for i in order)
+        print(f"{score:10s} best: {best}")
+    return 0
+
+
+def add_heads(sub) -> None:
+    p = sub.add_parser("heads", help="induction, previous-token, duplicate-token and sink scores of a decoder",
+                       description="Score every head of a causal decoder on random token sequences repeated "
+                                   "once (and the sink share on the bundled sample sentences).",
+                       epilog=HEADS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="atlas-lm", help="a decoder: atlas-lm, tiny-llama, tiny-gpt2, a folder, ...")
+    p.add_argument("--seed", type=_count(0, "--seed"), default=0, help="random-token seed (default 0)")
+    p.add_argument("--length", type=_count(2, "--length"), default=50,
+                   help="random tokens per copy (default 50: sequences of 1 + 2 x 50 tokens)")
+    p.add_argument("--sequences", type=_count(1, "--sequences"), default=10, help="sequences averaged (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON (keys below)")
+    add_device_args(p)
+    p.set_defaults(func=_heads)
+
+
+
+def add_inside(sub) -> None:
+    from viz.inside_cli import add_inside as add
+
+    add(sub)
+
+
+COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -415,6 +415,17 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
         raise ModelLoadError("No model name given. Pick one of: " + ", ".join(real_names()) + ".")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    with _LOAD_LOCK:  # transformers' loading is not thread-safe (see _LOAD_LOCK)
+        return _load(name, dt, dev)
+
+
+# Two Streamlit sessions (threads) loading two models at once broke transformers 5.23's loading, measured here:
+# a tied lm_head left MISSING and uninitialised (atlas-lm's next-token loss 2.5e24 on the Head atlas), or
+# "Tensor.item() cannot be called on meta tensors". Loads are rare and short: one at a time.
+_LOAD_LOCK = threading.Lock()
+
+
+def _load(name: str, dt: torch.dtype, dev: torch.device) -> ModelBundle:
     if name in BUILTIN:
         model, tok, arch = BUILTIN[name]()
     elif name.startswith("tiny-") and name[5:] in TINY_FAMILIES:

@@ -264,6 +264,12 @@ def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str
     return tuple(sorted(chosen))
 
 
+def open_inside(stack: str, layer: int, head: int) -> None:
+    """Switch to the Inside a layer page on this head (its widgets read these keys when they are created)."""
+    st.session_state.inside_stack, st.session_state.inside_layer, st.session_state.inside_head = stack, layer, head
+    st.switch_page("pages/inside.py")
+
+
 def mlm_or_stop(bundle: ModelBundle) -> None:
     """Stop a masked-LM page with advice (and a one-click switch) when the model has no MLM head."""
     from viz.mlm import MaskError, require_mlm_head

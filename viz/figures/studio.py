@@ -99,3 +99,52 @@ def stat_over_steps(steps: np.ndarray, values: np.ndarray, label: str, mark_step
     if mark_step is not None:
         fig.add_vline(x=mark_step, line=dict(dash="dot", color="grey"))
     return _line_layout(fig, title or f"{label} per head over training", label, height=380)
+
+
+def _mark_phase(fig: go.Figure, phase_step: int | None, text: str = "induction ≥ 0.5") -> None:
+    if phase_step is not None:
+        fig.add_vline(x=phase_step, line=dict(color="#d62728", width=2),
+                      annotation=dict(text=f"{text} at step {phase_step}", font=dict(color="#d62728", size=11)),
+                      annotation_position="top left")
+
+
+def score_curves(steps: np.ndarray, scores: dict[str, np.ndarray], labels: dict[str, str],
+                 phase_step: int | None = None, threshold: float = 0.5, mark_step: int | None = None,
+                 title: str = "Best head per score over training") -> go.Figure:
+    """For each score `[S, L, H]`, the best head's value at each snapshot (which head is in the hover); a dashed
+    line at `threshold` and a red line where the best induction score first reaches it (the phase change)."""
+    colors = {"induction": "#d62728", "previous": "#1f77b4", "duplicate": "#9467bd"}
+    fig = go.Figure()
+    for name, values in scores.items():
+        S, L, H = values.shape
+        flat = values.reshape(S, L * H)
+        best = flat.argmax(1)
+        fig.add_trace(go.Scatter(
+            x=steps, y=np.round(flat[np.arange(S), best], 4), mode="lines+markers", name=labels.get(name, name),
+            marker=dict(size=4), line=dict(color=colors.get(name)),
+            customdata=[f"L{b // H} H{b % H}" for b in best],
+            hovertemplate="step %{x}: %{y:.3f} (%{customdata})<extra>" + labels.get(name, name) + "</extra>"))
+    fig.add_hline(y=threshold, line=dict(dash="dash", color="grey"))
+    _mark_phase(fig, phase_step)
+    if mark_step is not None:
+        fig.add_vline(x=mark_step, line=dict(dash="dot", color="grey"))
+    fig.update_yaxes(range=[0, 1.05])
+    return _line_layout(fig, title, "score (best head)", height=340)
+
+
+def context_curves(steps: np.ndarray, loss: np.ndarray, icl: np.ndarray, first_half: np.ndarray | None = None,
+                   loss_name: str = "held-out loss", phase_step: int | None = None,
+                   title: str = "In-context learning") -> go.Figure:
+    """Held-out loss on the counted positions (the repeated half, for repeated tokens), the loss on the first
+    half where there is one, and the in-context learning score (late minus early loss; Olsson et al. 2022),
+    per snapshot, with the phase change marked."""
+    fig = go.Figure([go.Scatter(x=steps, y=np.round(loss, 4), mode="lines+markers", name=loss_name,
+                                marker=dict(size=4), line=dict(color="#1f77b4"))])
+    if first_half is not None and np.isfinite(first_half).any():
+        fig.add_trace(go.Scatter(x=steps, y=np.round(first_half, 4), mode="lines", name="loss on the first half",
+                                 line=dict(color="#7f7f7f", dash="dot")))
+    fig.add_trace(go.Scatter(x=steps, y=np.round(icl, 4), mode="lines+markers", marker=dict(size=4),
+                             name="in-context score (late − early)", line=dict(color="#2ca02c")))
+    fig.add_hline(y=0, line=dict(color="lightgrey"))
+    _mark_phase(fig, phase_step)
+    return _line_layout(fig, title, "nats", height=340)

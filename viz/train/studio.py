@@ -1,9 +1,11 @@
 """Training studio: a pretraining job that runs in a background thread and records how heads form.
 
-Tasks: masked-LM (BERT), denoising by text infilling (BART, an encoder–decoder) and the synthetic seq2seq tasks
-(dates, reversal). `TrainingJob` wraps the loops behind `python -m viz train` (`viz.train.mlm.train_mlm` and
-`viz.train.seq2seq.fit_seq2seq`; there is no third loop): their `on_progress` callback keeps the live curve and,
-every `snapshot_every` steps, takes a *snapshot*: the attention of one fixed probe sentence for every head (for
+Tasks: masked-LM (BERT), denoising by text infilling (BART, an encoder–decoder), the synthetic seq2seq tasks
+(dates, reversal) and two decoder pretexts (viz.train.studio_decoder: causal LM, repeated random tokens), whose
+snapshots add per-head induction / previous-token / duplicate scores and the in-context learning score.
+`TrainingJob` wraps the loops behind `python -m viz train` (`viz.train.mlm.train_mlm`,
+`viz.train.seq2seq.fit_seq2seq`, `viz.train.clm.train_clm`; no loop of its own): their `on_progress` callback
+keeps the live curve and, every `snapshot_every` steps, takes a *snapshot*: the attention of one fixed probe sentence for every head (for
 an encoder–decoder: the encoder's self-attention and the decoder's cross-attention, teacher-forced on the
 probe's target), and per-head statistics (of the encoder) over a small probe corpus. Cancel goes through the
 loop's `should_stop`; the job then saves the model as it was at that last snapshot.
@@ -16,7 +18,9 @@ Layout of a run folder (user_models_dir()/<name>):
     config.json, model.safetensors, tokenizer*   the Hugging Face checkpoint (written when the job stops)
     training/job.json                            StudioConfig, history (one row per step), status
     training/snapshots.npz                       steps [S], probe_attn [S, L, H, T, T], <stat> [S, L, H],
-                                                 probe_cross [S, L, H, U, T] (encoder–decoders)
+                                                 probe_cross [S, L, H, U, T] (encoder–decoders),
+                                                 <score> [S, L, H] and icl, eval_loss, first_half_loss [S]
+                                                 (decoders)
     training/{train,eval,probe}.txt              the sentences used (so a resume sees the same data)
     training/state.pt                            the loop's resumable state (removed when a run completes)
 
@@ -40,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viz.train import denoise, mlm, seq2seq
+from viz.train import clm, denoise, mlm, seq2seq
+from viz.train import studio_decoder as decoder
 
 STATS = ("entropy", "prev", "next", "cls", "sep")  # the subset of viz.analysis.head_stats.STATS snapshots keep
 STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
@@ -52,7 +57,11 @@ CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
 TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)",
          "denoise": "Denoising (BART text infilling: Poisson(3) spans -> one [MASK], 30%; encoder–decoder)",
          "dates": "Synthetic seq2seq: dates -> YYYY - MM - DD (encoder–decoder, word-level)",
-         "reverse": "Synthetic seq2seq: reverse a 3-12 word sequence (encoder–decoder, word-level)"}
+         "reverse": "Synthetic seq2seq: reverse a 3-12 word sequence (encoder–decoder, word-level)",
+         **decoder.TASKS}
+DECODER = tuple(decoder.TASKS)  # causal decoders (a small Llama) trained from random weights
+SCORES = decoder.SCORES  # per-head scores decoder snapshots keep beside (instead of) STATS
+SCALARS = ("icl", "eval_loss", "first_half_loss")  # per-snapshot figures of decoder runs
 ENCODER_DECODER = ("denoise", "dates", "reverse")
 SYNTHETIC = ("dates", "reverse")  # generate their own data: no corpus; the probe is one of their test examples
 SYNTHETIC_EVAL_SEED = 12345  # the held-out examples a synthetic run is scored on
@@ -96,9 +105,9 @@ class StudioConfig:
             raise ValueError(f"Unknown pretext task '{self.task}'; available: {', '.join(TASKS)}.")
         if self.init not in INITS:
             raise ValueError(f"Unknown start '{self.init}'; pick one of {', '.join(INITS)}.")
-        if self.task in ENCODER_DECODER and self.init != "scratch":
-            raise ValueError(f"'{self.task}' trains an encoder–decoder from random weights; the bundled MiniLM is "
-                             "an encoder only. Pick 'Random weights'.")
+        if self.task in ENCODER_DECODER + DECODER and self.init != "scratch":
+            raise ValueError(f"'{self.task}' trains {'a decoder' if self.task in DECODER else 'an encoder–decoder'} "
+                             "from random weights; the bundled MiniLM is an encoder only. Pick 'Random weights'.")
         if self.init == "scratch" and self.hidden % self.heads:
             raise ValueError(f"Width {self.hidden} is not divisible by {self.heads} heads; pick a multiple.")
         if self.steps < 1 or self.snapshot_every < 1 or self.batch_size < 1:
@@ -111,6 +120,8 @@ class StudioConfig:
             raise ValueError("The probe sentence is empty: type one whose attention you want to watch.")
         if self.task == "denoise":
             self.probe_target = self.probe
+        if self.task == "repeat":  # the probe is a held-out repeated sequence of the task's own words
+            self.probe = decoder.repeat_probe(decoder.repeat_tokenizer())
         if self.task in SYNTHETIC and not self.probe_target.strip():
             raise ValueError(f"The '{self.task}' probe needs its reference output (probe_target).")
         self.name = run_name(self.name)
@@ -159,14 +170,17 @@ def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: i
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_model(cfg: StudioConfig):
+def build_model(cfg: StudioConfig, train_sentences: list[str] | None = None):
     """(model in eager attention, tokenizer) for the config's task and start: a BertForMaskedLM (masked-LM) or
     a BartForConditionalGeneration (denoising: MiniLM WordPiece vocabulary; synthetic tasks: their word-level
-    vocabulary), width `hidden`, feed-forward 4x wider."""
+    vocabulary) or a LlamaForCausalLM (decoder tasks: a BPE learned on `train_sentences`, or the repeat task's
+    words), width `hidden`, feed-forward 4x wider."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from viz.train.delta import build_minilm_mlm, minilm_dir
 
+    if cfg.task in DECODER:
+        return decoder.build(cfg.task, cfg.hidden, cfg.layers, cfg.heads, cfg.seed, train_sentences or [])
     if cfg.task in SYNTHETIC:
         tok = seq2seq.build_tokenizer(seq2seq.get_task(cfg.task)["vocab"]())
         with torch.random.fork_rng(devices=[]):  # build_model seeds torch: keep other sessions' RNG untouched
@@ -382,19 +396,22 @@ class TrainingJob:
         torch.set_num_threads(self.config.threads)
         try:
             cfg = self.config
-            model, tok = build_model(cfg)
+            model, tok = build_model(cfg, self.train_sentences)
             self.probe_tokens = tok.convert_ids_to_tokens(
                 tok(cfg.probe, truncation=True, max_length=mlm.MAX_LEN)["input_ids"])
             if cfg.task in ENCODER_DECODER:
                 labels = target_ids(tok, cfg.task, cfg.probe_target)[: mlm.MAX_LEN]
                 self.probe_target_tokens = tok.convert_ids_to_tokens(
                     [model.config.decoder_start_token_id] + labels[:-1])
-            elif cfg.init == "scratch":  # start at word frequencies (overwritten by a resumed state)
+            elif cfg.init == "scratch" and cfg.task not in DECODER:
+                # a masked LM starts at word frequencies (overwritten by a resumed state)
                 mlm.init_output_bias(model, mlm.token_counts(mlm.encode(tok, self.train_sentences), len(tok)))
             self._prepare_dir()
             if not self.snapshots:
                 self._snapshot(model, tok, step=0, eval_top1=None)
-            if cfg.task in ENCODER_DECODER:
+            if cfg.task in DECODER:
+                state = self._fit_decoder(model, tok)
+            elif cfg.task in ENCODER_DECODER:
                 state = self._fit_seq2seq(model, tok)
             else:
                 state = mlm.train_mlm(
@@ -434,6 +451,25 @@ class TrainingJob:
             progress_every=1, evaluate_fn=lambda m: seq2seq.token_accuracy(m, held_out),
             eval_every=cfg.snapshot_every, state_dir=self.train_dir, resume=self.resume)
 
+    def _fit_decoder(self, model, tok) -> dict:
+        """The causal-LM loop (viz.train.clm.train_clm) with the studio's callbacks. Held-out figures (loss and
+        top-1 on the counted positions, the in-context learning score) come with every snapshot."""
+        cfg = self.config
+        held_out = decoder.eval_batch(cfg.task, tok, self.eval_sentences)
+
+        def progress(p: dict) -> None:
+            ev = p["eval"] or {}
+            self._eval = ev or self._eval
+            self._progress(dict(p, eval_top1=ev.get("top1"), eval_top5=ev.get("top5")), model, tok)
+
+        self._eval = {}
+        return clm.train_clm(
+            model, decoder.batches(cfg.task, tok, self.train_sentences, cfg.batch_size, cfg.seed), steps=cfg.steps,
+            lr=cfg.lr, warmup=min(100, max(1, cfg.steps // 10)), out_dir=str(self.train_dir), resume=self.resume,
+            evaluate_fn=lambda m: decoder.held_out_figures(m, cfg.task, held_out), eval_every=cfg.snapshot_every,
+            on_progress=progress, should_stop=self._should_stop, bf16=False, threads=cfg.threads,
+            loss_fn=decoder.lm_loss_unpadded(tok.pad_token_id))
+
     def _should_stop(self) -> bool:
         self._stopping = self._cancel.is_set()  # what train_mlm saw: it stops after this step's progress call
         return self._stopping
@@ -448,7 +484,13 @@ class TrainingJob:
 
     def _snapshot(self, model, tok, step: int, eval_top1: float | None) -> None:
         cfg = self.config
-        if cfg.task in ENCODER_DECODER:
+        if cfg.task in DECODER:
+            held = decoder.held_out_figures(model, cfg.task, decoder.eval_batch(cfg.task, tok, self.eval_sentences)) \
+                if step == 0 else getattr(self, "_eval", {})  # later steps: the figures train_clm just measured
+            snap = dict(decoder.take_snapshot(model, tok, cfg.probe),
+                        **{k: held.get(k if k != "eval_loss" else "loss", float("nan")) for k in SCALARS})
+            eval_top1 = held.get("top1") if eval_top1 is None else eval_top1
+        elif cfg.task in ENCODER_DECODER:
             snap = take_snapshot_encdec(model, tok, cfg.task, cfg.probe, cfg.probe_target, self.probe_corpus)
         else:
             snap = take_snapshot(model, tok, cfg.probe, self.probe_corpus)
@@ -534,14 +576,19 @@ def resumable_runs(root: str | Path | None = None) -> list[Path]:
 
 def snapshot_arrays(snaps: list[dict]) -> dict[str, np.ndarray]:
     """Snapshots -> arrays: steps [S], eval_top1 [S] (NaN where none), probe_attn [S, L, H, T, T], <stat> [S, L, H],
-    and probe_cross [S, L, H, U, T] for an encoder–decoder."""
+    probe_cross [S, L, H, U, T] for an encoder–decoder; a decoder's <score> [S, L, H] and icl, eval_loss,
+    first_half_loss [S] instead of the statistics."""
     out = {"steps": np.array([s["step"] for s in snaps]),
            "eval_top1": np.array([np.nan if s["eval_top1"] is None else s["eval_top1"] for s in snaps]),
            "probe_attn": np.stack([s["probe_attn"] for s in snaps]).astype(np.float32)}
     if "probe_cross" in snaps[0]:
         out["probe_cross"] = np.stack([s["probe_cross"] for s in snaps]).astype(np.float32)
-    for stat in STATS:
-        out[stat] = np.stack([s[stat] for s in snaps])
+    for stat in STATS + SCORES:
+        if stat in snaps[0]:
+            out[stat] = np.stack([s[stat] for s in snaps])
+    for key in SCALARS:
+        if key in snaps[0]:
+            out[key] = np.array([s[key] for s in snaps], dtype=np.float64)
     return out
 
 
@@ -549,10 +596,15 @@ def load_snapshots(path: str | Path) -> list[dict]:
     if not Path(path).exists():
         return []
     z = np.load(path)
-    extra = [k for k in ("probe_cross",) if k in z.files]
+    extra = [k for k in ("probe_cross",) + STATS + SCORES + SCALARS if k in z.files]
     return [dict(step=int(z["steps"][i]), eval_top1=None if np.isnan(z["eval_top1"][i]) else float(z["eval_top1"][i]),
-                 probe_attn=z["probe_attn"][i], **{s: z[s][i] for s in STATS + tuple(extra)})
+                 probe_attn=z["probe_attn"][i], **{s: z[s][i] if z[s].ndim > 1 else float(z[s][i]) for s in extra})
             for i in range(len(z["steps"]))]
+
+
+def head_keys(arrays: dict) -> tuple[str, ...]:
+    """The per-head [S, L, H] series a run's snapshots hold: encoder statistics, or decoder scores."""
+    return tuple(k for k in SCORES + STATS if k in arrays)
 
 
 def launch(store: MutableMapping, job: TrainingJob, key: str = "studio_job") -> TrainingJob:

@@ -1,0 +1,52 @@
+"""Real browser against a real server: the Generate page (Playwright drives Debian chromium).
+
+Generate from the shipped decoder atlas-lm, step
+to a later token, and find the model view (every layer x head) and the logit-lens table of that step."""
+
+import os
+from pathlib import Path
+
+from conftest import wait_for_chart
+
+SHOTS = Path(os.environ["VIZ_SCREENSHOTS"]) if os.environ.get("VIZ_SCREENSHOTS") else None  # for looking, not asserting
+DECODER = "atlas-lm"  # the shipped decoder: a missing folder fails the test, it does not shrink it
+TITLES = """(prefix) => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+                        .some(t => t.textContent.startsWith(prefix))"""
+
+
+def test_generate_and_step_to_a_later_token(app_url, browser_page):
+    page = browser_page
+    # open the app first (a deep link to a fresh server runs the page without app.py: see test_browser_encdec)
+    page.goto(app_url)
+    wait_for_chart(page)
+    page.goto(f"{app_url}/generate")
+    # the default sidebar model is an encoder: the page offers a decoder instead
+    page.get_by_text("decoder-only language model").wait_for()
+    page.get_by_label("Decoder models").click()
+    page.get_by_role("option", name=DECODER, exact=True).click()
+    page.get_by_role("button", name="Use this model").click()
+    wait_for_chart(page)
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill("The cat sat on the mat and the dog")
+    box.press("Control+Enter")
+    page.wait_for_function("""() => [...document.querySelectorAll('p')]
+                              .some(p => p.innerText.startsWith('Context:') && p.innerText.includes('dog'))""")
+    page.wait_for_function(TITLES, arg="Step 0: every layer × head")
+    for step in (1, 2):  # step forward twice; wait for each rerun before the next click
+        page.get_by_role("button", name="▶").click()
+        page.wait_for_function(TITLES, arg=f"Step {step}: every layer × head")
+    # the model view and the lens table of step 2
+    page.wait_for_function(TITLES, arg="Step 2: top-5 by layer")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"] .ytick text')]
+                 .some(t => t.textContent === 'emb')""")
+    assert page.get_by_text("What it predicted", exact=True).count() == 1
+    # a click on a row of the model view opens that head below it: invisible markers in (layer, head) order
+    point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(1)
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(TITLES, arg="Layer 0 · head 1, over the context")
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "generate-step-2.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -1,0 +1,185 @@
+"""Head scores for decoders (viz.heads, `python -m viz heads`).
+
+The acceptance case is a GPT-2 whose weights are set by hand so that layer 0 head 0 is an exact
+previous-token head and layer 1 head 0 an exact induction head (Olsson et al. 2022, fig. 1): the scores must
+find exactly those heads, near 1, and leave every other head low.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from viz.heads import HeadScoreError, head_scores, pattern_scores, repeated_sequences
+
+V, POS, D, HEADS = 32, 64, 256, 4  # vocab, positions, d_model, heads (head_dim 64 = one dim per position)
+T0, P0, R0 = 0, 32, 96  # residual slots: token one-hot, position one-hot, previous token one-hot
+
+
+def _identity_ln(ln, ones: int, eps: float) -> None:
+    """LayerNorm that returns its input for residual vectors holding exactly `ones` ones (all ours do)."""
+    m = ones / D
+    std = (ones / D - m * m + eps) ** 0.5
+    ln.weight.data.fill_(std)
+    ln.bias.data.fill_(m)
+
+
+def build_induction_gpt2(folder):
+    """Save a 2-layer, 4-head GPT-2 with a hand-built induction circuit and a word-level tokenizer to `folder`.
+
+    Layer 0 head 0: query = position i, key = position j + 1 -> attends to i - 1, copies that token into
+    the R slot. Layer 1 head 0: query = own token, key = the R slot (the token before the key) -> attends to
+    the position right after an earlier occurrence of its own token. Every other head and every MLP is zero.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    cfg = GPT2Config(vocab_size=V, n_positions=POS, n_embd=D, n_layer=2, n_head=HEADS, bos_token_id=0,
+                     eos_token_id=0, pad_token_id=2, layer_norm_epsilon=1e-5, tie_word_embeddings=False)
+    model = GPT2LMHeadModel(cfg).eval()
+    beta = 8.0 * 25  # scores are scaled by 1/sqrt(64): a 25-nat margin, hard attention in practice
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        tr = model.transformer
+        tr.wte.weight[torch.arange(V), T0 + torch.arange(V)] = 1.0
+        tr.wpe.weight[torch.arange(POS), P0 + torch.arange(POS)] = 1.0
+        l0, l1 = tr.h
+        _identity_ln(l0.ln_1, 2, cfg.layer_norm_epsilon)
+        _identity_ln(l1.ln_1, 3, cfg.layer_norm_epsilon)
+        w0 = l0.attn.c_attn.weight  # [D, 3D]: q | k | v, head h at columns h*64..h*64+63 of each
+        for p in range(POS):
+            w0[P0 + p, p] = beta  # query of position p: dim p
+            if p + 1 < POS:
+                w0[P0 + p, D + p + 1] = 1.0  # key of position p: dim p + 1
+        for t in range(V):
+            w0[T0 + t, 2 * D + t] = 1.0  # value: the token
+            l0.attn.c_proj.weight[t, R0 + t] = 1.0  # written to the R slot
+        w1 = l1.attn.c_attn.weight
+        for t in range(V):
+            w1[T0 + t, t] = beta  # query: own token
+            w1[R0 + t, D + t] = 1.0  # key: the token before the key position
+        for ln in (tr.ln_f, l0.ln_2, l1.ln_2):
+            ln.weight.fill_(1.0)
+        model.lm_head.weight.copy_(tr.wte.weight)
+    model.save_pretrained(folder)
+    vocab = {"<bos>": 0, "<unk>": 1, "<pad>": 2} | {f"w{i}": i for i in range(3, V)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", unk_token="<unk>", pad_token="<pad>",
+                            eos_token="<bos>").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def induction_dir(tmp_path_factory):
+    return build_induction_gpt2(tmp_path_factory.mktemp("models") / "induction-gpt2")
+
+
+def test_hand_built_induction_head_is_found_by_the_cli(induction_dir, monkeypatch, capsys):
+    from viz.cli import main
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
+    assert main(["heads", "--model", str(induction_dir), "--json", "--length", "20", "--seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"layers", "heads", "induction", "previous", "duplicate"} <= set(out)
+    assert (out["layers"], out["heads"]) == (2, HEADS)
+    ind, prev = np.array(out["induction"]), np.array(out["previous"])
+    assert ind.shape == prev.shape == (2, HEADS)
+    assert ind[1, 0] > 0.99, ind
+    others = np.delete(ind.ravel(), HEADS)  # every head but layer 1 head 0
+    assert others.max() < 0.1, ind
+    assert prev[0, 0] > 0.99 and np.delete(prev.ravel(), 0).max() < 0.2, prev
+    # the induction head does not attend to the earlier occurrence itself
+    assert np.array(out["duplicate"])[1, 0] < 0.01
+
+
+def test_scores_repeat_with_a_seed_and_change_without(induction_dir, monkeypatch):
+    from viz.models import load_model
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
+    bundle = load_model(str(induction_dir))
+    a = head_scores(bundle, seed=1, length=10, sequences=3, sink_sentences=["w3 w4 w5", "w6 w7"])
+    b = head_scores(bundle, seed=1, length=10, sequences=3, sink_sentences=["w3 w4 w5", "w6 w7"])
+    assert np.array_equal(a.induction, b.induction) and a.loss_second == b.loss_second
+    assert a.best("induction")[:2] == (1, 0) and a.best("previous")[:2] == (0, 0)
+    pool = torch.arange(3, V)
+    assert not torch.equal(repeated_sequences(pool, 3, 10, 1, [0]), repeated_sequences(pool, 3, 10, 2, [0]))
+
+
+def test_pattern_scores_on_a_hand_computed_case():
+    """[BOS] a b c a b c (T = 7). Rows 4, 5, 6 are the second copy: induction targets 2, 3, 4; duplicate 1, 2, 3;
+    previous-token counts rows 1..6."""
+    attn = torch.zeros(1, 1, 4, 7, 7)  # [n, layer, head, T, T]
+    for i in range(7):
+        attn[0, 0, 0, i, max(0, i - 1)] = 1.0  # head 0: previous token (row 0 on itself)
+        attn[0, 0, 2, i, 0] = 1.0  # head 2: sink
+        attn[0, 0, 1, i, i - 2 if i >= 4 else 0] = 1.0  # head 1: induction in the second copy, else sink
+        attn[0, 0, 3, i, i - 3 if i >= 4 else 0] = 1.0  # head 3: duplicate token
+    s = pattern_scores(attn, length=3, offset=1)
+    assert s["previous"][0].tolist() == pytest.approx([1.0, 1 / 6, 1 / 6, 1 / 6])  # row 1 -> 0 is previous too
+    assert s["induction"][0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert s["duplicate"][0].tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_repeated_sequences_are_distinct_tokens_repeated_once():
+    ids = repeated_sequences(torch.arange(5, 40), n=4, length=12, seed=0, prefix=[1])
+    assert ids.shape == (4, 25)
+    assert (ids[:, 0] == 1).all() and torch.equal(ids[:, 1:13], ids[:, 13:])
+    assert all(len(set(row[1:13].tolist())) == 12 for row in ids)
+    with pytest.raises(HeadScoreError, match="shorter --length"):
+        repeated_sequences(torch.arange(5, 10), n=1, length=12, seed=0, prefix=[])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--length", "1"], "--length must be >= 2"),
+    (["--length", "ten"], "--length must be an integer"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--sequences", "0"], "--sequences must be >= 1"),
+    (["--length", "500"], "Use --length 127 or less"),
+])
+def test_cli_rejects_bad_numbers_in_one_line(argv, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "viz", "heads", "--model", "tiny-llama", *argv],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_encoders_are_refused_with_advice(capsys):
+    from viz.cli import main
+
+    assert main(["heads", "--model", "tiny-bert"]) == 2
+    assert "need a causal decoder" in capsys.readouterr().err
+
+
+def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monkeypatch):
+    """The Head atlas's decoder section, before any corpus run: four score grids and the best induction head's
+    pattern; an encoder gets no such section."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=120)
+    at.switch_page("pages/atlas.py")
+    from viz.ui import OTHER
+
+    at.session_state["model_choice"] = OTHER  # "Other…": a folder typed in the sidebar
+    at.session_state["model_other"] = str(induction_dir)
+    at.session_state["atlas_heads_length"] = 20
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Best induction head: layer 1, head 0 (1.00)" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 5  # induction, previous, duplicate, first token, one head's pattern
+    at.session_state["atlas_heads_pick"] = (0, 0)  # what a click on a grid cell stores
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 5
+    at = AppTest.from_file(app, default_timeout=120)
+    at.switch_page("pages/atlas.py")
+    at.session_state["model_choice"] = "tiny-bert"
+    at.run()
+    assert not at.exception and not any("Best induction head" in c.value for c in at.caption)
