@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -258,3 +259,26 @@ def downloads(monkeypatch):
 
     monkeypatch.setattr(st, "download_button", spy)
     return seen
+
+
+@pytest.fixture
+def held_at(monkeypatch):
+    """held_at(step) -> (reached, release): a job (not a resumed one) stops inside its progress call after `step`
+    until `release` is set; `reached` is set when it got there. Cancel while it is held: it stops after the
+    next step, whatever the machine's speed."""
+    def hold(step: int):
+        reached, release = threading.Event(), threading.Event()
+        from viz.train import studio as S
+
+        real = S.TrainingJob._progress
+
+        def progress(self, p, model, tok):
+            real(self, p, model, tok)
+            if p["step"] == step and not self.resume:
+                reached.set()
+                assert release.wait(300), "the test never released the job"
+
+        monkeypatch.setattr(S.TrainingJob, "_progress", progress)
+        return reached, release
+
+    return hold

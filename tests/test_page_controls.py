@@ -193,7 +193,7 @@ SENTENCES = ["The cat sat on the mat, and the dog slept.", "She poured a cup of 
              "Unbelievably, the committee postponed the decision again.", "My grandmother's recipe needs eggs."]
 
 
-def atlas_page(monkeypatch, tmp_path) -> AppTest:
+def atlas_page(monkeypatch, tmp_path, max_tokens: int) -> AppTest:
     corpus = tmp_path / "sample.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
     monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus))
@@ -201,13 +201,15 @@ def atlas_page(monkeypatch, tmp_path) -> AppTest:
     at.run()
     at.switch_page("pages/atlas.py").run()
     assert not at.exception
+    # settings no other test uses (the sentences are short): this test's Run, never a result stored by another
+    at.number_input(key="atlas_max_tokens").set_value(max_tokens).run()
     return at
 
 
 def test_atlas_column_picker_measures_the_chosen_column(monkeypatch, tmp_path):
     from viz.atlas import run_atlas
 
-    at = atlas_page(monkeypatch, tmp_path)
+    at = atlas_page(monkeypatch, tmp_path, 120)
     rows = "id,sentence,lang\n" + "".join(f'{i},"{s}",en\n' for i, s in enumerate(SENTENCES))
     at.radio(key="atlas_source").set_value("Upload a file").run()
     at.file_uploader(key="atlas_upload").set_value(("corpus.csv", rows.encode(), "text/csv")).run()
@@ -230,7 +232,7 @@ def test_atlas_word_level_and_clusters(monkeypatch, tmp_path):
     from viz.analysis.head_stats import STATS
     from viz.atlas import run_atlas
 
-    at = atlas_page(monkeypatch, tmp_path)
+    at = atlas_page(monkeypatch, tmp_path, 110)
     at.toggle(key="atlas_words").set_value(True).run()
     at.button(key="atlas_run").click().run()
     assert not at.exception
@@ -261,3 +263,52 @@ def test_atlas_word_level_and_clusters(monkeypatch, tmp_path):
         centres = np.stack([z[label == c].mean(0) for c in range(k)])
         nearest = ((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
         assert (nearest == label).all()  # k-means converged: every head sits with its nearest centre
+
+
+# ----------------------------------------------------------------------------- training studio
+def test_studio_layers_heads_width_lr_and_corpus_upload(tmp_path, monkeypatch):
+    """The model the studio builds has the chosen layers/heads/width, the trainer gets the chosen learning rate,
+    and it trains on exactly the uploaded lines (split into train and held-out)."""
+    import json
+
+    from viz.train import studio as S
+
+    monkeypatch.setenv("VIZ_USER_MODELS", str(tmp_path))
+    seen = {}
+    real = S.mlm.train_mlm
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs, train=args[2], eval=args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S.mlm, "train_mlm", spy)
+    words = ["river", "garden", "station", "kitchen", "forest", "market"]
+    lines = [f"The {i}th visitor walked to the {words[i % 6]} before noon." for i in range(60)]
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("pages/studio.py")
+    for k, v in dict(studio_steps=4, studio_every=2, studio_batch=8, studio_name="ctl").items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception
+    at.slider(key="studio_layers").set_value(3)
+    at.select_slider(key="studio_heads").set_value(4)
+    at.select_slider(key="studio_hidden").set_value(32)
+    at.select_slider(key="studio_lr").set_value(1e-2)
+    at.radio(key="studio_corpus").set_value("upload").run()
+    assert at.number_input(key="studio_n").disabled  # the bundled corpus's size no longer applies
+    at.button(key="studio_start").click().run()  # no file yet: a message, no job
+    assert any("Upload a .txt corpus first" in w.value for w in at.warning) and "studio_job" not in at.session_state
+    at.file_uploader(key="studio_upload").set_value(("mine.txt", ("\n".join(lines) + "\n").encode(), "text/plain"))
+    at.run()
+    at.button(key="studio_start").click().run()
+    assert not at.exception and not at.error
+    job = at.session_state["studio_job"]
+    assert job.wait(300).status == S.DONE, job.error
+    assert (job.config.layers, job.config.heads, job.config.hidden, job.config.lr) == (3, 4, 32, 1e-2)
+    cfg = json.loads((tmp_path / "ctl" / "config.json").read_text())
+    assert (cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["hidden_size"]) == (3, 4, 32)
+    assert job.snapshots[-1]["probe_attn"].shape[:2] == (3, 4)
+    assert seen["lr_head"] == seen["lr_encoder"] == 1e-2
+    assert sorted(job.train_sentences + job.eval_sentences) == sorted(lines)
+    assert seen["train"] == job.train_sentences and seen["eval"] == job.eval_sentences and len(seen["eval"]) == 6

@@ -3,7 +3,6 @@ resume (== the uninterrupted run, weight for weight), one job per session. Tiny 
 (2 layers, 2 heads, width 64), real tokenizer. No test waits on the clock: a job is held at a chosen step
 (`held_at`) and cancelled there, so where it stops never depends on how fast this machine is."""
 import os
-import threading
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -27,27 +26,6 @@ def tiny_run(corpus, tmp_path_factory):
     cfg = S.StudioConfig(name="tiny", steps=100, snapshot_every=25, **TINY)
     job = S.TrainingJob(cfg, *corpus, root=tmp_path_factory.mktemp("user_models"))
     return job.start().wait(600)
-
-
-@pytest.fixture
-def held_at(monkeypatch):
-    """held_at(step) -> (reached, release): a job (not a resumed one) stops inside its progress call after `step`
-    until `release` is set; `reached` is set when it got there. Cancel while it is held: it stops after the
-    next step, whatever the machine's speed."""
-    def hold(step: int):
-        reached, release = threading.Event(), threading.Event()
-        real = S.TrainingJob._progress
-
-        def progress(self, p, model, tok):
-            real(self, p, model, tok)
-            if p["step"] == step and not self.resume:
-                reached.set()
-                assert release.wait(300), "the test never released the job"
-
-        monkeypatch.setattr(S.TrainingJob, "_progress", progress)
-        return reached, release
-
-    return hold
 
 
 def test_head_stats_hand_computed():
