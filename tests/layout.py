@@ -189,16 +189,16 @@ _BUSY = """() => !document.querySelector('[data-testid="stApp"][data-test-script
 
 def settle(page, timeout_ms: int = 180_000, quiet_ms: int = 800) -> None:
     """Wait until the app has finished its rerun: its script state is notRunning, no running icon, no stale
-    or skeleton elements, no spinner, every visible chart drawn, for `quiet_ms` in a row (a rerun can start a moment after the input that caused it). Charts drawn by
-    then are measured as they will stay."""
-    import time
-
-    deadline = time.monotonic() + timeout_ms / 1000
-    while True:
-        page.wait_for_function(f"() => !({_BUSY})()", timeout=max(1, int((deadline - time.monotonic()) * 1000)))
-        page.wait_for_timeout(quiet_ms)
-        if not page.evaluate(_BUSY) or time.monotonic() > deadline:
-            return
+    or skeleton elements, no spinner, every visible chart drawn, for `quiet_ms` in a row (a rerun can start a
+    moment after the input that caused it). Charts drawn by then are measured as they will stay. One condition
+    polled in the page (the quiet stretch is timed there): no fixed sleep."""
+    page.evaluate("() => { window.__settleSince = null; }")
+    page.wait_for_function(f"""(ms) => {{
+        if (({_BUSY})()) {{ window.__settleSince = null; return false; }}
+        const now = performance.now();
+        if (window.__settleSince == null) window.__settleSince = now;
+        return now - window.__settleSince >= ms;
+    }}""", arg=quiet_ms, timeout=timeout_ms, polling=100)
 
 
 def tables_with_hidden_rows(page) -> int:

@@ -104,20 +104,6 @@ def test_word_level_matches_merge_pieces(minilm):
     assert np.allclose(res.word_stats["distance"], dist, atol=1e-4)
 
 
-def test_two_sessions_at_once_do_not_mix(load):
-    """Two threads (two Streamlit sessions) run the atlas on one shared model at the same time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    bundle = load("tiny-bert")
-    a, b = SENTENCES * 4, [s.upper() for s in SENTENCES] * 4
-    alone = [run_atlas(bundle, c, batch_size=3) for c in (a, b)]
-    with ThreadPoolExecutor(2) as pool:
-        both = list(pool.map(lambda c: run_atlas(bundle, c, batch_size=3), (a, b)))
-    for x, y in zip(alone, both):
-        for s in STATS:
-            assert np.allclose(x.stats[s], y.stats[s], atol=1e-6), s
-
-
 def test_batches_bounded_by_attention_cells(minilm):
     from viz.atlas.core import iter_batches
 

@@ -1,9 +1,12 @@
-"""The head-atlas page in AppTest with the real MiniLM, and its table against the CLI's CSV."""
+"""The head-atlas page in AppTest with the real MiniLM: its table, download and grid against statistics recomputed
+from one capture per sentence; the CLI's CSV against the same."""
 
 import io
 import os
+import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +17,13 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 N = 12  # sentences the page uses: small and quick
-FALLBACK = [
-    "The cat sat on the mat, and the dog slept.", "She poured a cup of coffee and read the morning paper.",
-    "The keys to the cabinet are on the table.", "Attention is all you need, said the paper from 2017.",
-    "The animal didn't cross the street because it was too wide.", "We walked along the river; the water was cold.",
-    "Unbelievably, the committee postponed the decision again!", "Is this the way to the station?",
-    'He said: "come back tomorrow."', "Birds sing in the early morning before sunrise.",
-    "My grandmother's recipe needs three eggs.", "Nobody knew why the lights went out at midnight.",
-    "Trains leave every ten minutes, except on Sundays."]
 
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    """The first N bundled sample sentences (data/sample_sentences.txt when present, else our own)."""
+    """The first N bundled sample sentences (data/sample_sentences.txt is shipped: if it is missing, this fails)."""
     sample = ROOT / "data" / "sample_sentences.txt"
-    lines = [s for s in sample.read_text().splitlines() if s.strip()] if sample.is_file() else FALLBACK
+    lines = [s for s in sample.read_text().splitlines() if s.strip()]
     path = tmp_path_factory.mktemp("atlas") / "corpus.txt"
     path.write_text("\n".join(lines[:N]) + "\n")
     return path
@@ -70,8 +65,87 @@ def test_page_runs_the_job_and_draws(page):
     assert "previous-token" in " ".join(c.value for c in at.caption)
 
 
-def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
-    table = page.dataframe[0].value.reset_index()
+PIECE = re.compile(r"^(##|Ġ|▁)")
+
+
+def stats_from_captures(bundle, sentences):
+    """Clark et al.'s per-head statistics by their definitions, one capture per sentence (no padding, no batches,
+    no viz.atlas.core): every non-special token's row counts once (token-weighted mean over the corpus); special
+    tokens' columns count. -> ({stat: [layer, head]}, roles [layer, head])."""
+    from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS
+    from viz.capture import capture
+
+    tok = bundle.tokenizer
+    cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+    sep_ids = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None} - cls_ids
+    sums, rows, log_keys = {}, 0, 0.0
+    for text in sentences:
+        cap = capture(bundle, text)
+        A = cap.attentions["encoder"].astype(np.float64)  # [L, H, T, T]
+        T = A.shape[-1]
+        ids = cap.input_ids.tolist()
+        is_cls = np.array([i in cls_ids for i in ids])
+        is_sep = np.array([i in sep_ids for i in ids])
+        punct = np.array([not sp and bool(PIECE.sub("", t)) and all(unicodedata.category(c).startswith("P")
+                                                                   for c in PIECE.sub("", t))
+                          for t, sp in zip(cap.tokens, cap.special)])
+        for i in np.where(~cap.special)[0]:
+            a = A[:, :, i]  # [L, H, key]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.where(a > 0, a * np.log(a), 0.0).sum(-1)
+            row = {"entropy": ent, "distance": (a * np.abs(np.arange(T) - i)).sum(-1), "cls": a[..., is_cls].sum(-1),
+                   "sep": a[..., is_sep].sum(-1), "punct": a[..., punct].sum(-1), "self": a[..., i],
+                   "prev": a[..., i - 1], "next": a[..., i + 1],  # [CLS] and [SEP] are real neighbours
+                   "first": a[..., 0]}  # rows after the first token (the first, [CLS], is special here)
+            for k, v in row.items():
+                sums[k] = sums.get(k, 0.0) + v
+            rows += 1
+            log_keys += np.log(T)
+    means = {k: v / rows for k, v in sums.items()}
+    roles = np.empty(means["entropy"].shape, dtype=object)
+    for lh in np.ndindex(roles.shape):
+        ratios = {k: means[k][lh] / t for k, t in ROLE_THRESHOLDS.items()}
+        best = max(ratios, key=lambda k: (ratios[k], -list(ROLE_THRESHOLDS).index(k)))
+        roles[lh] = ROLE_NAMES[best] if ratios[best] >= 1 else \
+            "broad" if means["entropy"][lh] >= BROAD_FRACTION * log_keys / rows else "mixed"
+    return means, roles
+
+
+def test_page_table_and_its_download_equal_statistics_from_captures(corpus_file, downloads, monkeypatch):
+    """The page's own run (not another test's): its table and its CSV download against `stats_from_captures`,
+    and the statistic grid it draws."""
+    from conftest import chart_spec
+    from viz.models import load_model
+
+    monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/atlas.py").run()
+    at.number_input(key="atlas_limit").set_value(N)
+    # settings no other test uses (the sentences are far shorter): a result stored by another test's run
+    # would be shown with Run disabled, and this test must see its own run
+    at.number_input(key="atlas_max_tokens").set_value(100).run()
+    at.button(key="atlas_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"{N} sentences" in at.success[0].value
+    sentences = [s for s in corpus_file.read_text().splitlines() if s.strip()][:N]
+    want, roles = stats_from_captures(load_model("minilm"), sentences)
+    table = at.dataframe[0].value.reset_index()
+    csv = downloads.csv("atlas_csv")
+    cols = ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev", "next", "first", "role"]
+    assert list(table.columns) == list(csv.columns) == cols
+    assert table[["layer", "head"]].values.tolist() == [[lv, h] for lv in range(6) for h in range(12)]
+    for stat in cols[2:-1]:
+        np.testing.assert_allclose(table[stat].to_numpy(float), want[stat].ravel(), atol=1e-5, err_msg=stat)
+        np.testing.assert_allclose(csv[stat].to_numpy(float), table[stat].to_numpy(float), atol=0, err_msg=stat)
+    assert table["role"].tolist() == csv["role"].tolist() == roles.ravel().tolist()
+    assert at.selectbox(key="atlas_stat").value == "entropy"
+    np.testing.assert_allclose(chart_spec(at, "atlas_stat_fig")["data"][0]["z"], want["entropy"], atol=1e-4)
+
+
+def test_cli_csv_equals_statistics_from_captures(corpus_file, tmp_path):
+    from viz.models import load_model
+
     out = tmp_path / "stats.csv"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "viz", "atlas", "--model", "minilm", "--corpus", str(corpus_file),
@@ -80,10 +154,11 @@ def test_page_table_matches_cli_csv(page, corpus_file, tmp_path):
     cli = pd.read_csv(out)
     assert list(cli.columns) == ["layer", "head", "entropy", "distance", "cls", "sep", "punct", "self", "prev",
                                  "next", "first", "role"]
-    assert list(table.columns) == list(cli.columns)
-    assert (table[["layer", "head", "role"]].values == cli[["layer", "head", "role"]].values).all()
-    stats = cli.columns[2:-1]
-    assert np.allclose(table[stats].to_numpy(float), cli[stats].to_numpy(float), atol=2e-6)
+    want, roles = stats_from_captures(load_model("minilm"), [s for s in corpus_file.read_text().splitlines()
+                                                            if s.strip()][:N])
+    for stat in cli.columns[2:-1]:
+        np.testing.assert_allclose(cli[stat].to_numpy(float), want[stat].ravel(), atol=1e-5, err_msg=stat)
+    assert cli["role"].tolist() == roles.ravel().tolist()
 
 
 def test_cli_help_documents_definitions():

@@ -1,6 +1,7 @@
 """Real browser against a real server: Playwright drives Debian chromium."""
 
 from conftest import wait_for_chart
+from layout import settle
 
 
 def test_type_a_sentence_and_see_the_heatmap(app_url, browser_page):
@@ -26,7 +27,7 @@ def test_empty_text_shows_a_message_and_keeps_the_sidebar(app_url, browser_page)
     box.fill("")
     box.press("Control+Enter")
     page.get_by_text("The text is empty").wait_for()
-    page.wait_for_timeout(1500)
+    settle(page)  # the rerun has ended
     assert page.get_by_label("Text").count() == 1  # the sidebar is still there to fix the input
     assert page.locator('[data-testid="stSelectbox"]').count() >= 1
 
@@ -35,7 +36,7 @@ def test_click_a_model_view_thumbnail_opens_that_head(app_url, browser_page):
     page = browser_page
     page.goto(app_url)
     wait_for_chart(page)
-    page.wait_for_timeout(1000)
+    settle(page)  # every chart drawn and nothing rerunning: the markers sit where they will stay
     # thumbnails carry an invisible marker each, in (layer, head) order: 12 heads per layer on MiniLM
     point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(2 * 12 + 5)
     box = point.bounding_box()

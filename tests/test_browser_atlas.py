@@ -7,6 +7,8 @@ depend on the bundled sample being present.
 
 import pytest
 
+from layout import settle
+
 SENTENCES = ["The cat sat on the mat, and the dog slept.", "She poured a cup of coffee and read the paper.",
              "The keys to the cabinet are on the table.", "Is this the way to the station?",
              "We walked along the river; the water was cold.", "Birds sing in the early morning."]
@@ -31,7 +33,7 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Model").count() >= 1  # app.py's sidebar ran
 
     # click head (layer 3, head 5) on the statistic grid: one invisible marker per head, in (layer, head) order
-    page.wait_for_timeout(1000)
+    settle(page)  # nothing rerunning: the markers sit where they will stay
     point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(3 * 12 + 5)
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

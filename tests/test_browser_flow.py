@@ -1,6 +1,7 @@
 """Real browser against a real server: the Layer flow page draws, and switching to attention flow works."""
 
 from conftest import wait_for_chart
+from layout import settle
 
 
 def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
@@ -13,7 +14,7 @@ def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
     page.wait_for_function(
         """() => document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg .heatmaplayer').length >= 6""",
         timeout=120_000)
-    page.wait_for_timeout(1000)
+    settle(page)  # nothing rerunning: the nodes sit where they will stay
     assert page.locator('[data-testid="stException"]').count() == 0
 
     # click the third-from-last node of the flow view (last column = last layer): its flow bars appear
@@ -35,8 +36,6 @@ def test_flow_page_draws_and_switches_to_flow(app_url, browser_page):
 
 def test_follow_token_box_starts_over_when_the_text_changes(app_url, browser_page):
     """The box kept showing the old text's token after the text changed."""
-    from layout import settle
-
     page = browser_page
     page.goto(f"{app_url}/flow")
     wait_for_chart(page)

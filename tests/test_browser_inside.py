@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from conftest import wait_for_chart
+from layout import settle
 from test_browser_mlm import choose_model
 
 SHOTS = Path(os.environ["VIZ_SCREENSHOTS"]) if os.environ.get("VIZ_SCREENSHOTS") else None  # for looking, not asserting
@@ -34,7 +35,7 @@ def test_click_a_head_then_open_it_inside(app_url, browser_page):
     page = browser_page
     page.goto(app_url)
     wait_for_chart(page)
-    page.wait_for_timeout(1000)
+    settle(page)  # every chart drawn and nothing rerunning: the markers sit where they will stay
     # thumbnails carry an invisible marker each, in (layer, head) order: 12 heads per layer on MiniLM
     point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(2 * 12 + 5)
     box = point.bounding_box()

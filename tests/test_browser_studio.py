@@ -10,7 +10,7 @@ def _set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
     box.press("Enter")
-    page.wait_for_timeout(500)  # let the rerun settle before the next widget
+    settle(page)  # the rerun has ended before the next widget
     assert box.input_value() == str(value)
 
 
@@ -39,7 +39,6 @@ def test_start_a_tiny_job_and_watch_it_finish(app_url, browser_page):
     assert not problems(measure(page)), problems(measure(page))
     # the new model is in the sidebar's picker on every page
     page.get_by_role("button", name="Use this model in the other pages").click()
-    page.wait_for_timeout(1000)
     picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"] input[aria-label="Model"]')
     page.wait_for_function("""() => document.querySelector('[data-testid="stSidebar"] input[aria-label="Model"]')
                                         .value.includes('studio-')""", timeout=30_000)
@@ -74,7 +73,7 @@ def test_train_a_dates_encoder_decoder_and_see_its_cross_attention(app_url, brow
     # the task change reruns the page: wait until the stale copy of the form is gone
     page.wait_for_function("""() => [...document.querySelectorAll('input[aria-label="Steps"]')].length === 1""",
                            timeout=30_000)
-    page.wait_for_timeout(500)
+    settle(page)
     _set_number(page, "Steps", 30)
     _set_number(page, "Snapshot every K steps", 10)
     page.get_by_role("button", name="Start training").click()

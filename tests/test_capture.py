@@ -2,8 +2,8 @@
 
 The reference is a deep copy of the same model switched to transformers' own `eager` attention and run
 with `output_attentions=True`: it never calls our attention function. Hidden states of the reference come
-from forward hooks on the copy's layers (not from our run), and selective captures are compared with the
-same slice of a full one.
+from forward hooks on the copy's layers (not from `output_hidden_states`, which is what our run reads), and
+selective captures are compared with the same slice of a full one.
 """
 
 import copy
@@ -22,23 +22,72 @@ FAMILIES = [f"tiny-{f}" for f in TINY_FAMILIES] + ["minilm"]
 TARGET = "Der schnelle braune Fuchs springt."
 
 
+# Where each family keeps its layers (called in order; ALBERT calls its one shared layer once per layer) and
+# the norm its last hidden state goes through (pre-LN families report the final norm's output last), per stack.
+# Written out here from the module trees, not taken from viz.arch.
+LAYERS = {"bert": "encoder.layer", "roberta": "encoder.layer", "electra": "encoder.layer",
+          "albert": "encoder.albert_layer_groups.0.albert_layers.0", "distilbert": "transformer.layer",
+          "modernbert": "layers", "gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers", "opt": "model.decoder.layers",
+          "t5": {"encoder": "encoder.block", "decoder": "decoder.block"},
+          "bart": {"encoder": "model.encoder.layers", "decoder": "model.decoder.layers"},
+          "marian": {"encoder": "model.encoder.layers", "decoder": "model.decoder.layers"}}
+FINAL_NORM = {"modernbert": "final_norm", "gpt2": "transformer.ln_f", "gpt_neox": "gpt_neox.final_layer_norm",
+              "opt": "model.decoder.final_layer_norm", "t5": {"encoder": "encoder.final_layer_norm",
+                                                             "decoder": "decoder.final_layer_norm"}}
+for _family in ("llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3"):
+    LAYERS[_family], FINAL_NORM[_family] = "model.layers", "model.norm"
+
+
+def _per_stack(table, model_type, stack):
+    entry = table.get(model_type)
+    return entry.get(stack) if isinstance(entry, dict) else entry
+
+
 def eager_reference(bundle, cap):
-    """(attentions, hidden states) by stack from transformers' eager attention on a copy of the model."""
+    """(attentions, hidden states) by stack from transformers' eager attention on a copy of the model.
+    Hidden states come from forward hooks on the copy's layers: the first layer's input, then each layer's
+    output, the last one through the final norm where the family has one."""
     model = copy.deepcopy(bundle.model)
     model.set_attn_implementation("eager")
     inputs = {"input_ids": torch.tensor(cap.input_ids)[None]}
     if bundle.kind == "encoder-decoder":
         inputs["decoder_input_ids"] = torch.tensor(cap.target_ids)[None]
-    with torch.inference_mode():
-        out = model(**inputs, output_attentions=True, output_hidden_states=True, use_cache=False)
+    modules = dict(model.named_modules())
+    seen, handles = {}, []
+
+    def keep(stack, what):
+        def hook(module, args, kwargs, out=None):
+            x = out if what != "in" else (args[0] if args else kwargs["hidden_states"])
+            seen.setdefault((stack, what), []).append((x[0] if isinstance(x, tuple) else x)[0].detach().clone())
+        return hook
+
+    for stack in cap.hidden_states:
+        path = _per_stack(LAYERS, bundle.config.model_type, stack)
+        layers = modules[path]
+        layers = list(layers) if isinstance(layers, torch.nn.ModuleList) else [layers]
+        for layer in layers:
+            handles.append(layer.register_forward_pre_hook(keep(stack, "in"), with_kwargs=True))
+            handles.append(layer.register_forward_hook(keep(stack, "out"), with_kwargs=True))
+        norm = _per_stack(FINAL_NORM, bundle.config.model_type, stack)
+        if norm:
+            handles.append(modules[norm].register_forward_hook(keep(stack, "norm"), with_kwargs=True))
+    try:
+        with torch.inference_mode():
+            out = model(**inputs, output_attentions=True, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    hid = {}
+    for stack in cap.hidden_states:
+        states = [seen[(stack, "in")][0]] + seen[(stack, "out")]
+        if (stack, "norm") in seen:
+            states[-1] = seen[(stack, "norm")][-1]
+        hid[stack] = torch.stack(states).float().numpy()
     if bundle.kind == "encoder-decoder":
         att = {"encoder": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
-        hid = {"encoder": out.encoder_hidden_states, "decoder": out.decoder_hidden_states}
     else:
-        stack = bundle.arch.stacks[0]
-        att, hid = {stack: out.attentions}, {stack: out.hidden_states}
-    as_np = lambda ts: torch.stack([t[0] for t in ts]).float().numpy()  # noqa: E731
-    return {k: as_np(v) for k, v in att.items()}, {k: as_np(v) for k, v in hid.items()}
+        att = {bundle.arch.stacks[0]: out.attentions}
+    return {k: torch.stack([t[0] for t in v]).float().numpy() for k, v in att.items()}, hid
 
 
 @pytest.mark.parametrize("name", FAMILIES)

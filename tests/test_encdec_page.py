@@ -9,9 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
-from viz.models import builtin_names
 
-ENCDEC = "seq2seq-dates" if "seq2seq-dates" in builtin_names() else "tiny-bart"
+ENCDEC = "seq2seq-dates"  # shipped in models/: if it is missing the suite fails, it does not fall back to tiny-bart
 
 
 def page(model: str = ENCDEC, **state) -> AppTest:
@@ -32,9 +31,8 @@ def test_page_draws_steps_attentions_and_architecture():
     at = page()
     assert not at.exception and not at.error
     assert at.title[0].value == "Encoder–decoder"
-    if ENCDEC == "seq2seq-dates":
-        assert at.text_area(key="ed_source").value == "3 March 2021"
-        assert any("2021 - 03 - 03" in m.value for m in at.markdown)
+    assert at.text_area(key="ed_source").value == "3 March 2021"
+    assert any("2021 - 03 - 03" in m.value for m in at.markdown)
     # step: cross bars, self bars, top-k; attention: head + model view; alignment; architecture schematic
     assert len(charts(at)) == 7
     assert any("decoding steps" in c.value for c in at.caption)
@@ -101,8 +99,7 @@ def test_wrong_model_kind_links_to_the_right_page_and_offers_encdec(model, kind)
     assert links[1:] == (["Step through its generation on the Generate page"] if kind == "decoder-only" else [])
     pick = at.selectbox(key="ed_pick")
     assert "tiny-bart" in pick.options and "minilm" not in pick.options
-    if "seq2seq-dates" in builtin_names():
-        assert pick.options[0] == "seq2seq-dates"
+    assert pick.options[0] == "seq2seq-dates"
     pick.set_value("tiny-t5")
     at.button(key="ed_use").click().run()  # the button switches the sidebar model and the page draws
     assert not at.exception and at.session_state["model_choice"] == "tiny-t5" and len(charts(at)) == 7

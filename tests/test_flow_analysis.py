@@ -128,15 +128,35 @@ def captured():
     return out
 
 
+def rollout_by_loops(attn):
+    """Abnar & Zuidema 2020 §3 written out element by element, independent of viz.analysis.flow:
+    Â_l[i, j] = (0.5 · (1/H) Σ_h A_l[h, i, j] + 0.5 · [i == j]) / Σ_j' (same);
+    R_0 = Â_0,  R_l[i, j] = Σ_k Â_l[i, k] · R_{l-1}[k, j]."""
+    L, H, T, _ = attn.shape
+    hat = [[[0.0] * T for _ in range(T)] for _ in range(L)]
+    for lv in range(L):
+        for i in range(T):
+            row = [0.5 * sum(float(attn[lv, h, i, j]) for h in range(H)) / H + (0.5 if i == j else 0.0)
+                   for j in range(T)]
+            total = sum(row)
+            hat[lv][i] = [x / total for x in row]
+    rolled, prev = [], None
+    for lv in range(L):
+        cur = [row[:] for row in hat[lv]] if prev is None else \
+            [[sum(hat[lv][i][k] * prev[k][j] for k in range(T)) for j in range(T)] for i in range(T)]
+        rolled.append(cur)
+        prev = cur
+    return np.array(rolled)
+
+
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-albert", "tiny-t5", "tiny-bart", "minilm"])
-def test_rollout_and_flow_invariants(captured, name):
+def test_rollout_equals_the_papers_definition_and_bounds_flow(captured, name):
     _, cap = captured[name]
     for stack in (s for s in cap.stacks if s != "cross"):
         attn = cap.attentions[stack]
         r = attention_rollout(attn)
-        assert r.shape == (attn.shape[0],) + attn.shape[2:]
+        np.testing.assert_allclose(r, rollout_by_loops(attn), atol=1e-9)
         np.testing.assert_allclose(r.sum(-1), 1, atol=1e-5)
-        np.testing.assert_allclose(r[0], 0.5 * attn[0].mean(0) + 0.5 * np.eye(attn.shape[-1]), atol=1e-6)
         q = [0, attn.shape[-1] - 1]
         f = attention_flow(attn, queries=q, max_tokens=None)
         assert (f <= 1 + 1e-9).all() and (f >= r[-1][q] - 1e-6).all()  # rollout is one feasible flow

@@ -235,8 +235,8 @@ def test_cli_sampling_and_beam(load):
     (["--top-p", "0"], "argument --top-p: 0 is not a probability mass"),
     (["--seed", "-1"], "argument --seed: -1 is not a seed"),
     (["--method", "nucleus"], "argument --method: invalid choice"),
-    (["--max-new-tokens", "0"], "argument --max-new-tokens: 0 is not positive"),
-    (["--num-beams", "two"], "argument --num-beams: 'two' is not a whole number"),
+    (["--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1 (got 0)"),  # viz.cli_args, as
+    (["--num-beams", "two"], "argument --num-beams: must be an integer (got 'two')"),  # for every subcommand
     (["--temperature", "0.5"], "--temperature only applies to --method sample"),
     (["--method", "beam", "--num-beams", "1"], "beam search needs --num-beams 2 or more"),
     (["--method", "greedy", "--num-beams", "3"], "--num-beams 3 needs --method beam"),

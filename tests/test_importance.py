@@ -69,17 +69,77 @@ def test_gate_hooks_removed_after_an_error(mlm_bundle):
     assert hook_count(mlm_bundle.model) == before
 
 
-def test_bert_masking():
+def test_bert_masking_within_binomial_bounds():
+    """Devlin et al. 2019 §3.1: each maskable token is chosen with p = 0.15; a chosen one becomes [MASK] with
+    p = 0.8, a random token with 0.1, stays with 0.1. Every count must lie within 5 standard deviations of
+    its binomial mean (a false alarm once in ~3.5 million runs; 80/5/15 or a 20 % rate are > 10 sd off)."""
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 2000, (8, 50))
+    ids = torch.randint(1000, 2000, (64, 256), generator=gen)
     maskable = torch.ones_like(ids, dtype=torch.bool)
     maskable[:, 0] = maskable[:, -1] = False
+    maskable[:, 200:] &= torch.arange(56) % 2 == 0  # some positions of the tail are not maskable (padding)
     inputs, labels = mask_tokens(ids, maskable, 103, 30522, gen)
     chosen = labels != -100
-    assert not chosen[:, 0].any() and not chosen[:, -1].any()
-    assert 0.05 < chosen.float().mean() < 0.3
-    assert (inputs[~chosen] == ids[~chosen]).all()
-    assert (inputs[chosen] == 103).float().mean() > 0.5
+
+    def within(k: int, n: int, p: float) -> bool:
+        return abs(k - n * p) <= 5 * (n * p * (1 - p)) ** 0.5
+
+    assert not (chosen & ~maskable).any() and (labels[chosen] == ids[chosen]).all()
+    n_maskable, n = int(maskable.sum()), int(chosen.sum())
+    assert within(n, n_maskable, 0.15), (n, n_maskable)
+    masked = chosen & (inputs == 103)
+    kept = chosen & (inputs == ids)
+    rnd = chosen & ~masked & ~kept
+    assert within(int(masked.sum()), n, 0.8) and within(int(kept.sum()), n, 0.1) and within(int(rnd.sum()), n, 0.1)
+    assert (inputs[~chosen] == ids[~chosen]).all()  # nothing else changes
+    # random replacements are drawn from the whole vocabulary (ids here are 1000-1999): uniform over 30522
+    r = inputs[rnd]
+    assert within(int((r >= 15261).sum()), len(r), 0.5) and int(((r >= 1000) & (r < 2000)).sum()) < 0.1 * len(r)
+    # a row with nothing chosen by chance still gets one token (so a short sentence still counts)
+    one = torch.tensor([[5, 6, 7]])
+    _, lab = mask_tokens(one, torch.tensor([[False, True, False]]), 103, 30522, gen, rate=0.0)
+    assert (lab != -100).tolist() == [[False, True, False]]
+
+
+def test_importance_equals_a_finite_difference_of_the_loss(mlm_bundle):
+    """I_h = mean over batches |dL/dξ_h| (Michel et al. 2019 eq. 2-3) against central differences of the
+    masked-LM loss in float64, where ξ_h scales head h's slice of the output projection's input (the same
+    thing as scaling that slice of W_O's columns) in an eager copy of the model: no gates, no recorder."""
+    import copy
+
+    model = mlm_bundle.model
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append({k: kwargs[k].clone() for k in ("input_ids", "attention_mask", "labels")})
+
+    handle = model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        imp = head_importance(mlm_bundle, SENTENCES, batch_size=2)
+    finally:
+        handle.remove()
+    assert len(seen) == 2  # 4 sentences, 2 per batch: the masked batches the gradients were taken on
+    ref = copy.deepcopy(model).double()
+    ref.set_attn_implementation("eager")
+    L, H, d, eps = 2, 4, 8, 1e-4
+
+    def loss(layer: int, head: int, scale: float, batch: dict) -> float:
+        dense = ref.bert.encoder.layer[layer].attention.output.dense
+        saved = dense.weight[:, head * d:(head + 1) * d].clone()
+        with torch.no_grad():
+            dense.weight[:, head * d:(head + 1) * d] *= scale
+            out = ref(**batch).loss.item()
+            dense.weight[:, head * d:(head + 1) * d] = saved
+        return out
+
+    fd = np.zeros((L, H))
+    for batch in seen:
+        for layer in range(L):
+            for head in range(H):
+                g = (loss(layer, head, 1 + eps, batch) - loss(layer, head, 1 - eps, batch)) / (2 * eps)
+                fd[layer, head] += abs(g) / len(seen)
+    np.testing.assert_allclose(imp, fd, rtol=2e-3, atol=1e-6)
+    assert fd.max() > 100 * 1e-6  # not a comparison of zeros
 
 
 def test_no_mlm_head_message(load):

@@ -1,5 +1,6 @@
 """Masked-LM predictions and masking comparisons on tiny random masked-LMs."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -92,12 +93,75 @@ def test_predictions_and_per_layer_shapes(load):
     assert on.layer_top[-1][0][0] == on.top[0][0]
 
 
-def test_mask_sweep_scores_every_word(load):
-    bundle = load("tiny-bert-mlm")
-    s = mask_sweep(bundle, TEXT, batch_size=4)
-    assert len(s.positions) == len(s.prob) == len(s.tokens) - 2
-    assert np.all((s.prob > 0) & (s.prob < 1)) and np.all(s.rank >= 1)
-    assert s.pll == pytest.approx(np.log(s.prob).sum())
+def eager_copy(bundle):
+    """The same weights in a deep copy on transformers' own eager attention: it never calls our function."""
+    model = copy.deepcopy(bundle.model)
+    model.set_attn_implementation("eager")
+    return model
+
+
+@pytest.mark.parametrize("name", ["tiny-bert-mlm", "tiny-roberta-mlm", "minilm-mlm"])
+def test_mask_sweep_equals_one_masked_forward_per_token(load, name):
+    """The reference masks one token, runs one forward of an eager copy, reads softmax at that position:
+    probabilities and ranks equal the sweep's, whatever its batch size (1, 3, 16: one batch, several, a
+    ragged last one)."""
+    bundle = load(name)
+    tok, model = bundle.tokenizer, eager_copy(bundle)
+    ids = tok(TEXT, return_tensors="pt")["input_ids"][0]
+    special = set(tok.all_special_ids)
+    positions = [i for i, t in enumerate(ids.tolist()) if t not in special]
+    prob, rank = [], []
+    for p in positions:
+        x = ids.clone()
+        x[p] = tok.mask_token_id
+        with torch.inference_mode():
+            probs = model(input_ids=x[None]).logits[0, p].double().softmax(-1)
+        prob.append(float(probs[ids[p]]))
+        rank.append(int((probs > probs[ids[p]]).sum()) + 1)
+    for batch_size in (1, 3, 16):
+        s = mask_sweep(bundle, TEXT, batch_size=batch_size)
+        assert s.positions == positions and s.tokens == tok.convert_ids_to_tokens(ids.tolist())
+        np.testing.assert_allclose(s.prob, prob, rtol=1e-4, atol=1e-7)
+        assert s.rank.tolist() == rank, batch_size
+        assert s.pll == pytest.approx(np.log(prob).sum(), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert-mlm", "tiny-roberta-mlm", "tiny-modernbert-mlm", "minilm-mlm"])
+def test_predict_is_a_direct_softmax_of_the_model(load, name):
+    """Top-k tokens and probabilities == softmax of an eager copy's logits at each mask; the per-layer rows ==
+    the masked-LM head applied to that copy's hidden states; the original token's probability and rank too."""
+    bundle = load(name)
+    tok, model = bundle.tokenizer, eager_copy(bundle)
+    text = "The cat sat on the [MASK] because it was tired."
+    r = predict(bundle, text, positions=(2,), top_k=6, layers=True)
+    ids = torch.tensor(r.capture.input_ids)[None]
+    assert ids[0, 2] == tok.mask_token_id and [p.position for p in r.predictions] == [2, 6]
+    with torch.inference_mode():
+        out = model(input_ids=ids, output_hidden_states=True)
+        probs = out.logits[0].double().softmax(-1)  # [T, vocab]
+        # the copy's own head modules, applied to the copy's own hidden states (embeddings first)
+        lens = [_head(model, bundle.arch.mlm_head, h[0]).double().softmax(-1) for h in out.hidden_states]
+    original = tok(text)["input_ids"][2]
+    for pred in r.predictions:
+        p = probs[pred.position]
+        top = p.topk(6)
+        assert [t for t, _ in pred.top] == tok.convert_ids_to_tokens(top.indices.tolist())
+        np.testing.assert_allclose([q for _, q in pred.top], top.values.numpy(), atol=2e-6)
+        assert len(pred.layer_top) == len(lens) == bundle.n_layers + 1
+        for row, lp in zip(pred.layer_top, lens):
+            want = lp[pred.position].topk(6)
+            assert [t for t, _ in row] == tok.convert_ids_to_tokens(want.indices.tolist())
+            np.testing.assert_allclose([q for _, q in row], want.values.numpy(), atol=2e-6)
+    cat = r.predictions[0]
+    assert cat.original == tok.convert_ids_to_tokens(original) == "cat"
+    np.testing.assert_allclose(cat.layer_original_prob, [float(lp[2, original]) for lp in lens], atol=2e-6)
+    assert cat.layer_original_rank == [int((lp[2] > lp[2, original]).sum()) + 1 for lp in lens]
+
+
+def _head(model, parts, hidden):
+    for part in parts:
+        hidden = getattr(model, part)(hidden)
+    return hidden
 
 
 @pytest.mark.parametrize("text,expected", [

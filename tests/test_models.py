@@ -1,7 +1,6 @@
 """Safe loading: every refusal comes with a message that says what to do."""
 
 import json
-import time
 
 import pytest
 
@@ -18,12 +17,16 @@ def test_default_is_the_real_bundled_minilm(load):
 
 
 @pytest.mark.parametrize("name", ["", "no such model!", "definitely-not/a-real-model-xyz"])
-def test_unknown_names_fail_fast_with_advice(name):
-    t = time.time()
+def test_unknown_names_fail_fast_with_advice(name, monkeypatch):
+    """Fast means: refused without waiting on the network (no connection is even attempted offline)."""
+    import socket
+
+    tried = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: tried.append(addr))
+    monkeypatch.setattr(socket, "create_connection", lambda addr, *a, **kw: tried.append(addr))
     with pytest.raises(ModelLoadError) as e:
         load_model(name)
-    assert time.time() - t < 20
-    assert "minilm" in str(e.value)
+    assert "minilm" in str(e.value) and not tried
 
 
 @pytest.fixture
@@ -82,3 +85,22 @@ def test_folder_without_config(root):
 def test_picker_lists_bundled_and_tiny_models():
     names = builtin_names()
     assert names[0] == "minilm" and "tiny-t5" in names and "tiny-gpt2" in names
+
+
+# The checkpoints shipped in models/ (git-tracked). Tests use them by name, never behind a skip or a fallback:
+# a checkout without one must fail here, loudly, instead of quietly running a smaller suite.
+SHIPPED = {"minilm-mlm": ["delta.safetensors", "MODEL_CARD.md"],
+           "seq2seq-dates": ["config.json", "model.safetensors", "tokenizer.json", "task.json", "MODEL_CARD.md"],
+           "seq2seq-reverse": ["config.json", "model.safetensors", "tokenizer.json", "task.json", "MODEL_CARD.md"]}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_checkpoints_are_present_and_listed(name):
+    from viz.models import REPO_ROOT
+
+    for f in SHIPPED[name]:
+        path = REPO_ROOT / "models" / name / f
+        assert path.is_file() and path.stat().st_size > 0, f"{path} is missing: the shipped checkpoint is incomplete"
+        if f.endswith(".safetensors"):
+            assert path.read_bytes()[:7] != b"version", f"{path} is a Git LFS pointer, not the weights"
+    assert name in builtin_names()

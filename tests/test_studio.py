@@ -1,7 +1,8 @@
 """Training studio library: snapshot statistics, a tiny run that changes its heads, cancel -> loadable checkpoint,
-resume, one job per session. Tiny BertForMaskedLM from scratch (2 layers, 2 heads, width 64), real tokenizer."""
+resume (== the uninterrupted run, weight for weight), one job per session. Tiny BertForMaskedLM from scratch
+(2 layers, 2 heads, width 64), real tokenizer. No test waits on the clock: a job is held at a chosen step
+(`held_at`) and cancelled there, so where it stops never depends on how fast this machine is."""
 import os
-import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -21,12 +22,10 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def tiny_run(corpus, tmp_path_factory):
-    """The acceptance run: 2 layers, 2 heads, 100 steps on 200 sentences; returns (job, seconds)."""
+    """The acceptance run: 2 layers, 2 heads, 100 steps on 200 sentences (its speed is bench/'s business)."""
     cfg = S.StudioConfig(name="tiny", steps=100, snapshot_every=25, **TINY)
     job = S.TrainingJob(cfg, *corpus, root=tmp_path_factory.mktemp("user_models"))
-    t = time.perf_counter()
-    job.start().wait(120)
-    return job, time.perf_counter() - t
+    return job.start().wait(600)
 
 
 def test_head_stats_hand_computed():
@@ -58,12 +57,9 @@ def test_config_is_checked():
         S.split_corpus(["one line"] * 5)
 
 
-def test_tiny_run_is_fast_learns_and_changes_heads(tiny_run, monkeypatch):
-    job, seconds = tiny_run
+def test_tiny_run_learns_and_changes_heads(tiny_run, monkeypatch):
+    job = tiny_run
     assert job.status == S.DONE, job.error
-    losses_ = [h["loss"] for h in job.history]
-    print(f"tiny run: {seconds:.1f} s, loss {np.mean(losses_[:10]):.2f} -> {np.mean(losses_[-10:]):.2f}")
-    assert seconds < 60
     history, snaps = job.view()
     assert [h["step"] for h in history] == list(range(1, 101))
     losses = [h["loss"] for h in history]
@@ -89,29 +85,25 @@ def test_tiny_run_is_fast_learns_and_changes_heads(tiny_run, monkeypatch):
 
 
 def test_snapshot_files_round_trip(tiny_run):
-    job, _ = tiny_run
+    job = tiny_run
     snaps = S.load_snapshots(job.train_dir / "snapshots.npz")
     assert [s["step"] for s in snaps] == [0, 25, 50, 75, 100]
     np.testing.assert_allclose(snaps[-1]["entropy"], job.snapshots[-1]["entropy"])
 
 
-def _wait_for_step(job, step, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline and job.running and len(job.history) < step:
-        time.sleep(0.05)
-
-
-def test_cancel_leaves_a_loadable_checkpoint_and_resumes(corpus, tmp_path, monkeypatch):
+def test_cancel_leaves_a_loadable_checkpoint_and_resumes(corpus, tmp_path, monkeypatch, held_at):
     monkeypatch.setenv("VIZ_USER_MODELS", str(tmp_path))
     job = S.TrainingJob(S.StudioConfig(name="cut", steps=30, snapshot_every=5, **TINY), *corpus)
     assert job.root == tmp_path
+    reached, release = held_at(3)
     job.start()
-    _wait_for_step(job, 3)
+    assert reached.wait(300)
     job.cancel()
-    job.wait(60)
+    release.set()
+    job.wait(300)
     assert job.status == S.CANCELLED, job.error
     stopped = job.history[-1]["step"]
-    assert stopped < 30 and job.snapshots[-1]["step"] == stopped == job.saved_step
+    assert stopped == 4 and job.snapshots[-1]["step"] == stopped == job.saved_step  # the step after the cancel
     from viz.capture import capture
     from viz.models import load_model
 
@@ -147,7 +139,7 @@ def test_second_job_in_a_session_is_refused(corpus, tmp_path):
 def test_figures(tiny_run):
     from viz.figures import studio as F
 
-    job, _ = tiny_run
+    job = tiny_run
     history, snaps = job.view()
     arrays = S.snapshot_arrays(snaps)
     assert len(F.loss_curve(history).data) == 2
@@ -173,16 +165,18 @@ def test_minilm_start_runs(corpus, tmp_path):
     assert (tmp_path / "mini" / "model.safetensors").exists()
 
 
-def test_two_sessions_never_write_one_run_folder(corpus, tmp_path):
+def test_two_sessions_never_write_one_run_folder(corpus, tmp_path, held_at):
+    reached, release = held_at(30)
     a = S.TrainingJob(S.StudioConfig(name="same", steps=5000, **TINY), *corpus, root=tmp_path).start()
     try:
         with pytest.raises(S.JobAlreadyRunning, match="Another job"):
             S.TrainingJob(S.StudioConfig(name="same", steps=5, **TINY), *corpus, root=tmp_path).start()
-        _wait_for_step(a, 30)  # past the first snapshot: state.pt exists, but the run is busy
-        assert S.resumable_runs(tmp_path) == []
+        assert reached.wait(300)  # past the first snapshot: state.pt exists, but the run is busy
+        assert (tmp_path / "same" / "training" / "state.pt").exists() and S.resumable_runs(tmp_path) == []
     finally:
         a.cancel()
-        a.wait(60)
+        release.set()
+        a.wait(300)
     assert S.resumable_runs(tmp_path) == [tmp_path / "same"]
 
 
@@ -251,13 +245,15 @@ def test_encoder_decoder_run_learns_records_cross_attention_and_generates(task, 
     assert gen.steps
 
 
-def test_encoder_decoder_cancel_and_resume(corpus, tmp_path):
+def test_encoder_decoder_cancel_and_resume(corpus, tmp_path, held_at):
     job = _encdec_job("dates", corpus, tmp_path, steps=40, snapshot_every=5)
+    reached, release = held_at(3)
     job.start()
-    _wait_for_step(job, 3)
+    assert reached.wait(300)
     job.cancel()
-    job.wait(60)
-    assert job.status == S.CANCELLED and job.saved_step == job.history[-1]["step"] < 40
+    release.set()
+    job.wait(300)
+    assert job.status == S.CANCELLED and job.saved_step == job.history[-1]["step"] == 4
     again = S.TrainingJob.resume_from(job.run_dir)
     assert again.probe_target_tokens == job.probe_target_tokens
     again.start().wait(60)
@@ -272,3 +268,32 @@ def test_encoder_decoder_config_is_checked():
     with pytest.raises(ValueError, match="probe_target"):
         S.StudioConfig(task="dates", probe="3 March 2021").check()
     assert S.StudioConfig(task="denoise", probe="a b c").check().probe_target == "a b c"
+
+
+@pytest.mark.parametrize("task", ["mlm", "dates"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(task, corpus, tmp_path, held_at):
+    """Cancelled after step 5, resumed to step 12: every tensor of the saved model, and every step's loss, equal
+    those of the same run never interrupted (batches and masks are functions of (seed, step); the optimizer and
+    schedule state travel in training/state.pt)."""
+    from safetensors.torch import load_file
+
+    def job(name):
+        if task == "mlm":
+            return S.TrainingJob(S.StudioConfig(name=name, steps=12, snapshot_every=4, **TINY), *corpus, root=tmp_path)
+        return _encdec_job("dates", corpus, tmp_path / name, steps=12, snapshot_every=4)
+
+    whole = job("whole").start().wait(600)
+    reached, release = held_at(4)
+    cut = job("cut").start()
+    assert reached.wait(300)
+    cut.cancel()
+    release.set()
+    cut.wait(300)
+    assert whole.status == S.DONE and cut.status == S.CANCELLED and cut.saved_step == 5, (whole.error, cut.error)
+    again = S.TrainingJob.resume_from(cut.run_dir).start().wait(600)
+    assert again.status == S.DONE and again.saved_step == 12, again.error
+    a, b = load_file(whole.run_dir / "model.safetensors"), load_file(again.run_dir / "model.safetensors")
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in whole.history]

@@ -1,7 +1,5 @@
 """The Training studio page through AppTest: a tiny job runs in the background and draws its charts; a second
 start in the same session is refused; cancel saves a model the picker lists."""
-import time
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -50,8 +48,9 @@ def test_tiny_job_runs_and_draws(studio, tmp_path):
     assert at.session_state["model_choice"] == str(tmp_path / "page-run")
 
 
-def test_second_start_is_refused_and_cancel_saves(studio):
+def test_second_start_is_refused_and_cancel_saves(studio, held_at):
     at = studio
+    reached, release = held_at(2)  # the job waits after step 2 until the test has looked: no race with the clock
     at.session_state["studio_steps"] = 5000
     at.session_state["studio_every"] = 100
     at.session_state["studio_name"] = "long"
@@ -70,11 +69,11 @@ def test_second_start_is_refused_and_cancel_saves(studio):
         assert any("already running" in w.value for w in at.warning)
         assert _job(at) is job
     finally:
-        deadline = time.time() + 30
-        while time.time() < deadline and len(job.history) < 2:
-            time.sleep(0.05)
+        assert reached.wait(300)
         at.button(key="studio_cancel").click().run()
-    assert job.wait(60).status == "cancelled", job.error
+        release.set()
+    assert job.wait(300).status == "cancelled", job.error
+    assert job.saved_step == 3  # the step after the cancel
     at.run()
     assert any("Cancelled at step" in s.value for s in at.success)
 
@@ -111,16 +110,16 @@ def test_encoder_decoder_job_runs_and_draws_cross_attention(studio, tmp_path, ta
     assert str(tmp_path / f"page-{task}") in at.sidebar.selectbox(key="model_choice").options
 
 
-def test_resume_a_cancelled_run_from_the_page(studio):
+def test_resume_a_cancelled_run_from_the_page(studio, held_at):
     at = studio
+    reached, release = held_at(2)
     at.session_state["studio_name"] = "cut"
     at.button(key="studio_start").click().run()
     job = _job(at)
-    deadline = time.time() + 30
-    while time.time() < deadline and len(job.history) < 2:
-        time.sleep(0.05)
+    assert reached.wait(300)
     job.cancel()
-    job.wait(60)
+    release.set()
+    assert job.wait(300).status == "cancelled" and job.saved_step == 3, job.error
     at.run()
     assert at.selectbox(key="studio_resume_pick").value.name == "cut"
     at.button(key="studio_resume").click().run()

@@ -165,17 +165,6 @@ def add_train(sub) -> None:
         tp.set_defaults(func=mod.main)
 
 
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is not positive: give 1 or more")
-    return n
-
-
 def seed_int(value: str) -> int:
     """argparse type: a random seed, 0 <= seed < 2**63."""
     try:
