@@ -146,13 +146,13 @@ def test_cli_trains_saves_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "--batch-size: must be > 0"),
-    (["--steps", "-3"], "--steps: must be >= 0"),
-    (["--lr", "abc"], "--lr: 'abc' is not a float"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1 (got 0)"),
+    (["--steps", "-3"], "--steps: must be at least 0 (got -3)"),
+    (["--lr", "abc"], "--lr: must be a number (got 'abc')"),
     (["--steps", "0"], "--steps 0 fits the schedule to --minutes"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--train", "/nonexistent.txt"], "no such file"),
-    (["--repeat-frac", "1.5"], "--repeat-frac: must be in [0, 1)"),
+    (["--repeat-frac", "1.5"], "--repeat-frac: must be below 1 (got 1.5)"),
     (["--init", "/nonexistent"], "not a saved model folder"),
 ])
 def test_cli_refuses_bad_options_in_one_line(argv, message):

@@ -229,11 +229,11 @@ def test_cli_sampling_and_beam(load):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--temperature", "0"], "argument --temperature: 0 is not a temperature"),
-    (["--temperature", "x"], "argument --temperature: 'x' is not a number"),
-    (["--top-p", "1.5"], "argument --top-p: 1.5 is not a probability mass"),
-    (["--top-p", "0"], "argument --top-p: 0 is not a probability mass"),
-    (["--seed", "-1"], "argument --seed: -1 is not a seed"),
+    (["--temperature", "0"], "argument --temperature: must be above 0 (got 0)"),
+    (["--temperature", "x"], "argument --temperature: must be a number (got 'x')"),
+    (["--top-p", "1.5"], "argument --top-p: must be at most 1 (got 1.5)"),
+    (["--top-p", "0"], "argument --top-p: must be above 0 (got 0)"),
+    (["--seed", "-1"], "argument --seed: must be at least 0 (got -1)"),
     (["--method", "nucleus"], "argument --method: invalid choice"),
     (["--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1 (got 0)"),  # viz.cli_args, as
     (["--num-beams", "two"], "argument --num-beams: must be an integer (got 'two')"),  # for every subcommand
@@ -257,7 +257,7 @@ def test_cli_flags_are_validated_in_one_line(args, message, capsys):
 
 def test_cli_bad_flag_in_a_real_process():
     r = run("--model", "tiny-llama", "--text", PROMPT, "--top-p", "2")
-    assert r.returncode == 2 and "argument --top-p: 2 is not a probability mass" in r.stderr
+    assert r.returncode == 2 and "argument --top-p: must be at most 1 (got 2)" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -132,10 +132,10 @@ def test_repeated_sequences_are_distinct_tokens_repeated_once():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--length", "1"], "--length must be >= 2"),
-    (["--length", "ten"], "--length must be an integer"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-    (["--sequences", "0"], "--sequences must be >= 1"),
+    (["--length", "1"], "argument --length: must be at least 2 (got 1)"),
+    (["--length", "ten"], "argument --length: must be an integer (got 'ten')"),
+    (["--seed", "-1"], "argument --seed: must be at least 0 (got -1)"),
+    (["--sequences", "0"], "argument --sequences: must be at least 1 (got 0)"),
     (["--length", "500"], "Use --length 127 or less"),
 ])
 def test_cli_rejects_bad_numbers_in_one_line(argv, message):

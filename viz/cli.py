@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from viz.cli_args import OneLineParser, output_file, positive_int, run_guarded
+from viz.cli_args import OneLineParser, float_range, int_range, output_file, positive_float, positive_int, run_guarded
 
 CAPTURE_KEYS = """\
 output keys (numpy .npz):
@@ -165,37 +165,9 @@ def add_train(sub) -> None:
         tp.set_defaults(func=mod.main)
 
 
-def seed_int(value: str) -> int:
-    """argparse type: a random seed, 0 <= seed < 2**63."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if not 0 <= n < 2**63:
-        raise argparse.ArgumentTypeError(f"{n} is not a seed: use 0 to {2**63 - 1}")
-    return n
-
-
-def temperature(value: str) -> float:
-    """argparse type: a sampling temperature, a finite number > 0."""
-    try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not (t > 0 and np.isfinite(t)):
-        raise argparse.ArgumentTypeError(f"{value} is not a temperature: give a number above 0 (1 = the model's own)")
-    return t
-
-
-def top_p(value: str) -> float:
-    """argparse type: a nucleus-sampling mass in (0, 1]."""
-    try:
-        p = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not 0 < p <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a probability mass: give a number in (0, 1] (1 = no cut)")
-    return p
+seed_int = int_range(0, 2**63 - 1)  # a random seed
+temperature = positive_float  # a sampling temperature (1 = the model's own)
+top_p = float_range(0.0, 1.0, lo_open=True)  # a nucleus-sampling mass (1 = no cut)
 
 
 def generate_method(args) -> tuple[str, int]:
@@ -475,19 +447,6 @@ JSON (--json): {"layers": L, "heads": H, "induction": [[...]], "previous": [[...
   loss_*_copy   mean next-token loss (nats) on each copy: in-context copying makes the second far lower"""
 
 
-def _count(low: int, name: str):
-    """argparse type: an int >= low, with a one-line error."""
-    def parse(value: str) -> int:
-        try:
-            x = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{value}'") from None
-        if x < low:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {x}")
-        return x
-    return parse
-
-
 def _heads(args) -> int:
     import json
 
@@ -521,10 +480,10 @@ def add_heads(sub) -> None:
                                    "once (and the sink share on the bundled sample sentences).",
                        epilog=HEADS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="atlas-lm", help="a decoder: atlas-lm, tiny-llama, tiny-gpt2, a folder, ...")
-    p.add_argument("--seed", type=_count(0, "--seed"), default=0, help="random-token seed (default 0)")
-    p.add_argument("--length", type=_count(2, "--length"), default=50,
+    p.add_argument("--seed", type=int_range(0), default=0, help="random-token seed (default 0)")
+    p.add_argument("--length", type=int_range(2), default=50,
                    help="random tokens per copy (default 50: sequences of 1 + 2 x 50 tokens)")
-    p.add_argument("--sequences", type=_count(1, "--sequences"), default=10, help="sequences averaged (default 10)")
+    p.add_argument("--sequences", type=int_range(1), default=10, help="sequences averaged (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON (keys below)")
     add_device_args(p)
     p.set_defaults(func=_heads)

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from viz.cli_args import non_negative_int, positive_float, positive_int, probability
 from viz.train.mlm import _bf16_default, lr_factor, read_sentences, save_state, start_state
 
 SEP = "<|endoftext|>"  # begins every sentence: BOS for a typed prompt, the separator inside a packed window
@@ -249,46 +250,13 @@ def load_tokenizer(path: str | Path):
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-def _positive(kind):
-    """argparse type: a number > 0 (one-line error instead of a traceback deep in the loop)."""
-    def parse(value: str):
-        try:
-            x = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{value}' is not a {kind.__name__}") from None
-        if not x > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-        return x
-    return parse
-
-
-def _non_negative_int(value: str) -> int:
-    try:
-        x = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not an int") from None
-    if x < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return x
-
-
-def _fraction(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a float") from None
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return x
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `python -m viz train clm`."""
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    pos_int, pos_float = _positive(int), _positive(float)
+    pos_int, pos_float = positive_int, positive_float
     parser.add_argument("--train", default=os.path.join(here, "data/corpus/train.txt.gz"))
     parser.add_argument("--test", default=os.path.join(here, "data/corpus/test.txt"))
-    parser.add_argument("--steps", type=_non_negative_int, default=2000,
+    parser.add_argument("--steps", type=non_negative_int, default=2000,
                         help="schedule length (cosine decay ends here); 0 with --minutes: fit it to the minutes")
     parser.add_argument("--minutes", type=pos_float, default=None, help="stop (resumably) after this much training")
     parser.add_argument("--batch-size", type=pos_int, default=16, help="windows per step")
@@ -301,10 +269,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-heads", type=pos_int, default=4)
     parser.add_argument("--ffn", type=pos_int, default=None, help="SwiGLU width (default 8/3 d_model)")
     parser.add_argument("--lr", type=pos_float, default=2e-3)
-    parser.add_argument("--warmup", type=_non_negative_int, default=None, help="default: 10%% of steps, <= 200")
+    parser.add_argument("--warmup", type=non_negative_int, default=None, help="default: 10%% of steps, <= 200")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=_non_negative_int, default=250)
-    parser.add_argument("--eval-n", type=_non_negative_int, default=0,
+    parser.add_argument("--eval-every", type=non_negative_int, default=250)
+    parser.add_argument("--eval-n", type=non_negative_int, default=0,
                         help="held-out windows for the curve (0: the whole test split)")
     parser.add_argument("--out", default="runs/atlas-lm", help="checkpoint dir (state.pt, tokenizer/)")
     parser.add_argument("--save", default=None, help="write the finished model here (default: OUT/model)")
@@ -312,7 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--threads", type=pos_int, default=1, help="torch threads; 1 is faster on a busy machine")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when there is one)")
-    parser.add_argument("--repeat-frac", type=_fraction, default=0.0,
+    parser.add_argument("--repeat-frac", type=probability, default=0.0,
                         help="after each training sentence, the chance that a copy of a sentence already in its "
                              "window follows (0: none); gives the model repeats to learn copying from")
     parser.add_argument("--init", default=None,
