@@ -48,13 +48,6 @@ if cmp.base.truncated:
 base_tok, other_tok = cmp.base.tokens, cmp.other.tokens
 
 
-def open_head():
-    """Click on a cell of the change grid -> show that head below."""
-    cell = ui.clicked_customdata("cmp_grid")
-    if cell is not None and len(cell) >= 2:
-        st.session_state.cmp_layer, st.session_state.cmp_head = int(cell[0]), int(cell[1])
-
-
 # a new comparison opens on the head that moved most; a click or the inputs choose another until the next one
 best = cmp.top_heads(1)[0]
 if st.session_state.get("cmp_for") != (name, text, variant, positions, heads):
@@ -66,7 +59,7 @@ left, right = st.columns([1, 1])
 with left:
     st.subheader("Which heads changed")
     ui.plot(head_change_grid(cmp.head_js, "Jensen–Shannon divergence per head (mean over rows)"), key="cmp_grid",
-            stem=f"compare-{variant}-heads", on_select=open_head, selection_mode="points")
+            stem=f"compare-{variant}-heads", on_select=ui.pick("cmp_grid", "cmp_layer", "cmp_head"), selection_mode="points")
     st.caption("Click a cell to open that head below.")
 with right:
     top = pd.DataFrame(cmp.top_heads(10), columns=["layer", "head", "js"])

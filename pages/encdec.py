@@ -33,13 +33,6 @@ def use_model():
     st.session_state.model_choice = st.session_state.ed_pick
 
 
-def open_head():
-    """Click on a model-view thumbnail -> that layer and head in the heatmap beside it."""
-    cell = ui.clicked_customdata("ed_model_view")
-    if cell is not None and len(cell) >= 2:
-        st.session_state.ed_layer, st.session_state.ed_head = int(cell[0]), int(cell[1])
-
-
 ui.through_app()
 st.title("Encoder–decoder")
 name = ui.model_name()
@@ -162,7 +155,7 @@ with tab_attn:
                        f"on a future position is {future:.1e}.")
         else:
             ui.plot(model_view(A, title="Every layer × head", selected=(layer, head)), key="ed_model_view",
-                    stem=f"model-view-{stack}", on_select=open_head, selection_mode="points")
+                    stem=f"model-view-{stack}", on_select=ui.pick("ed_model_view", "ed_layer", "ed_head"), selection_mode="points")
     st.subheader("Head-averaged alignment (cross-attention)")
     scope = st.selectbox("Layers", ["all layers"] + [f"layer {i}" for i in range(L)], index=L, key="ed_align_layer")
     C = cap.attentions["cross"]

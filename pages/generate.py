@@ -28,13 +28,6 @@ def use_model():
     st.session_state.model_choice = st.session_state.gen_pick
 
 
-def open_head():
-    """Click on a row of the head grid -> show that layer and head below it."""
-    cell = ui.clicked_customdata("gen_grid")
-    if cell is not None and len(cell) >= 2:
-        st.session_state.gen_layer, st.session_state.gen_head = int(cell[0]), int(cell[1])
-
-
 ui.through_app()
 st.title("Generate")
 name = ui.model_name()
@@ -112,7 +105,7 @@ st.markdown("Context: " + " ".join(f"`{x}`" for x in shown) + f" → **`{step.to
 
 st.subheader("What it looked at")
 ui.plot(head_grid(step.attention, context, f"Step {t}: every layer × head, from '{step.query_token}'"),
-        key="gen_grid", stem=f"step-{t}-heads", on_select=open_head, selection_mode="points")
+        key="gen_grid", stem=f"step-{t}-heads", on_select=ui.pick("gen_grid", "gen_layer", "gen_head"), selection_mode="points")
 st.caption(f"The query of the last context token ('{step.query_token}'), whose output predicted '{step.token}', "
            "over the context. Each row is scaled to its own maximum; click a row to open that head below.")
 a1, a2, _ = st.columns([1, 1, 3])
