@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from viz.cli_args import non_negative_int, positive_float, positive_int, probability
-from viz.train.mlm import _bf16_default, lr_factor, read_sentences, save_state, start_state
+from viz.train.mlm import _bf16_default, lr_factor, read_sentences, run_device, save_state, start_state
 
 SEP = "<|endoftext|>"  # begins every sentence: BOS for a typed prompt, the separator inside a packed window
 PAD = "<pad>"
@@ -292,14 +292,8 @@ def main(args: argparse.Namespace) -> int:
     """Train a causal LM on the corpus; write OUT/state.pt (resumable) and the finished HF folder."""
     from viz.train.clm_eval import evaluate_clm, ngram_baselines
 
-    if args.steps == 0 and not args.minutes:
-        print("--steps 0 fits the schedule to --minutes: give --minutes too", file=sys.stderr)
-        return 2
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"--device {device}: this torch sees no CUDA GPU; use --device cpu (or auto)", file=sys.stderr)
+    device = run_device(args)
+    if device is None:
         return 2
     for name in ("train", "test"):
         if not os.path.isfile(getattr(args, name)):

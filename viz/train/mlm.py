@@ -384,18 +384,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "head; a fresh optimizer and schedule (a warm start, not a resume)")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Train the MiniLM masked-LM; write out/state.pt, out/delta.safetensors and out/curve.tsv."""
-    from viz.train.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
-
+def run_device(args: argparse.Namespace) -> str | None:
+    """The device a training run uses (`--device auto` resolved), or None after a one-line error on stderr
+    (`--steps 0` without `--minutes`, or CUDA asked for where torch sees none). Shared by the training CLIs."""
     if args.steps == 0 and not args.minutes:
         print("--steps 0 fits the schedule to --minutes: give --minutes too", file=sys.stderr)
-        return 2
+        return None
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"--device {device}: this torch sees no CUDA GPU; use --device cpu (or auto)", file=sys.stderr)
+        return None
+    return device
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train the MiniLM masked-LM; write out/state.pt, out/delta.safetensors and out/curve.tsv."""
+    from viz.train.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
+
+    device = run_device(args)
+    if device is None:
         return 2
     model, tok = build_minilm_mlm(dropout=args.dropout)
     train = read_sentences(args.train)
