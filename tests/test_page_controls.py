@@ -4,38 +4,16 @@ The expected values are computed here from captures and numpy (the atlas's k-mea
 that defines it), never by calling the page's own figure code.
 """
 
-import html
-import re
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import TEXT, open_page, rerun, tokens_of
 from conftest import APP, chart_spec
-from viz.models import load_model
 from viz.app.ui import EXAMPLES
+from viz.models import load_model
 
-TEXT = EXAMPLES[0]
-
-
-def open_page(page: str, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.switch_page(f"pages/{page}.py")
-    return rerun(at, **state)
-
-
-def rerun(at: AppTest, **state) -> AppTest:
-    """AppTest drops the shared sidebar's widgets from session_state after a run: seed them every time."""
-    state = {"text": TEXT, "model_choice": "minilm", **state}
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def tokens_of(labels) -> list[str]:
-    return [html.unescape(re.sub(r" \(\d+\)$", "", str(x))) for x in labels]
 
 
 # ----------------------------------------------------------------------------- sidebar
