@@ -12,10 +12,11 @@ For an attention sublayer the parts are, for every head h and key token j, α_ij
 the output projection; `f[h, j] = v_j^h W_O^h`), plus the residual that entered the sublayer.
 
 Cost. The work is the L1 distances: rows × heads × keys × d numbers per layer. They are computed without ever
-holding the parts: `y − α·f` comes out of one fused multiply-subtract (`torch.addcmul`) over a chunk of rows, its
-L1 norm out of one reduction, the chunk sized so the temporary stays under `chunk_mb`. A key that no row of the
-chunk attends to (the causal mask: every later token) has α = 0 exactly, so its part is 0 and its contribution
-is ε exactly: it is never computed.
+holding the parts: `z − y` comes out of one fused multiply-add (`torch.addcmul`) over a chunk of rows, the
+distance out of one reduction in the cancellation-free form of `closeness` (its linear term is one matmul),
+the chunk sized so the temporary stays under `chunk_mb`. A key that no row of the chunk attends to (the causal
+mask: every later token) has α = 0 exactly, so its part is 0 and its contribution is ε exactly: it is never
+computed.
 
 Shapes (torch in, torch out; R rows = query tokens, K keys, H heads, D d_model):
     y, resid   [R, D]       the whole and the residual part
@@ -33,15 +34,19 @@ EPS = 1e-5
 CHUNK_MB = 64  # bound on the temporary [rows, heads, keys, d] block of one chunk
 
 
-def proximity(y: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """max(ε, ‖y‖₁ − dist) with `dist` = ‖y − z‖₁ broadcast against ‖y‖₁ of `y [..., D]` (before normalising)."""
-    return (y.abs().sum(-1) - dist).clamp_(min=EPS)
+def closeness(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """‖y‖₁ − ‖y − z‖₁ over the last axis (broadcasting), without its cancellation: per element, with s = sign(y)
+    (+1 at 0), |y| − |y − z| = s·z − 2·relu(s·(z − y)). Differences of two L1 norms of size ‖y‖₁ lose the
+    small parts to float32 rounding (thousands of near-zero parts then bias the normaliser); this form is exact
+    for a part that does not overshoot y in a coordinate."""
+    s = torch.where(y >= 0, 1.0, -1.0)
+    return (s * z).sum(-1) - 2.0 * (s * (z - y)).clamp_(min=0).sum(-1)
 
 
 def contributions(y: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     """Normalised contributions of `parts [P, ..., D]` to `y [..., D]` -> [P, ...] (sums to 1 over P).
-    The plain form, for few parts (a feed-forward and its residual, a few neurons)."""
-    raw = proximity(y, (y[None] - parts).abs().sum(-1))
+    The plain form, for few parts (a feed-forward and its residual, a few thousand neurons)."""
+    raw = closeness(y, parts).clamp_(min=EPS)
     return raw / raw.sum(0, keepdim=True)
 
 
@@ -65,7 +70,7 @@ def attention_contributions(y: torch.Tensor, resid: torch.Tensor, alpha: torch.T
     H, R, K = alpha.shape
     D = f.shape[-1]
     y, resid, alpha, f = y.float(), resid.float(), alpha.float(), f.float()
-    norm_y = y.abs().sum(-1)  # [R]
+    sign = torch.where(y >= 0, 1.0, -1.0)  # [R, D]
     raw = torch.full((R, K, H), EPS, dtype=torch.float32)
     step = _rows_per_chunk(H, K, D, chunk_mb)
     buf = torch.empty(min(step, R) * H * K * D)  # one temporary, reused by every chunk (no page faults)
@@ -76,15 +81,19 @@ def attention_contributions(y: torch.Tensor, resid: torch.Tensor, alpha: torch.T
         if keys.numel() == 0:
             continue
         k0, k1 = int(keys[0]), int(keys[-1]) + 1  # a contiguous span: one slice instead of a gather
-        a = a[:, :, k0:k1].permute(1, 0, 2).unsqueeze(-1)  # [c, H, k, 1]
+        a = a[:, :, k0:k1].permute(1, 0, 2)  # [c, H, k]
+        s = sign[r0:r1]
         fk = f[None, :, k0:k1]  # [1, H, k, D]
         if gain is not None:
             fk = fk * gain[r0:r1, None, None, :]  # [c, H, k, D]
-        diff = buf[:(r1 - r0) * H * (k1 - k0) * D].view(r1 - r0, H, k1 - k0, D)
-        torch.addcmul(y[r0:r1, None, None, :], a, fk, value=-1.0, out=diff)  # y − α·f
-        dist = diff.abs_().sum(-1)  # ‖y − α·f‖₁  [c, H, k]
-        raw[r0:r1, k0:k1] = (norm_y[r0:r1, None, None] - dist).clamp_(min=EPS).permute(0, 2, 1)
-    res = proximity(y, (y - resid).abs().sum(-1))  # [R]
+            lin = torch.einsum("chkd,cd->chk", fk, s)
+        else:
+            lin = torch.einsum("hkd,cd->chk", fk[0], s)  # Σ_e s_e f_e: one matmul
+        w = buf[:(r1 - r0) * H * (k1 - k0) * D].view(r1 - r0, H, k1 - k0, D)
+        torch.addcmul(-y[r0:r1, None, None, :], a.unsqueeze(-1), fk, out=w)  # z − y
+        over = w.mul_(s[:, None, None, :]).clamp_(min=0).sum(-1)  # Σ_e relu(s·(z − y))
+        raw[r0:r1, k0:k1] = (a * lin - 2.0 * over).clamp_(min=EPS).permute(0, 2, 1)
+    res = closeness(y, resid).clamp_(min=EPS)  # [R]
     total = raw.sum((1, 2)) + res
     return raw / total[:, None, None], res / total
 
