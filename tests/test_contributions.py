@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from viz.capture import capture
+from viz.core.capture import capture
 from viz.causal.contributions import EPS, attention_contributions
 from viz.causal.routes import block_contributions, table
 from viz.causal.routes_parts import Parts, stacks_of
 from viz.inside.recipes import layer_module, recipe_for
-from viz.models import TINY_FAMILIES
+from viz.core.models import TINY_FAMILIES
 
 TEXT = "The cat sat on the mat because it was tired."
 MODELS = [f"tiny-{f}" for f in TINY_FAMILIES] + ["minilm"]

@@ -14,11 +14,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from viz.capture import capture
+from viz.core.capture import capture
 from viz.causal.routes import Node, block_contributions, route, table
 from viz.causal.routes_parts import Parts, stacks_of
 from viz.causal.writes import neuron_writes, writes, WritesUnavailable
-from viz.models import TINY_FAMILIES
+from viz.core.models import TINY_FAMILIES
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -136,8 +136,8 @@ def _copying_induction_gpt2(folder):
 
 
 def test_route_from_a_second_copy_token_goes_through_the_induction_head(tmp_path, monkeypatch):
-    from viz.heads import head_scores
-    from viz.models import load_model
+    from viz.tasks.heads import head_scores
+    from viz.core.models import load_model
 
     folder = _copying_induction_gpt2(tmp_path / "copy-induction")
     monkeypatch.setenv("VIZ_MODEL_ROOTS", str(tmp_path))

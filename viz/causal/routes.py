@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from viz.arch import DECODER, ENCODER
+from viz.core.arch import DECODER, ENCODER
 from viz.causal.contributions import attention_contributions, ffn_contributions
 from viz.causal.routes_parts import Parts, Sub
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import Capture
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import Capture
+from viz.core.models import ModelBundle
 from viz.inside.recipes import NoRecipe, Sublayer, layer_module, recipe_for, submodule
-from viz.models import ModelBundle
 
 SELF = {ENCODER: ENCODER, DECODER: DECODER}
 

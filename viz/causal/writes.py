@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.arch import DECODER, ENCODER
+from viz.core.arch import DECODER, ENCODER
 from viz.causal.contributions import contributions
 from viz.causal.routes import Node
 from viz.causal.routes_parts import Parts, Sub, norm_gain, run
-from viz.errors import CaptureError
+from viz.core.errors import CaptureError
 from viz.inside.recipes import recipe_key
 
 
@@ -98,7 +98,7 @@ def readout(parts: Parts):
     """(name, Head) where Head(x [R, D] pre-final stream) -> logits [R, vocab]; raises WritesUnavailable."""
     bundle = parts.bundle
     if bundle.kind == "decoder":
-        from viz.lens import LensUnavailable, lens_logits, lens_parts
+        from viz.tasks.lens import LensUnavailable, lens_logits, lens_parts
 
         try:
             lens_parts(bundle)
@@ -107,7 +107,7 @@ def readout(parts: Parts):
         # the lens normalises every state but the last (transformers' last hidden state is normalised already)
         return "final norm + unembedding", lambda x: lens_logits(bundle, [x.to(bundle.device)] * 2)[0].float().cpu()
     if bundle.kind == "encoder":
-        from viz.mlm import head_logits
+        from viz.tasks.mlm import head_logits
 
         if not (bundle.has_mlm_head and bundle.arch.mlm_head):
             raise WritesUnavailable(
