@@ -28,11 +28,29 @@ import numpy as np
 import torch
 
 from viz.core.arch import CROSS, DECODER, ENCODER
-from viz.core.capture import Capture
+from viz.core.capture import Capture, capture
+from viz.core.errors import CaptureError
 from viz.core.models import ModelBundle
 from viz.inside.recipes import NoRecipe, Sublayer, layer_module, recipe_for, submodule
 
 SELF = {ENCODER: ENCODER, DECODER: DECODER}
+
+
+class RoutesUnavailable(CaptureError):
+    """This model's blocks cannot be split into parts (its family's layer is not described)."""
+
+
+def decompose(bundle: ModelBundle, text: str, target: str | None = None, max_tokens: int | None = None
+              ) -> dict[str, Parts]:
+    """One capture (every layer's weights, values and hidden states) -> stack -> `Parts`. Raises CaptureError
+    (RoutesUnavailable for a family without a layer recipe)."""
+    cap = capture(bundle, text, target, qkv=True, max_tokens=max_tokens)
+    try:
+        return {s: Parts(bundle, cap, s) for s in stacks_of(bundle)}
+    except NoRecipe as e:
+        raise RoutesUnavailable(str(e).replace("The layer walk is", "Routes are").replace(
+            " The head walk above is exact for every family.", " The Attention and Layer flow pages work for it.")
+        ) from None
 
 
 @dataclass
@@ -107,7 +125,8 @@ class Parts:
             raise ValueError("the capture needs every layer's attention weights, values and hidden states")
         if list(cap.rows[stack]) != list(range(cap.hidden_states[stack].shape[1])):
             raise ValueError("the capture needs every token's hidden states (rows=None)")
-        self.hidden = torch.from_numpy(cap.hidden_states[stack]).float()  # [L + 1, T, D]
+        self.hidden = torch.tensor(cap.hidden_states[stack], dtype=torch.float32)  # [L + 1, T, D] (a copy: cached
+        # captures are read-only)
         self.tokens = cap.axis_tokens(stack)[0]
         self.n_heads = cap.attentions[SELF[stack]].shape[1]
         self._f: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
