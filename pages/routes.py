@@ -23,19 +23,15 @@ st.caption("Each token's residual stream after every sublayer is a sum of parts:
            "(max(ε, ‖y‖₁ − ‖y − part‖₁), normalised): Ferrando & Voita 2024, as in llm-transparency-tool. "
            "The route keeps the edges over the threshold, followed back from the chosen token.")
 name, text, target, bundle = ui.page_input("routes")
+cap = ui.capture_or_stop(name, text, target)
 try:
-    parts = routes_cache.parts(name, text, target)
+    stacks = routes_cache.stacks(name, text, target)
 except CaptureError as e:
     ui.stop(str(e), "warning", "✍️")
-stacks = list(parts)
 stack = st.radio("Stack", stacks, index=len(stacks) - 1, format_func=STACK_LABELS.get, horizontal=True,
                  key="routes_stack") if len(stacks) > 1 else stacks[0]
-p = parts[stack]
-tokens, L, T = p.tokens, p.n_layers, len(p.tokens)
-cap = p.cap
-if cap.truncated:
-    st.warning(f"The text has {cap.n_input_tokens} tokens; this model takes {len(cap.tokens)}: the first "
-               f"{len(cap.tokens)} are shown.", icon="✂️")
+tokens, L, H = cap.axis_tokens(stack)[0], bundle.stack_layers(stack), cap.attentions[stack].shape[1]
+T = len(tokens)
 special = (cap.target_special if stack == "decoder" and cap.target_special is not None else cap.special)
 default = T - 1 if stack == "decoder" else max((i for i in range(T) if not special[i]), default=T - 1)
 if st.session_state.get("routes_for", (name, text, target, stack)) != (name, text, target, stack):
@@ -56,7 +52,7 @@ threshold = c2.slider("Threshold τ", 0.0, 0.5, 0.04, 0.01, key="routes_threshol
 r = routes_cache.get_route(name, text, target, stack, int(token), float(threshold))
 done = sum(sum(v) for v in r["decomposed"].values())
 total = sum(n * len(r["tokens"][s]) for s, n in r["n_layers"].items() if s in r["decomposed"])
-st.caption(f"{bundle.name} · {stack} · {L} layers × {p.n_heads} heads · {T} tokens · {len(r['edges'])} edges over "
+st.caption(f"{bundle.name} · {stack} · {L} layers × {H} heads · {T} tokens · {len(r['edges'])} edges over "
            f"τ = {threshold:.2f} · computed backwards from the chosen token: {done} of {total} token-layers "
            "decomposed. Click an edge's marker for its heads, a node for what it writes.")
 picked = [st.session_state.get(k) for k in PICK]
@@ -118,7 +114,7 @@ def node_panel(node: tuple) -> None:
     nstack, layer, tok, site = node
     where = {"in": f"the stream after {'emb' if layer == 0 else f'L{layer - 1}'}", "attn": f"L{layer}'s attention",
              "cross": f"L{layer}'s cross-attention", "ffn": f"L{layer}'s feed-forward"}[site]
-    st.subheader(f"{where} at {parts[nstack].tokens[tok]!r} ({tok})")
+    st.subheader(f"{where} at {cap.axis_tokens(nstack)[0][tok]!r} ({tok})")
     try:
         w = routes_cache.get_writes(name, text, target, nstack, (layer, tok, site))
     except WritesUnavailable as e:
@@ -147,9 +143,9 @@ def node_panel(node: tuple) -> None:
             ui.table_download(df, key="routes_neurons_csv", stem=f"neurons-L{layer}-{tok}")
 
 
-if picked[0] == 1 and STACKS[picked[1]] in parts and KINDS[picked[5]] in ("attention", "cross"):
+if picked[0] == 1 and STACKS[picked[1]] in stacks and KINDS[picked[5]] in ("attention", "cross"):
     edge_panel(STACKS[picked[1]], int(picked[2]), int(picked[3]), int(picked[4]), KINDS[picked[5]])
-elif sel_node is not None and sel_node[0] in parts and sel_node[2] < len(parts[sel_node[0]].tokens):
+elif sel_node is not None and sel_node[0] in stacks and sel_node[2] < len(cap.axis_tokens(sel_node[0])[0]):
     node_panel(sel_node)
 else:
     st.info("Click an edge's marker to see which heads carried it, or a node to see what it writes.", icon="👆")

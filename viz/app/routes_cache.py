@@ -24,6 +24,12 @@ def parts(name: str, text: str, target: str | None) -> dict[str, Parts]:
         raise RoutesUnavailable(f"Routes are not available for '{bundle.config.model_type}' yet: {e}") from None
 
 
+def stacks(name: str, text: str, target: str | None) -> list[str]:
+    """The stacks whose routes can be drawn (the Parts are built to check the family, then let go: a page must
+    not hold them, they keep the capture and the model alive)."""
+    return list(parts(name, text, target))
+
+
 def get_route(name: str, text: str, target: str | None, stack: str, token: int, threshold: float) -> dict:
     """{edges (JSON form), tokens {stack: [...]}, n_layers {stack: L}, n_heads, token, decomposed}."""
     def compute():
