@@ -297,3 +297,45 @@ def test_an_encoder_without_an_output_head_says_what_to_pick(load):
     cap, parts = parts_of(load("minilm"))
     with pytest.raises(WritesUnavailable, match="minilm-mlm"):
         writes(parts["encoder"], Node("encoder", 2, 1, "attn"))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _cli(*args):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "viz", "routes", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_json_has_the_documented_keys_and_the_librarys_numbers(load):
+    import json
+
+    r = _cli("--model", "seq2seq-dates", "--text", "the 3rd of march 2021", "--token", "-1", "--threshold", "0.05",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    keys = {"tokens", "layers", "heads", "attention", "residual_attention", "ffn", "residual_ffn", "edges", "cross",
+            "residual_cross", "encoder_tokens", "stack", "token", "threshold", "model", "decomposed"}
+    assert set(out) == keys
+    help_text = _cli("--help").stdout
+    assert all(k in help_text for k in keys)
+    cap, parts = parts_of(load("seq2seq-dates"), "the 3rd of march 2021")
+    t = table(parts["decoder"])
+    for k in ("attention", "residual_attention", "cross", "ffn", "residual_ffn"):
+        np.testing.assert_allclose(np.array(out[k]), t[k], atol=1e-5)
+    assert np.array(out["attention"]).shape == (out["layers"], len(out["tokens"]), len(out["tokens"]), out["heads"])
+    assert out["edges"] == route(parts, "decoder", -1, 0.05).to_json()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--model", "minilm", "--text", "hi", "--token", "7"), "no token 7"),
+    (("--model", "minilm", "--text", "hi", "--stack", "decoder"), "no decoder stack"),
+    (("--model", "minilm", "--text", "hi", "--threshold", "1"), "must be below 1"),
+    (("--model", "minilm", "--text", "   "), "empty"),
+])
+def test_cli_errors_are_one_line(args, message):
+    r = _cli(*args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -123,13 +123,13 @@ def route_graph(edges: list[dict], tokens: dict[str, list[str]], n_layers: dict[
     _node_markers(fig, nodes, tokens, n_layers, xy, stack, token, selected)
     top = max(n_layers[s] for s in stacks)
     names = levels(top + 1)
-    note = "; ".join(f"{n} {s} tokens off the route's strongest fold into '… {n} tokens'" for s, (_, n) in
-                     folded.items())
+    note = "; ".join(f"{n} {s} tokens off the route fold into '… {n} tokens'" for s, (_, n) in folded.items())
     fig.update_layout(
-        title=_title(title + (f"<br><sup>{note}</sup>" if note else "")), height=min(1100, 170 + 110 * top),
-        margin=dict(l=10, r=10, t=TITLE_MARGIN + (22 if note else 0) + 10, b=10), plot_bgcolor="white",
+        title=_title(title), height=min(1100, 190 + 110 * top),
+        margin=dict(l=10, r=10, t=TITLE_MARGIN + 10, b=10), plot_bgcolor="white",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"), clickmode="event+select",
         xaxis=dict(tickmode="array", tickvals=[t for t, _ in ticks], ticktext=[s for _, s in ticks], tickangle=-60,
+                   title=dict(text=f"token ({note})" if note else "token", font=dict(size=12)),
                    tickfont=dict(size=11), showgrid=False, zeroline=False, range=[-0.7, x0 - 0.4]),
         yaxis=dict(tickmode="array", tickvals=list(range(top + 1)), ticktext=names, title="stream after",
                    showgrid=True, gridcolor="#eee", zeroline=False, range=[-0.3, top + 0.3]))
@@ -183,7 +183,7 @@ def _node_markers(fig, nodes: dict, tokens, n_layers, xy, stack: str, token: int
 def head_bars(shares: np.ndarray, title: str, value: str = "share") -> go.Figure:
     """One bar per head (H0 …): e.g. each head's share of an edge, or its direct logit attribution."""
     shares = np.asarray(shares, dtype=np.float64)
-    fig = go.Figure(go.Bar(x=[f"H{h}" for h in range(len(shares))], y=shares, customdata=np.arange(len(shares)),
+    fig = go.Figure(go.Bar(x=[f"H{h}" for h in range(len(shares))], y=shares, customdata=[[h] for h in range(len(shares))],
                            marker_color=["#1f77b4" if v >= 0 else "#d62728" for v in shares],
                            hovertemplate=f"%{{x}}: {value} %{{y:.4f}}<extra></extra>"))
     fig.update_layout(title=_title(title), height=280, margin=dict(l=10, r=10, t=TITLE_MARGIN + 10, b=10),
