@@ -12,6 +12,7 @@ from viz.figures.attention import head_heatmap
 from viz.figures.routes import KINDS, SITES, STACKS, head_bars, route_graph, token_bars
 
 STACK_LABELS = {"encoder": "Encoder", "decoder": "Decoder (its route goes on into the encoder)"}
+QUICK_TOKENS = 64  # up to this many tokens the whole table is built when its download is clicked
 PICK = ("routes_pick_what", "routes_pick_stack", "routes_pick_layer", "routes_pick_token", "routes_pick_c",
         "routes_pick_kind")
 
@@ -70,9 +71,19 @@ d1, d2 = st.columns(2)
 with d1:
     ui.table_download(edges_df, key="routes_edges_csv", stem=f"route-edges-{stack}-{r['token']}",
                       label="Route edges (CSV)")
-with d2:
-    ui.npz_download(partial(routes_cache.table_arrays, name, text, target, stack), key="routes_table_npz",
-                    stem=f"contributions-{stack}", label="Every contribution (NPZ, [layer, token, key, head])")
+with d2:  # a long input's full table takes a while: computed on request, layer by layer, with progress
+    ready = routes_cache.layers_ready(name, text, target, stack, L)
+    if T > QUICK_TOKENS and ready < L and st.button(f"Compute every contribution ({L - ready} layers to go)",
+                                                   key="routes_table_go", help="Any other click stops it; "
+                                                   "the layers computed so far are kept."):
+        bar = st.progress(ready / L, text="Every token's contributions, layer by layer…")
+        for layer in range(L):
+            routes_cache.get_layer_table(name, text, target, stack, layer, spinner=None)
+            bar.progress((layer + 1) / L, text=f"Layer {layer + 1} of {L}")
+        ready = L
+    if T <= QUICK_TOKENS or ready == L:
+        ui.npz_download(partial(routes_cache.table_arrays, name, text, target, stack), key="routes_table_npz",
+                        stem=f"contributions-{stack}", label="Every contribution (NPZ, [layer, token, key, head])")
 
 
 def edge_panel(estack: str, layer: int, dst: int, src: int, kind: str) -> None:

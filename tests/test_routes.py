@@ -1,7 +1,7 @@
 """Routes and what blocks write (viz.causal.routes, viz.causal.writes).
 
 References: networkx's depth-first search over the full contribution table (llm-transparency-tool's own way of
-following a graph back); a GPT-2 whose induction circuit is set by hand (the head `viz.heads` must score);
+following a graph back); a GPT-2 whose induction circuit is set by hand (the head `viz.tasks.heads` must score);
 head patching by hand (a pre-hook zeroing one head's slice of the output projection's input at one token; issue
 22's patching lands in parallel); interventions that zero one feed-forward output or one neuron at one token,
 read through the model's own logits; the output head applied here with the model's own modules.

@@ -130,3 +130,20 @@ def test_encoder_decoder_routes_cross_into_the_encoder(stack):
         for e in r.edges if e.kind in ("attention", "cross"))
     if stack == "decoder":
         assert any(e.kind == "cross" for e in r.edges)
+
+
+def test_a_long_inputs_full_table_is_computed_on_request_then_downloads(downloads):
+    long = " ".join(["The old keeper watched the storm roll in from the west over the grey water."] * 5)
+    at = open_page("routes", text=long)
+    assert "routes_table_npz" not in downloads.keys()
+    at.button(key="routes_table_go").click()
+    at = rerun(at, text=long)
+    parts = decompose(load_model("minilm"), long)
+    T = len(parts["encoder"].tokens)
+    assert T > 64
+    npz = downloads.npz("routes_table_npz")
+    c, _ = block_contributions(parts["encoder"], 5, range(T))
+    np.testing.assert_allclose(npz["attention"][5], c.attention["attention"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(npz["ffn"][5], c.ffn.numpy(), atol=1e-6)
+    at = rerun(at, text=long)
+    assert not any(b.key == "routes_table_go" for b in at.button)  # every layer is cached now

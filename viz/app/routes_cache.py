@@ -56,6 +56,11 @@ def get_layer_table(name: str, text: str, target: str | None, stack: str, layer:
     return cache._cached(cache.RESULTS, ("route_layer", name, text, target, stack, layer), compute, spinner)
 
 
+def layers_ready(name: str, text: str, target: str | None, stack: str, n_layers: int) -> int:
+    """How many of the stack's layer tables are cached already (0 .. n_layers)."""
+    return sum(("route_layer", name, text, target, stack, l) in cache.RESULTS for l in range(n_layers))
+
+
 def table_arrays(name: str, text: str, target: str | None, stack: str) -> dict[str, np.ndarray]:
     """Every layer (the NPZ download): the `viz routes --json` table keys as arrays [layer, ...], and tokens."""
     p = parts(name, text, target)[stack]

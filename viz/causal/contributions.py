@@ -95,5 +95,5 @@ def attention_contributions(y: torch.Tensor, resid: torch.Tensor, alpha: torch.T
         raw[r0:r1, k0:k1] = (a * lin - 2.0 * over).clamp_(min=EPS).permute(0, 2, 1)
     res = closeness(y, resid).clamp_(min=EPS)  # [R]
     total = raw.sum((1, 2)) + res
-    return raw / total[:, None, None], res / total
+    return raw.div_(total[:, None, None]), res / total
 

@@ -102,19 +102,26 @@ def block_contributions(parts: Parts, layer: int, rows, subs: list[Sub] | None =
 # ----------------------------------------------------------------------------------------------- the table
 def table(parts: Parts, progress=None, chunk_mb: float | None = None) -> dict[str, np.ndarray]:
     """Every layer, token, key and head: {attention, residual_attention, ffn, residual_ffn[, cross,
-    residual_cross]} as float32 arrays (shapes in the module docstring)."""
+    residual_cross]} as float32 arrays (shapes in the module docstring), filled layer by layer."""
     T, L = parts.hidden.shape[1], parts.n_layers
-    out: dict[str, list] = {}
+    out: dict[str, np.ndarray] = {}
+
+    def put(key: str, layer: int, value: torch.Tensor) -> None:
+        if key not in out:
+            out[key] = np.empty((L,) + tuple(value.shape), np.float32)
+        out[key][layer] = value.numpy()
+
     for layer in range(L):
         c, _ = block_contributions(parts, layer, range(T), chunk_mb=chunk_mb)
         for kind, a in c.attention.items():
-            out.setdefault(kind, []).append(a.numpy())
-            out.setdefault(f"residual_{kind}", []).append(c.residual[kind].numpy())
-        out.setdefault("ffn", []).append(c.ffn.numpy())
-        out.setdefault("residual_ffn", []).append(c.residual["ffn"].numpy())
+            put(kind, layer, a)
+            put(f"residual_{kind}", layer, c.residual[kind])
+        put("ffn", layer, c.ffn)
+        put("residual_ffn", layer, c.residual["ffn"])
+        del c
         if progress is not None:
             progress(layer + 1, L)
-    return {k: np.stack(v) for k, v in out.items()}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- routes
@@ -146,8 +153,8 @@ class Route:
         return [e.to_json(into_ffn.get(e.src)) for e in self.edges if e.dst.site != "ffn"]
 
 
-def _walk_block(c: Contributions, kinds: tuple[str, ...], stack: str, layer: int, targets: set[int], tau: float,
-                encoder: str | None) -> tuple[list[Edge], set[int], dict[int, float]]:
+def _walk_block(c: Contributions, kinds: tuple[str, ...], stack: str, layer: int, targets: set[int], tau: float
+                ) -> tuple[list[Edge], set[int], dict[int, float]]:
     """Edges into block `layer`'s output at `targets`, over τ; (edges, tokens reached at its input,
     encoder tokens reached through cross-attention -> best edge weight)."""
     index = {int(r): i for i, r in enumerate(c.rows)}
@@ -201,7 +208,7 @@ def _route_stack(parts: Parts, start: set[int], tau: float, stack: str) -> tuple
             continue
         c, _ = block_contributions(parts, layer, sorted(targets))
         cost.append(len(targets))
-        e, targets, reached = _walk_block(c, parts.kinds, stack, layer, targets, tau, ENCODER)
+        e, targets, reached = _walk_block(c, parts.kinds, stack, layer, targets, tau)
         edges += e
         for j, w in reached.items():
             enc[j] = max(enc.get(j, 0.0), w)

@@ -1,6 +1,6 @@
 """Every sublayer of a stack split into its parts, from one captured forward and the model's own modules.
 
-One capture (`viz.capture.capture`: attention weights, value vectors and hidden states of every layer) holds
+One capture (`viz.core.capture.capture`: attention weights, value vectors and hidden states of every layer) holds
 what each head mixed; the layer recipes (`viz.inside.recipes`) say how each family wires its sublayers. For a
 block l and any set of query rows, walking the recipe gives, per sublayer, exactly what the model added:
 

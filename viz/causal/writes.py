@@ -9,7 +9,7 @@ what s added (the whole update, one head's output Σ_j α_ij^h v_j^h W_O^h, one 
     writes(z) = Head(N_add(y)) − Head(N_add(y − z))            [vocab]
 
 the change in the output head's logits, read directly after s, had z not been added (later layers skipped).
-Head: a decoder's final norm + unembedding (`viz.lens`, family data in `viz.arch`); an encoder's masked-LM
+Head: a decoder's final norm + unembedding (`viz.tasks.lens`, family data in `viz.core.arch`); an encoder's masked-LM
 head (`arch.mlm_head`); an encoder–decoder's decoder: its final norm, the output scaling some configs ask for
 (`scale_decoder_outputs`), lm_head and `final_logits_bias`. A head's direct logit attribution is writes(z_h)
 at the predicted token (the model's own top prediction at i).
