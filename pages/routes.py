@@ -131,11 +131,12 @@ def node_panel(node: tuple) -> None:
     except WritesUnavailable as e:
         st.info(str(e), icon="ℹ️")
         return
-    verb = "reads as (its own logits)" if site == "in" else "promotes and suppresses (Δ logits had it not written)"
+    verb = "reads as" if site == "in" else "promotes and suppresses"
     st.caption(f"Read through the {w.readout}. The model predicts {w.predicted[0]!r} at this token.")
     a, b = st.columns(2)
     with a:
-        ui.plot(token_bars(w.promoted, w.suppressed, f"What it {verb}", "logit" if site == "in" else "Δ logit"),
+        ui.plot(token_bars(w.promoted, w.suppressed, f"What it {verb}",
+                           "its logits" if site == "in" else "Δ logit, had it not written"),
                 key="routes_writes_fig", stem=f"writes-{site}-L{layer}-{tok}")
         ui.table_download(pd.DataFrame(w.promoted + w.suppressed, columns=["token", "value"]),
                           key="routes_writes_csv", stem=f"writes-{site}-L{layer}-{tok}")

@@ -153,7 +153,8 @@ def _edge_markers(fig: go.Figure, mids: list[dict], tokens, xy) -> None:
     fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", showlegend=False,
                              marker=dict(size=9, color="rgba(255,255,255,0.6)",
                                          line=dict(width=1.5, color=[COLOURS[e["kind"]] for e in mids])),
-                             customdata=data, text=text, hovertemplate="%{text}<extra></extra>", name="edges"))
+                             customdata=data, text=text, hovertemplate="%{text}<extra></extra>", name="edges",
+                             unselected=dict(marker=dict(opacity=1)), selected=dict(marker=dict(opacity=1))))
 
 
 def _node_markers(fig, nodes: dict, tokens, n_layers, xy, stack: str, token: int, selected) -> None:
@@ -170,7 +171,8 @@ def _node_markers(fig, nodes: dict, tokens, n_layers, xy, stack: str, token: int
         marker=dict(size=[8 if n[3] == "ffn" else 10 for n in keys], symbol=[symbols[n[3]] for n in keys],
                     color="white", line=dict(width=1.5, color="#333")),
         customdata=[[0, STACKS.index(s), l, t, SITES.index(site), 0] for s, l, t, site in keys],
-        text=text, hovertemplate="%{text}<extra></extra>"))
+        text=text, hovertemplate="%{text}<extra></extra>",
+        unselected=dict(marker=dict(opacity=1)), selected=dict(marker=dict(opacity=1))))  # a click keeps the graph
     rings = [((stack, n_layers[stack], token, "in"), "#d62728")]
     if selected is not None and tuple(selected) in nodes:
         rings.append((tuple(selected), "#2ca02c"))
