@@ -216,3 +216,40 @@ def test_studio_heads_followed_back_through_snapshots():
     assert lin.matched[1].tolist() == list(range(6))
     assert lin.matched[0].tolist() == [perm.index(n) for n in range(6)]  # final head n was step-0 head perm^-1(n)
     np.testing.assert_allclose(lin.similarity, 1.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "viz", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_match_json_is_the_library_result(load, tmp_path):
+    import json
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(SENTENCES + ["An extra line that --sentences leaves out."]) + "\n")
+    r = run_cli("match", "--model", "minilm", "--model-b", "minilm-mlm", "--corpus", str(corpus), "--sentences", "3",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    res = match_models(load("minilm"), load("minilm-mlm"), SENTENCES)
+    assert got["a"] == {"model": "minilm", "layers": 6, "heads": 12} and got["b"]["model"] == "minilm-mlm"
+    assert got["level"] == "tokens" and got["sentences"] == 3 and got["rows"] == res.n_rows
+    np.testing.assert_allclose(got["similarity"], res.similarity, atol=2e-6)  # rows: A heads, row-major by layer
+    assert [(tuple(p["a"]), tuple(p["b"])) for p in got["pairs"]] == \
+        [((p.a // 12, p.a % 12), (p.b // 12, p.b % 12)) for p in res.pairs]
+
+
+def test_cli_match_help_and_errors(tmp_path):
+    r = run_cli("match", "--help")
+    for key in ("similarity", "pairs", "level", "row-major by layer then head", "Hungarian"):
+        assert key in r.stdout
+    r = run_cli("match", "--model", "atlas-lm", "--model-b", "minilm", "--text", "Hello there.", "--level", "tokens")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "word level" in r.stderr
+    r = run_cli("match", "--model-b", "minilm", "--corpus", str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

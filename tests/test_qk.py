@@ -104,3 +104,47 @@ def test_overview_is_every_heads_pca_on_one_sample(load):
     full = head_points(data, 1, 3).coords
     N = len(data.tokens)
     np.testing.assert_allclose(coords[1, 3], np.concatenate([full[:N][pick], full[N:][pick]]), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "viz", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name,layer,head", [("minilm", 1, 5), ("tiny-llama", 1, 3)])
+def test_cli_vectors_reproduce_the_captured_attention(load, tmp_path, name, layer, head):
+    import pandas as pd
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "points.csv"
+    r = run_cli("qk", "--model", name, "--layer", str(layer), "--head", str(head), "--corpus", str(corpus),
+                "--vectors", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    scaling = float(r.stderr.split("scaling ")[1].split(",")[0])
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns[:6]) == ["kind", "sentence", "position", "token", "x", "y"]
+    dims = [c for c in df.columns if c.startswith("d")]
+    bundle = load(name)
+    for s, text in enumerate(SENTENCES):
+        cap = capture(bundle, text)
+        q = df[(df.kind == "query") & (df.sentence == s)].sort_values("position")
+        k = df[(df.kind == "key") & (df.sentence == s)].sort_values("position")
+        assert q.token.tolist() == k.token.tolist() == cap.tokens
+        got = softmax_rows(q[dims].to_numpy(), k[dims].to_numpy(), scaling, bundle.kind == "decoder")
+        assert np.abs(got - cap.attentions[next(iter(cap.attentions))][layer, head]).max() <= 1e-5
+
+
+def test_cli_qk_help_and_errors(tmp_path):
+    r = run_cli("qk", "--help")
+    for key in ("kind", "sentence", "position", "token", "x, y", "d0", "scaling", "softmax"):
+        assert key in r.stdout
+    r = run_cli("qk", "--model", "tiny-bert", "--layer", "7", "--head", "0", "--out", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "has 2 layers" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("qk", "--model", "tiny-bert", "--layer", "0", "--head", "0", "--out", str(tmp_path / "no" / "p.csv"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
