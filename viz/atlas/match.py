@@ -224,3 +224,26 @@ def _by_words(bundle_a, bundle_b, sentences, limit, batch_size, acc, progress, s
         if progress is not None:
             progress(done, len(sentences))
     return done, False
+
+
+def sentence_views(bundle_a: ModelBundle, bundle_b: ModelBundle, text: str, level: str,
+                   max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One sentence as both models saw it at `level` -> (A [NA, n, n], B [NB, n, n], labels [n]): the rows the
+    similarity of a pair is the mean over (token labels, or the whitespace words)."""
+    limit = min(max_tokens, bundle_a.max_tokens, bundle_b.max_tokens)
+    out, labels = [], []
+    if level == "words":
+        (ma, wa), (mb, wb) = word_maps(bundle_a, [text], limit), word_maps(bundle_b, [text], limit)
+        n = min(wa[0], wb[0])
+        labels = text.split()[:n]
+    for bundle, m in ((bundle_a, ma if level == "words" else None), (bundle_b, mb if level == "words" else None)):
+        batch = next(iter_batches(bundle, [text], max_tokens=limit))
+        attn = forward_attention(bundle, batch)[0]  # [L, H, T, T]
+        flat = attn.reshape(-1, *attn.shape[2:])
+        if level == "words":
+            flat = to_words(flat, m[0], n)
+        else:
+            with bundle.lock:
+                labels = bundle.tokenizer.convert_ids_to_tokens(batch.ids[0].tolist())
+        out.append(flat.numpy())
+    return out[0], out[1], labels
