@@ -93,13 +93,14 @@ class SimilarityAccumulator:
 def head_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, rows: int) -> np.ndarray:
     """Packed cells of both models `[NA, D]`, `[NB, D]` forming `rows` rows -> similarity `[NA, NB]`."""
     acc = SimilarityAccumulator(a.shape[0], b.shape[0])
-    acc.add(torch.as_tensor(a), torch.as_tensor(b), rows)
+    acc.add(torch.as_tensor(np.array(a)) if isinstance(a, np.ndarray) else a,
+            torch.as_tensor(np.array(b)) if isinstance(b, np.ndarray) else b, rows)
     return acc.similarity()
 
 
 def pack(attn: np.ndarray | torch.Tensor) -> torch.Tensor:
     """One sentence's attention `[layer, head, q, k]` -> packed cells `[layer * head, q * k]`."""
-    t = torch.as_tensor(attn)
+    t = torch.as_tensor(np.array(attn) if isinstance(attn, np.ndarray) and not attn.flags.writeable else attn)
     return t.reshape(t.shape[0] * t.shape[1], -1)
 
 

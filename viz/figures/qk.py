@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from viz.figures import axes
 
 KIND_NAMES = ("query", "key")
+KIND_PLURAL = ("queries", "keys")
 KIND_COLORS = ("#1f77b4", "#e4572e")
 KIND_SYMBOLS = ("circle", "diamond")
 CLASS_COLORS = ("#7f7f7f", "#9467bd", "#2ca02c", "#bcbd22")
@@ -32,7 +33,7 @@ def qk_scatter(coords: np.ndarray, kind: np.ndarray, position: np.ndarray, token
         for k in (0, 1):
             m = kind == k
             traces.append(go.Scattergl(
-                x=xy[m, 0], y=xy[m, 1], mode="markers", name=KIND_NAMES[k] + "s", customdata=cd[m], text=hover[m],
+                x=xy[m, 0], y=xy[m, 1], mode="markers", name=KIND_PLURAL[k], customdata=cd[m], text=hover[m],
                 marker=dict(size=5, symbol=KIND_SYMBOLS[k], color=position[m], colorscale="Viridis", cmin=0,
                             cmax=pmax, opacity=0.75, showscale=k == 0,
                             colorbar=axes.colorbar("position") if k == 0 else None),
@@ -44,7 +45,7 @@ def qk_scatter(coords: np.ndarray, kind: np.ndarray, position: np.ndarray, token
             m = (kind == k) if c is None else (kind == k) & (token_class == c)
             if not m.any():
                 continue
-            name = KIND_NAMES[k] + "s" if c is None else f"{class_names[c]} ({KIND_NAMES[k]})"
+            name = KIND_PLURAL[k] if c is None else f"{class_names[c]} ({KIND_NAMES[k]})"
             color = KIND_COLORS[k] if c is None else CLASS_COLORS[c % len(CLASS_COLORS)]
             traces.append(go.Scattergl(
                 x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, customdata=cd[m], text=hover[m],
@@ -77,7 +78,7 @@ def qk_overview(coords: np.ndarray, kind: np.ndarray, layers: list[int], title: 
     for k in (0, 1):
         m = kind == k
         traces.append(go.Scattergl(x=np.round(x[..., m].ravel(), 4), y=np.round(y[..., m].ravel(), 4), mode="markers",
-                                   name=KIND_NAMES[k] + "s", hoverinfo="skip",
+                                   name=KIND_PLURAL[k], hoverinfo="skip",
                                    marker=dict(size=2.5, color=KIND_COLORS[k], opacity=0.6)))
     traces.append(go.Scatter(x=hh.ravel() + 0.5, y=ll.ravel() + 0.5, mode="markers", showlegend=False,
                              customdata=np.stack([np.asarray(layers)[ll.ravel()], hh.ravel()], 1),
