@@ -99,7 +99,9 @@ with g2:
     kept = sum(p.a == p.b for p in pairs if result.shape_a == result.shape_b)
     st.caption(f"Mean matched similarity {sims.mean():.3f} (lowest {sims.min():.3f}). "
                + (f"{kept} of {len(pairs)} heads are matched to the head at their own position."
-                  if result.shape_a == result.shape_b else "") + " Click a circle or a cell to open the pair.")
+                  if result.shape_a == result.shape_b else "")
+               + (f" B has fewer heads: {np.prod(result.shape_a) - len(pairs)} of A's heads stay unmatched (blank)."
+                  if len(pairs) < np.prod(result.shape_a) else "") + " Click a circle or a cell to open the pair.")
 df = view.pairs_table(result)
 with st.expander(f"The {len(df)} matched pairs, least similar first", expanded=False):
     st.dataframe(df, hide_index=True, width="stretch", key="match_table")

@@ -159,25 +159,25 @@ def studio() -> None:
     ui.plot(lineage_heatmap(lin.steps, lin.matched, lin.similarity, H, "Final heads followed back through training"),
             key="match_lineage_fig", stem=f"lineage-{run.name}", selection_mode="points",
             on_select=ui.pick("match_lineage_fig", "match_step", "match_final"))
-    s = int(st.select_slider("Step", list(range(S)), format_func=lambda i: str(int(lin.steps[i])),
-                             key="match_step", value=min(int(st.session_state.get("match_step", 0)), S - 1)))
+    if int(st.session_state.get("match_step", 0)) >= S:  # a step picked on a longer run
+        st.session_state.match_step = S - 1
+    s = int(st.select_slider("Step", list(range(S)), format_func=lambda i: str(int(lin.steps[i])), key="match_step"))
     sim = head_similarity(pack(attn[s]), pack(attn[-1]), attn.shape[3])
     pairs = assign(sim)
     final = int(st.session_state.get("match_final", 0)) % (L * H)
     a = int(lin.matched[s, final])
-    left, right = st.columns([1, 1])
+    left, _ = st.columns([1, 1])
     with left:
         ui.plot(similarity_matrix(sim, (L, H), (L, H), pairs, f"step {int(lin.steps[s])}", "final", (a, final),
                                   f"Step {int(lin.steps[s])} heads × final heads"),
                 key="match_step_sim", stem=f"step-{int(lin.steps[s])}-vs-final", selection_mode="points",
                 on_select=lambda: _pick_final(H))
-    with right:
-        ui.plot(side_by_side(attn[s].reshape(L * H, *attn.shape[3:])[a], attn[-1].reshape(L * H, *attn.shape[3:])[final],
-                             tokens, tokens, (f"step {int(lin.steps[s])}: {head_label(a, H)}",
-                                              f"final: {head_label(final, H)}", "difference (final − step)"),
-                             f"Final {head_label(final, H)} at step {int(lin.steps[s])} · similarity "
-                             f"{sim[a, final]:.3f}"),
-                key="match_step_pair", stem=f"lineage-{head_label(final, H)}-{int(lin.steps[s])}")
+    flat = attn.reshape(S, L * H, *attn.shape[3:])
+    ui.plot(side_by_side(flat[s, a], flat[-1, final], tokens, tokens,
+                         (f"step {int(lin.steps[s])}: {head_label(a, H)}", f"final: {head_label(final, H)}",
+                          "difference (final − step)"),
+                         f"Final {head_label(final, H)} at step {int(lin.steps[s])} · similarity {sim[a, final]:.3f}"),
+            key="match_step_pair", stem=f"lineage-{head_label(final, H)}-{int(lin.steps[s])}")
     ui.table_download(pd.DataFrame(lin.similarity, index=lin.steps, columns=[head_label(n, H) for n in range(L * H)]),
                       key="match_lineage_csv", stem=f"lineage-{run.name}", label="Similarity to each final head (CSV)")
 

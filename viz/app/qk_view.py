@@ -33,7 +33,7 @@ def _job(job: str, key: tuple, label: str, run, info: str):
     run returns None when it was stopped."""
     result = cache.cached_job(f"qk_{job}", *key)
     running = result is None and st.session_state.get(f"qk_{job}_running", False)
-    b1, b2 = st.columns([1, 4])
+    b1, b2 = st.columns([2, 3])
     b1.button(label, key=f"qk_{job}_run", on_click=_start, args=(job,), disabled=result is not None or running)
     b2.button("Cancel", key=f"qk_{job}_cancel_btn", on_click=_cancel, args=(job, key), disabled=not running)
     if running:
@@ -88,7 +88,7 @@ def section(name: str, bundle, sentences: list[str], max_tokens: int, layer: int
                 key="qk_overview_fig", stem=f"qk-overview-{bundle.name}", selection_mode="points",
                 on_select=ui.pick("qk_overview_fig", "atlas_layer", "atlas_head"))
     key = (name, corpus_id, max_tokens, layer)
-    data = _job("gather", key, f"Gather layer {layer}'s queries and keys",
+    data = _job("gather", key, f"Gather layer {layer}'s q and k",
                 lambda progress, stop: _gather(bundle, sentences, layer, max_tokens, progress, stop),
                 f"Press the button to run the {len(sentences):,} sentences through {bundle.name} and keep layer "
                 f"{layer}'s queries and keys.")

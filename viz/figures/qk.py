@@ -57,7 +57,10 @@ def qk_scatter(coords: np.ndarray, kind: np.ndarray, position: np.ndarray, token
                                                                 line=dict(width=3))))
     fig = go.Figure(traces)
     fig.update_layout(title=axes.title(title), height=560, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 10, b=10),
-                      clickmode="event+select", dragmode="zoom", legend=dict(itemsizing="constant"),
+                      clickmode="event+select", dragmode="zoom",
+                      # the position colour bar takes the right edge: the legend goes under the plot then
+                      legend=dict(itemsizing="constant", **(dict(orientation="h", y=-0.14, x=0) if color_by ==
+                                                             "position" else {})),
                       xaxis=dict(title="component 1", zeroline=False),
                       yaxis=dict(title="component 2", zeroline=False, scaleanchor="x", scaleratio=1))
     return fig
