@@ -42,9 +42,12 @@ def normalise(q: np.ndarray, k: np.ndarray) -> Normalised:
     mu_q, centred = q64.mean(0), k64 - k64.mean(0)
     q_norm = np.linalg.norm(q64, axis=1).mean()
 
+    # |k / a + c| = |centred / a + a mu_q|, from per-key constants: each bisection step is O(keys)
+    kk, kq, qq = (centred ** 2).sum(1), centred @ mu_q, float(mu_q @ mu_q)
+
     def gap(log_a: float) -> float:  # mean |a q| - mean |k / a + c|: increasing in a
         a = np.exp(log_a)
-        return a * q_norm - np.linalg.norm(centred / a + a * mu_q, axis=1).mean()
+        return a * q_norm - np.sqrt(np.maximum(kk / a ** 2 + 2 * kq + a ** 2 * qq, 0)).mean()
 
     lo, hi = np.log(1e-4), np.log(1e4)
     for _ in range(60):
@@ -71,13 +74,18 @@ def available_methods() -> list[str]:
 def pca(x: np.ndarray, dims: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """x [N, d] -> (coordinates [N, dims], explained variance ratio [dims]); each axis' sign fixed so that its
     largest loading is positive (the same picture on every run)."""
-    x = np.asarray(x, dtype=np.float64)
+    import torch  # its matmuls run on the threads torch is given (one in the app), not numpy's BLAS pool
+
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
     centred = x - x.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    vt = vt[:dims]
+    # the eigenvectors of the d x d scatter matrix: for points >> dimensions far cheaper than an SVD of the points
+    values, vectors = (t.numpy() for t in torch.linalg.eigh(centred.T @ centred))
+    order = np.argsort(values)[::-1][:dims]
+    vt = vectors[:, order].T
     vt = vt * np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])[:, None]
-    total = float((s ** 2).sum()) or 1.0
-    return (centred @ vt.T).astype(np.float32), (s[:dims] ** 2 / total)
+    total = float(np.clip(values, 0, None).sum()) or 1.0
+    coords = (centred @ torch.as_tensor(np.ascontiguousarray(vt.T))).numpy()
+    return coords.astype(np.float32), np.clip(values[order], 0, None) / total
 
 
 # t-SNE progress: scikit-learn's gradient descent is wrapped once; the wrapper reports to the callback set for the
