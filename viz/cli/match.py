@@ -37,6 +37,10 @@ def _match(args) -> int:
             raise MatchError("--text is empty: give a sentence.")
     else:
         sentences = first_sentences(args.corpus or SAMPLE_PATH, args.column, args.sentences)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     bundle_a = load_for(args)
     bundle_b = load_model(args.model_b, dtype=args.dtype, device=args.device)
     progress = None if args.json or args.quiet else \
@@ -81,6 +85,8 @@ def add_match(sub) -> None:
     p.add_argument("--level", choices=["auto", "tokens", "words"], default="auto",
                    help="auto (default): tokens when the tokenizers agree, else words")
     p.add_argument("--max-tokens", type=int_range(2), default=128, help="truncate sentences to this many tokens")
+    p.add_argument("--threads", type=int_range(0), default=0,
+                   help="torch threads (default: torch's choice; 1 on a machine other jobs share)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true", help="print JSON (keys below)")
     add_device_args(p)

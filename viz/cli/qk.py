@@ -35,6 +35,10 @@ def _qk(args) -> int:
     from viz.tasks.corpus import SAMPLE_PATH
 
     sentences = first_sentences(args.corpus or SAMPLE_PATH, args.column, args.sentences)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     bundle = load_for(args)
     from viz.atlas.core import atlas_stack
 
@@ -90,6 +94,8 @@ def add_qk(sub) -> None:
     p.add_argument("--max-tokens", type=int_range(2), default=128, help="truncate sentences to this many tokens")
     p.add_argument("--projection", choices=["pca", "tsne", "umap"], default="pca", help="2-D projection (pca)")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of t-SNE / UMAP (0)")
+    p.add_argument("--threads", type=int_range(0), default=0,
+                   help="torch threads (default: torch's choice; 1 on a machine other jobs share)")
     p.add_argument("--vectors", action="store_true", help="also write the normalised vectors d0 ... d{n-1}")
     p.add_argument("--out", type=output_file, required=True, help="output .csv path")
     add_device_args(p)
