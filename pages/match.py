@@ -67,6 +67,8 @@ for col, nm, who in ((left, name_a, "A"), (right, name_b, "B")):
         ui.plot(model_view(cap.attentions[stack], title=f"{who}: {nm} · {len(cap.tokens)} tokens",
                            kv_heads=cap.kv_heads.get(stack)),
                 key=f"match_view_{who}", stem=f"model-view-{who}-{nm}")
+        ui.npz_download(partial(cache.capture_arrays, nm, text), key=f"match_capture_{who}",
+                        stem=f"capture-{who}-{nm}", label=f"{who}'s capture (NPZ)")
 
 Ha = result.shape_a[1]
 pairs = result.pairs

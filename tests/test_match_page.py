@@ -109,7 +109,7 @@ def test_studio_run_heads_followed_back(monkeypatch, tmp_path):
     np.testing.assert_allclose(pair[0]["z"], final[1, 1])  # step 0's head perm^-1(3) did exactly this
 
 
-def test_atlas_queries_and_keys_section_against_captures(load, monkeypatch, tmp_path):
+def test_atlas_queries_and_keys_section_against_captures(load, monkeypatch, tmp_path, downloads):
     sents = ["The cat sat on the mat.", "Is this the way to the station?"]
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(sents) + "\n")
@@ -133,6 +133,17 @@ def test_atlas_queries_and_keys_section_against_captures(load, monkeypatch, tmp_
     ref = PCA(n_components=2).fit_transform(np.concatenate([n.q, n.k]))
     got = np.concatenate([pts["queries"], pts["keys"]])
     np.testing.assert_allclose(np.abs(got), np.abs(ref), atol=2e-3)
+    # the points download: the drawn coordinates, and vectors whose q·k·scaling softmax is the captured attention
+    df = downloads.csv("qk_points_csv", keep_default_na=False)
+    q_rows = df[df.kind == "query"]
+    np.testing.assert_allclose(q_rows[["x", "y"]].to_numpy(), pts["queries"], atol=1e-4)
+    dims = [c for c in df.columns if c.startswith("d")]
+    s1q = q_rows[q_rows.sentence == 1].sort_values("position")[dims].to_numpy()
+    s1k = df[(df.kind == "key") & (df.sentence == 1)].sort_values("position")[dims].to_numpy()
+    scores = s1q @ s1k.T * 32 ** -0.5
+    soft = np.exp(scores - scores.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    np.testing.assert_allclose(soft, capture(bundle, sents[1]).attentions["encoder"][1, 4], atol=1e-5)
     # a click on a point (its customdata) opens that sentence's attention for the head
     at = rerun(at, atlas_limit=2, atlas_layer=1, atlas_head=4, qk_s=1, qk_p=3, qk_k=0)
     shown = chart_spec(at, "qk_sentence_fig")

@@ -172,6 +172,9 @@ def studio() -> None:
                                   f"Step {int(lin.steps[s])} heads × final heads"),
                 key="match_step_sim", stem=f"step-{int(lin.steps[s])}-vs-final", selection_mode="points",
                 on_select=lambda: _pick_final(H))
+        ui.table_download(pd.DataFrame(sim, index=[head_label(i, H) for i in range(L * H)],
+                                       columns=[head_label(i, H) for i in range(L * H)]), key="match_step_csv",
+                          stem=f"step-{int(lin.steps[s])}-vs-final", label="Similarity (CSV)")
     flat = attn.reshape(S, L * H, *attn.shape[3:])
     ui.plot(side_by_side(flat[s, a], flat[-1, final], tokens, tokens,
                          (f"step {int(lin.steps[s])}: {head_label(a, H)}", f"final: {head_label(final, H)}",

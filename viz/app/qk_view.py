@@ -7,6 +7,8 @@ the atlas run does; results are stored byte-bounded in viz.app.cache. Callbacks 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -118,10 +120,30 @@ def section(name: str, bundle, sentences: list[str], max_tokens: int, layer: int
                        f"{len(data.tokens):,} keys ({METHODS[method]})", sel),
             key="qk_scatter_fig", stem=f"qk-{bundle.name}-L{layer}-H{head}-{method}", selection_mode="points",
             on_select=ui.pick("qk_scatter_fig", "qk_s", "qk_p", "qk_k"))
+    st.download_button("Points (CSV)", data=partial(points_csv, key, head, method), on_click="ignore",
+                       file_name=f"qk-{ui.slug(bundle.name)}-L{layer}-H{head}-{method}.csv", mime="text/csv",
+                       key="qk_points_csv", help="One row per query and key: kind, sentence, position, token, x, y "
+                                                 "and the normalised vector d0… (as `python -m viz qk --vectors`).")
     st.caption(f"{data.n_sentences:,} sentences · scores = q·k × {data.scaling[0]:.4g} · keys scaled by "
                f"1/{pts.norm.scale:.3g} and moved · hover a point for its token in its sentence; click it to open the "
                "sentence.")
     _opened_sentence(name, sentences, data, layer, head)
+
+
+def points_csv(key: tuple, head: int, method: str) -> bytes:
+    """The shown points as the CLI's CSV, rebuilt on click from what the cache holds (the button keeps keys only)."""
+    import pandas as pd
+
+    data = cache.cached_job("qk_gather", *key)
+    pts = cache.cached_job("qk_points", key, head, "pca") if method == "pca" else \
+        cache.cached_job(f"qk_proj_{method}", key, head)
+    if data is None or pts is None:
+        return b"the points are no longer cached: draw them again\n"
+    vec = np.concatenate([pts.norm.q, pts.norm.k])
+    df = pd.DataFrame({"kind": np.where(pts.kind == 0, "query", "key"), "sentence": pts.sentence,
+                       "position": pts.position, "token": pts.tokens, "x": pts.coords[:, 0], "y": pts.coords[:, 1]})
+    df = pd.concat([df, pd.DataFrame(vec, columns=[f"d{i}" for i in range(vec.shape[1])])], axis=1)
+    return df.to_csv(index=False).encode()
 
 
 def _gather(bundle, sentences, layer, max_tokens, progress, stop):
