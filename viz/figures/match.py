@@ -33,11 +33,14 @@ def similarity_matrix(sim: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[
     z = np.round(np.asarray(sim, dtype=np.float32), 4)
     ya = [head_label(i, Ha) for i in range(La * Ha)]
     xb = [head_label(j, Hb) for j in range(Lb * Hb)]
+    labelled = z.size <= 40_000  # a label per cell for the hover; beyond (1,000+ heads a side) indices only
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(Lb * Hb)), y=list(range(La * Ha)), colorscale=SIM_SCALE, zmin=0, zmax=1, colorbar=axes.colorbar("similarity (1 − JSD)"),
-        customdata=np.array([[f"{a} · {b}" for b in xb] for a in ya], dtype=object),
-        hovertemplate=f"{axes.escape(name_a)} %{{customdata}} {axes.escape(name_b)}<br>similarity %{{z:.3f}}"
-                      "<extra></extra>"))
+        z=z, x=list(range(Lb * Hb)), y=list(range(La * Ha)), colorscale=SIM_SCALE, zmin=0, zmax=1,
+        colorbar=axes.colorbar("similarity (1 − JSD)"),
+        customdata=np.array([[f"{a} · {b}" for b in xb] for a in ya], dtype=object) if labelled else None,
+        hovertemplate=(f"{axes.escape(name_a)} %{{customdata}} {axes.escape(name_b)}" if labelled else
+                       "A head %{y} · B head %{x} (index = layer × heads + head)")
+                      + "<br>similarity %{z:.3f}<extra></extra>"))
     px = [p.b for p in pairs]
     py = [p.a for p in pairs]
     cd = [[p.a // Ha, p.a % Ha, p.b // Hb, p.b % Hb, round(p.similarity, 4)] for p in pairs]
