@@ -124,19 +124,24 @@ def test_an_error_the_links_values_cause_gives_the_defaults(monkeypatch):
 
 def test_a_long_text_travels_as_a_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("VIZ_LINK_DIR", str(tmp_path))
-    long = " ".join(["The cat sat on the mat because it was tired."] * 60)  # 2,700 characters
+    long = " ".join(["The cat sat on the mat because it was tired."] * 60)  # 2,699 characters
     at = open_link(None, {})
     at.session_state["text"] = long
     at.run()
     assert "text" not in at.query_params
     key = at.query_params["text_id"]
     assert len(key) == 16 and (tmp_path / f"{key}.txt").read_text() == long
+    assert any("(2,699 characters) is kept on this server: this link opens here only" in c.value for c in at.caption)
     again = open_link(None, {"text_id": key, "layer": "1"})
     assert again.session_state["text"] == long and not notices(again)
     stale = open_link(None, {"text_id": "0123456789abcdef", "layer": "1"})
     (line,) = notices(stale)
     assert "text" in line and "no longer kept" in line
     assert stale.session_state["text"] != long and stale.session_state["attn_layer"] == 1
+    monkeypatch.setattr(links, "KEEP_CHARS", 2500)  # longer than links keep: left out, and said
+    at.run()
+    assert "text" not in at.query_params and "text_id" not in at.query_params
+    assert any("longer than a link keeps: it is left out" in c.value for c in at.caption)
 
 
 def test_masked_lm_link(load):

@@ -147,10 +147,10 @@ def kept_text(key: str) -> str | None:
 
 # ----------------------------------------------------------------------------- state -> URL
 def params(name: str, state) -> tuple[dict[str, str], list[str]]:
-    """The view in `state` (session state) as URL parameters, and what the link leaves out (lines to say)."""
+    """The view in `state` (session state) as URL parameters, and what to say about its texts (sentences)."""
     from viz.core.models import DEFAULT_MODEL
 
-    out, left_out = {}, []
+    out, notes = {}, []
     choice = state.get("model_choice", DEFAULT_MODEL)
     if choice == OTHER:  # a hub id or folder typed into the sidebar
         choice = str(state.get("model_other", "")).strip()
@@ -164,12 +164,13 @@ def params(name: str, state) -> tuple[dict[str, str], list[str]]:
             continue
         if kind == "text" and len(value) > TEXT_CHARS:
             if len(value) > KEEP_CHARS:
-                left_out.append(f"the {url} ({len(value):,} characters; links keep up to {KEEP_CHARS:,})")
+                notes.append(f"The {url} ({len(value):,} characters) is longer than a link keeps: it is left out.")
                 continue
             out[f"{url}_id"] = keep_text(value)
+            notes.append(f"The {url} ({len(value):,} characters) is kept on this server: this link opens here only.")
         else:
             out[url] = value
-    return out, left_out
+    return out, notes
 
 
 def url_for(query: dict[str, str]) -> str:
@@ -284,7 +285,7 @@ def _say(what: list[str]) -> None:
 
 def publish(name: str) -> None:
     """The view -> the URL (only when it changed) and the sidebar's Copy link."""
-    query, left_out = params(name, st.session_state)
+    query, notes = params(name, st.session_state)
     if query != st.query_params.to_dict():
         st.query_params.from_dict(query)
     slot = getattr(_run, "control", None)
@@ -295,5 +296,4 @@ def publish(name: str) -> None:
                         "text and settings: the address bar holds it too, and follows every change."):
             st.code(url_for(query), language=None, wrap_lines=True)
             st.caption(f"Texts up to {TEXT_CHARS:,} characters travel in the link; a longer one (up to "
-                       f"{KEEP_CHARS:,}) is kept on this server, and its link opens here only."
-                       + (" Left out: " + ", ".join(left_out) + "." if left_out else ""))
+                       f"{KEEP_CHARS:,}) is kept on this server, and its link opens here only. " + " ".join(notes))
