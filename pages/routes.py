@@ -42,8 +42,8 @@ if st.session_state.get("routes_for", (name, text, target, stack)) != (name, tex
 elif not 0 <= st.session_state.get("routes_token", -1) < T:
     st.session_state.routes_token = default
 st.session_state.routes_for = (name, text, target, stack)
-if st.session_state.get("routes_pick_what") == 0 and STACKS[st.session_state.routes_pick_stack] == stack \
-        and st.session_state.routes_pick_layer == L and SITES[st.session_state.routes_pick_c] == "in":
+if [st.session_state.get(k) for k in PICK[:3]] == [0, STACKS.index(stack), L] \
+        and st.session_state.get("routes_pick_c") == SITES.index("in"):
     st.session_state.routes_token = int(st.session_state.routes_pick_token)  # a click on a top node
 c1, c2 = st.columns([2, 1])
 token = c1.selectbox("Route to token (or click a token's top node)", list(range(T)),
@@ -56,8 +56,13 @@ total = sum(n * len(r["tokens"][s]) for s, n in r["n_layers"].items() if s in r[
 st.caption(f"{bundle.name} · {stack} · {L} layers × {H} heads · {T} tokens · {len(r['edges'])} edges over "
            f"τ = {threshold:.2f} · computed backwards from the chosen token: {done} of {total} token-layers "
            "decomposed. Click an edge's marker for its heads, a node for what it writes.")
-picked = [st.session_state.get(k) for k in PICK]
-sel_node = (STACKS[picked[1]], picked[2], picked[3], SITES[picked[4]]) if picked[0] == 0 else None
+picked = [int(st.session_state.get(k, -1)) for k in PICK]  # a click's customdata (ui.pick), checked before use
+if not (picked[0] in (0, 1) and 0 <= picked[1] < len(STACKS) and STACKS[picked[1]] in stacks
+        and 0 <= picked[2] <= bundle.stack_layers(STACKS[picked[1]]) and 0 <= picked[5] < len(KINDS)
+        and 0 <= picked[3] < len(cap.axis_tokens(STACKS[picked[1]])[0]) and 0 <= picked[4]):
+    picked = [-1] * len(PICK)
+sel_node = (STACKS[picked[1]], picked[2], picked[3], SITES[picked[4]]) if picked[0] == 0 and picked[4] < len(SITES) \
+    else None
 ui.plot(route_graph(r["edges"], r["tokens"], r["n_layers"], stack, r["token"],
                     title=f"Route to {tokens[r['token']]!r} ({r['token']}), τ = {threshold:.2f}", selected=sel_node),
         key="routes_graph", stem=f"route-{stack}-{r['token']}", on_select=ui.pick("routes_graph", *PICK),
@@ -155,9 +160,10 @@ def node_panel(node: tuple) -> None:
             ui.table_download(df, key="routes_neurons_csv", stem=f"neurons-L{layer}-{tok}")
 
 
-if picked[0] == 1 and STACKS[picked[1]] in stacks and KINDS[picked[5]] in ("attention", "cross"):
+if picked[0] == 1 and KINDS[picked[5]] in ("attention", "cross") and picked[2] < bundle.stack_layers(STACKS[picked[1]]) \
+        and picked[4] < len(cap.axis_tokens("cross" if KINDS[picked[5]] == "cross" else STACKS[picked[1]])[1]):
     edge_panel(STACKS[picked[1]], int(picked[2]), int(picked[3]), int(picked[4]), KINDS[picked[5]])
-elif sel_node is not None and sel_node[0] in stacks and sel_node[2] < len(cap.axis_tokens(sel_node[0])[0]):
+elif sel_node is not None and (sel_node[1] < bundle.stack_layers(sel_node[0]) or sel_node[3] == "in"):
     node_panel(sel_node)
 else:
     st.info("Click an edge's marker to see which heads carried it, or a node to see what it writes.", icon="👆")
