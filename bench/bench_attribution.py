@@ -95,7 +95,7 @@ def gaps_part(bundle, n: int) -> None:
 
     from viz.causal.attribution_corpus import example_problem
     from viz.causal.attribution_methods import IG_STEPS, integrated_gradients
-    from viz.corpus import sample_corpus
+    from viz.tasks.corpus import sample_corpus
 
     rel = []
     for i, s in enumerate(sample_corpus().sentences[:n]):
@@ -109,7 +109,7 @@ def gaps_part(bundle, n: int) -> None:
 
 def corpus_part(bundle, n: int) -> None:
     from viz.causal.attribution_corpus import run_corpus
-    from viz.corpus import sample_corpus
+    from viz.tasks.corpus import sample_corpus
 
     t = time.perf_counter()
     res = run_corpus(bundle, sample_corpus().sentences[:n], ["occlusion"])
@@ -138,7 +138,7 @@ def main() -> int:
     import viz
 
     viz.quiet()
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     bundle = load_model("minilm-mlm")
     ratio_part(bundle, args.repeats)

@@ -25,7 +25,7 @@ from viz.causal.attribution_methods import IG_STEPS, IGResult, grad_x_input, int
 from viz.causal.attribution_target import AttributionError, Problem, evaluate, prepare
 from viz.causal.attribution_vz import ValueZeroing, value_zeroing
 from viz.causal.faithfulness import FRACTIONS, RANDOM_SEEDS, FaithfulnessReport, agreement, faithfulness
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import torch
 
 from viz.analysis.flow import FLOW_MAX_TOKENS, FLOW_ROW_MAX_TOKENS, attention_flow, attention_rollout
 from viz.analysis.norms import summed_norm_attention
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import recording
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import recording
 from viz.causal.attribution_target import Problem
-from viz.weights import output_projections
+from viz.core.weights import output_projections
 
 ATTENTION_METHODS = ("attention", "rollout", "flow", "norm")
 

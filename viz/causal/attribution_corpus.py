@@ -27,7 +27,7 @@ from viz.causal.attribution import DEFAULT_METHODS, METHODS, attribute_problem, 
 from viz.causal.attribution_methods import IG_STEPS
 from viz.causal.attribution_target import AttributionError, Problem, prepare
 from viz.causal.faithfulness import RANDOM_SEEDS
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 DEFAULT_MAX_TOKENS = 64
 BOOTSTRAP = 2000
@@ -139,7 +139,7 @@ def _word_positions(problem_tokens: list[str], special: np.ndarray) -> list[int]
 def example_problem(bundle: ModelBundle, sentence: str, index: int, seed: int = 0,
                     max_tokens: int = DEFAULT_MAX_TOKENS) -> Problem | None:
     """The seeded prediction to explain in one sentence (see the module docstring), or None to skip it."""
-    from viz.capture import _special
+    from viz.core.capture import _special
 
     rng = np.random.default_rng([seed, index])
     tok = bundle.tokenizer
@@ -152,7 +152,7 @@ def example_problem(bundle: ModelBundle, sentence: str, index: int, seed: int = 
             words = _word_positions(tok.convert_ids_to_tokens(ids), _special(tok, ids))
             return prepare(bundle, sentence, position=int(rng.choice(words))) if words else None
         if bundle.kind == "decoder":
-            from viz.generate_lm import prompt_ids
+            from viz.tasks.generate_lm import prompt_ids
 
             n = len(prompt_ids(bundle, sentence))
             return prepare(bundle, sentence, position=int(rng.integers(1, n - 1))) if n >= 3 else None

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.capture import _special
-from viz.errors import CaptureError
-from viz.mlm import head_logits, with_mask_token
-from viz.models import ModelBundle
+from viz.core.capture import _special
+from viz.core.errors import CaptureError
+from viz.tasks.mlm import head_logits, with_mask_token
+from viz.core.models import ModelBundle
 
 CHUNK = 64  # input variants per forward
 
@@ -191,7 +191,7 @@ def _resolve_position(position: int | None, n: int, what: str) -> int | None:
 
 
 def _masked_lm_inputs(bundle: ModelBundle, text: str, position: int | None) -> tuple[list[int], int]:
-    from viz.mlm import MaskError, require_mlm_head
+    from viz.tasks.mlm import MaskError, require_mlm_head
 
     try:
         require_mlm_head(bundle)
@@ -216,7 +216,7 @@ def _masked_lm_inputs(bundle: ModelBundle, text: str, position: int | None) -> t
 
 
 def _decoder_inputs(bundle: ModelBundle, text: str, position: int | None) -> tuple[list[int], int]:
-    from viz.generate_lm import prompt_ids
+    from viz.tasks.generate_lm import prompt_ids
 
     ids = prompt_ids(bundle, text)
     pos = _resolve_position(position, len(ids), "position")
@@ -226,7 +226,7 @@ def _decoder_inputs(bundle: ModelBundle, text: str, position: int | None) -> tup
 
 def _greedy_output(bundle: ModelBundle, ids: torch.Tensor) -> list[int]:
     """The model's greedy output (start token dropped), as `model.generate` gives it."""
-    from viz.generate import _generation_config
+    from viz.tasks.encdec import _generation_config
 
     gc = _generation_config(bundle, min(64, bundle.max_tokens))
     gc.max_length, gc.max_new_tokens = gc.max_new_tokens + 1, None  # one limit, or generate warns about two

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import recording
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import recording
 from viz.causal.attribution_target import CHUNK, Problem
 from viz.inside.recipes import NoRecipe, layer_module, recipe_for, submodule
-from viz.recorder import EDIT, Edit, active
+from viz.core.recorder import EDIT, Edit, active
 
 
 @dataclass
