@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.causal.attribution_target import CHUNK, Problem, evaluate, f_of, logits, removed
+from viz.causal.attribution_target import CHUNK, Problem, evaluate, f_of, input_embedding, logits, removed
 
 IG_STEPS = 64  # the completeness gap stays under 5 % of f(x) - f(baseline) on minilm-mlm's sample (bench)
 
@@ -65,7 +65,7 @@ def _grad_mode():
 
 def grad_x_input(problem: Problem) -> np.ndarray:
     """Σ_d ∂f/∂e_id · e_id per token -> [T]."""
-    emb = problem.bundle.model.get_input_embeddings()
+    emb = input_embedding(problem.bundle)
     with problem.bundle.lock, _grad_mode(), torch.enable_grad():
         e = emb(problem.ids[None]).detach().requires_grad_(True)
         f = f_of(problem, logits(problem, embeds=e))
@@ -83,7 +83,7 @@ def integrated_gradients(problem: Problem, steps: int = IG_STEPS) -> IGResult:
     from captum.attr import LayerIntegratedGradients
 
     b = problem.bundle
-    lookup = _Lookup(b.model.get_input_embeddings())
+    lookup = _Lookup(input_embedding(b))
 
     def forward(ids: torch.Tensor) -> torch.Tensor:
         return f_of(problem, logits(problem, embeds=lookup(ids)))

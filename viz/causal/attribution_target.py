@@ -108,6 +108,13 @@ def logits(problem: Problem, ids: torch.Tensor | None = None, embeds: torch.Tens
     return model(**src, attention_mask=mask, decoder_input_ids=dec, use_cache=False).logits[:, -1].float()
 
 
+def input_embedding(bundle: ModelBundle) -> torch.nn.Module:
+    """The module that looks the input ids up (the encoder's, for encoder–decoders): what gradients reach."""
+    model = bundle.model
+    return model.get_encoder().get_input_embeddings() if bundle.kind == "encoder-decoder" \
+        else model.get_input_embeddings()
+
+
 def f_of(problem: Problem, lg: torch.Tensor) -> torch.Tensor:
     """f per row of logits [B, vocab] -> [B] (see the module docstring)."""
     if problem.foil_id is None:
