@@ -20,47 +20,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from viz.causal.attribution_attention import ATTENTION_METHODS, attention_scores
-from viz.causal.attribution_methods import IG_STEPS, IGResult, grad_x_input, integrated_gradients, occlusion
-from viz.causal.attribution_target import AttributionError, Problem, evaluate, prepare
+from viz.causal.attribution_attention import attention_scores
+from viz.causal.attribution_catalog import (ATTENTION_METHODS, DEFAULT_METHODS, FRACTIONS, IG_STEPS,  # noqa: F401
+                                            METHODS, RANDOM_SEEDS, AttributionError, Method, parse_methods)
+from viz.causal.attribution_methods import IGResult, grad_x_input, integrated_gradients, occlusion
+from viz.causal.attribution_target import Problem, evaluate, prepare
 from viz.causal.attribution_vz import ValueZeroing, value_zeroing
-from viz.causal.faithfulness import FRACTIONS, RANDOM_SEEDS, FaithfulnessReport, agreement, faithfulness
+from viz.causal.faithfulness import FaithfulnessReport, agreement, faithfulness
 from viz.core.models import ModelBundle
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    signed: bool  # scores can be negative (evidence against the target): drawn on a diverging scale
-    definition: str  # exact, for --help and the page
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("grad_x_input", "gradient × input", True,
-           "Σ_d ∂f/∂e_id · e_id on the input embeddings e the model looks up (its input-embedding module's output)"),
-    Method("integrated_gradients", "integrated gradients", True,
-           "captum LayerIntegratedGradients on the embedding lookup: Σ_d (e_id − e'_id) ∫₀¹ ∂f/∂e_id(e' + α(e − e')) "
-           "dα, Gauss–Legendre over the stated steps; baseline e' = every candidate token replaced by the "
-           "replacement token; completeness gap |Σ IG − (f(x) − f(e'))| reported"),
-    Method("occlusion", "occlusion (leave-one-out)", True,
-           "f(x) − f(x with token i replaced by the replacement token), positions kept; 0 for non-candidates"),
-    Method("value_zeroing", "value zeroing", False,
-           "Mohebbi et al. 2023: C_l[i,j] = 1 − cos(layer-l output of i, same with token j's value vectors zeroed in "
-           "layer l, its input clean), rows normalised, rolled out over layers; the predicting position's row "
-           "(encoder–decoders: the step's cross-attention zeroing row times the encoder's rollout)"),
-    Method("attention", "attention (last layer)", False,
-           "last layer's attention from the predicting position, mean over heads (encoder–decoders: cross-attention)"),
-    Method("rollout", "attention rollout", False,
-           "Abnar & Zuidema 2020 rollout of renorm(0.5·A + 0.5·I) to the last layer, the predicting position's row "
-           "(encoder–decoders: the cross-attention row times the encoder's rollout)"),
-    Method("flow", "attention flow", False,
-           "Abnar & Zuidema 2020 max-flow from the predicting position at the last layer to each input token "
-           "(encoder–decoders: the cross-attention row times the encoder's flow matrix)"),
-    Method("norm", "norm-based attention", False,
-           "Kobayashi et al. 2020: ‖Σ_h α_h,pj f_h(x_j)‖ of the last layer (encoder–decoders: its cross-attention)"),
-)}
-DEFAULT_METHODS = tuple(METHODS)
 _PLUGINS: dict[str, Callable[[Problem], np.ndarray]] = {}
 
 
@@ -68,18 +37,6 @@ def register(method: Method, compute: Callable[[Problem], np.ndarray]) -> None:
     """Add a method computed elsewhere (`compute(problem) -> scores [T]`): it is shown and scored like the others."""
     METHODS[method.name] = method
     _PLUGINS[method.name] = compute
-
-
-def parse_methods(text: str | Sequence[str] | None) -> tuple[str, ...]:
-    """'grad_x_input,occlusion' (or a list; None = all) -> known method names, in the order given."""
-    names = list(DEFAULT_METHODS) if text is None else (
-        [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text))
-    names = [n for n in names if n]
-    bad = [n for n in names if n not in METHODS]
-    if bad or not names:
-        raise AttributionError(f"Unknown method {', '.join(repr(b) for b in bad) or '(none given)'}: choose from "
-                               f"{', '.join(METHODS)}.")
-    return tuple(dict.fromkeys(names))
 
 
 @dataclass

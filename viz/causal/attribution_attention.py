@@ -25,11 +25,9 @@ from viz.analysis.flow import FLOW_MAX_TOKENS, FLOW_ROW_MAX_TOKENS, attention_fl
 from viz.analysis.norms import summed_norm_attention
 from viz.core.arch import CROSS, DECODER, ENCODER
 from viz.core.capture import recording
+from viz.causal.attribution_catalog import ATTENTION_METHODS
 from viz.causal.attribution_target import Problem
 from viz.core.weights import output_projections
-
-ATTENTION_METHODS = ("attention", "rollout", "flow", "norm")
-
 
 def _stack(rec, stack: str) -> tuple[np.ndarray, np.ndarray]:
     """(attentions [layer, head, q, k], values per query head [layer, head, k, d]) of a recorded forward."""

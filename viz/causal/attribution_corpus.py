@@ -23,10 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from viz.causal.attribution import DEFAULT_METHODS, METHODS, attribute_problem, parse_methods
-from viz.causal.attribution_methods import IG_STEPS
-from viz.causal.attribution_target import AttributionError, Problem, prepare
-from viz.causal.faithfulness import RANDOM_SEEDS
+from viz.causal.attribution import attribute_problem
+from viz.causal.attribution_catalog import DEFAULT_METHODS, IG_STEPS, METHODS, RANDOM_SEEDS, AttributionError, \
+    parse_methods
+from viz.causal.attribution_target import Problem, prepare
 from viz.core.models import ModelBundle
 
 DEFAULT_MAX_TOKENS = 64

@@ -28,16 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from viz.causal.attribution_catalog import AttributionError
 from viz.core.capture import _special
-from viz.core.errors import CaptureError
 from viz.tasks.mlm import head_logits, with_mask_token
 from viz.core.models import ModelBundle
 
 CHUNK = 64  # input variants per forward
-
-
-class AttributionError(CaptureError):
-    """Input an attribution cannot use; the message (one sentence) is for the user."""
 
 
 @dataclass

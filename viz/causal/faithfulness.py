@@ -25,10 +25,8 @@ from typing import Callable
 import numpy as np
 from scipy.stats import kendalltau
 
+from viz.causal.attribution_catalog import FRACTIONS, RANDOM_SEEDS, AttributionError
 from viz.causal.attribution_target import Problem, evaluate, removed
-
-FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
-RANDOM_SEEDS = 10
 
 
 @dataclass
@@ -112,8 +110,6 @@ def faithfulness(problem: Problem, scores: dict[str, np.ndarray], fractions=FRAC
     """Comprehensiveness and sufficiency (AOPC) of every method's ranking and of `seeds` random rankings."""
     cand = problem.candidates
     if not cand.any():
-        from viz.causal.attribution_target import AttributionError
-
         raise AttributionError("No token can be removed (the input holds only special tokens and the prediction "
                                "itself): add words to the text.")
     orders = {f"method:{k}": ranking(v, cand) for k, v in scores.items() if not np.isnan(v).all()}

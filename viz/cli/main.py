@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from viz.cli.atlas import add_atlas
+from viz.cli.attribute import add_attribute
 from viz.cli.capture import add_capture
 from viz.cli.common import OneLineParser, run_guarded
 from viz.cli.generate import add_generate
@@ -14,7 +15,7 @@ from viz.cli.inside import add_inside
 from viz.cli.mask import add_mask
 from viz.cli.train import add_train
 
-COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside]
+COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside, add_attribute]
 
 
 def build_parser() -> argparse.ArgumentParser:
