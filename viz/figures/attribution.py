@@ -38,21 +38,26 @@ def _fmt(x: float) -> str:
 def token_strips(tokens: list[str], labels: list[str], scores: np.ndarray, candidates: np.ndarray,
                  title: str = "") -> go.Figure:
     """One row per method, one column per token; colour = `normalise`d score, text = the raw score.
-    An invisible marker per cell carries customdata [token, method row] for clicks."""
+    An invisible marker per cell carries the hover and customdata [token, method row, ...] for clicks."""
     z = normalise(scores, candidates)
     M, T = z.shape
     xl, yl = axes.token_labels(tokens), [axes.escape(lb) for lb in labels]
     raw = np.vectorize(_fmt)(np.asarray(scores, dtype=np.float64))
     show = T <= TEXT_MAX_TOKENS
     tt, mm = np.meshgrid(np.arange(T), np.arange(M))
+    share = np.vectorize(lambda v: "blank: not a candidate" if not np.isfinite(v) else f"{v:.2f} of the largest")(z)
+    cells = np.array([[int(t), int(m), yl[m], xl[t], raw[m, t], share[m, t]] for m, t in zip(mm.ravel(), tt.ravel())],
+                     dtype=object)
     fig = go.Figure([
         go.Heatmap(z=np.round(z, 4), x=xl, y=yl, zmin=-1, zmax=1, zmid=0, colorscale=SCALE, xgap=1, ygap=1,
-                   text=raw, texttemplate="%{text}" if show else None, textfont=dict(size=10),
-                   colorbar=axes.colorbar("score ÷ the method's largest |score|"),
-                   hovertemplate="%{y} · %{x}<br>score %{text} (%{z:.2f} of the largest)<extra></extra>"),
+                   text=raw, texttemplate="%{text}" if show else None, textfont=dict(size=10), hoverinfo="skip",
+                   colorbar=axes.colorbar("score ÷ the method's largest |score|")),
+        # heatmap cells cannot be selected in Streamlit (no points): a marker per cell carries the hover and the
+        # click, customdata = [token, method row, method, token label, raw score, share]
         go.Scatter(x=[xl[t] for t in tt.ravel()], y=[yl[m] for m in mm.ravel()], mode="markers",
-                   marker=dict(size=16, symbol="square", color="rgba(0,0,0,0)"), showlegend=False,
-                   customdata=np.stack([tt.ravel(), mm.ravel()], axis=1), hoverinfo="skip"),
+                   marker=dict(size=16, symbol="square", color="rgba(0,0,0,0)"), showlegend=False, customdata=cells,
+                   hovertemplate="%{customdata[2]} · %{customdata[3]}<br>score %{customdata[4]} "
+                                 "(%{customdata[5]})<br>click: this token under every method<extra></extra>"),
     ])
     fig.update_layout(title=axes.title(title), height=axes.TITLE_MARGIN + 90 + 30 * M,
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10), plot_bgcolor="#f0f0f0",
