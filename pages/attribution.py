@@ -129,7 +129,8 @@ def corpus() -> None:
     seed = int(o3.number_input("Seed (which token each sentence explains)", 0, 1_000_000, 0, key="attr_seed"))
     st.caption(f"{where}. One seeded prediction per sentence: a masked whole word (masked LMs), the next token "
                "after a seeded position (decoders), a seeded output step (encoder–decoders); target = the model's "
-               "own prediction.")
+               "own prediction." + (f" Integrated gradients costs {steps} forward and backward passes per sentence."
+                                     if "integrated_gradients" in methods else ""))
     chosen = tuple(sentences[:limit])
     key = (name, corpus_key(chosen), methods, steps, seeds, max_tokens, seed)
     result = view.stored_corpus(key)

@@ -141,10 +141,13 @@ def example_problem(bundle: ModelBundle, sentence: str, index: int, seed: int = 
     """The seeded prediction to explain in one sentence (see the module docstring), or None to skip it."""
     from viz.core.capture import _special
 
+    from viz.tasks.generate_lm import prompt_ids
+
     rng = np.random.default_rng([seed, index])
     tok = bundle.tokenizer
-    with bundle.lock:
+    with bundle.lock:  # fast tokenizers are not thread-safe
         ids = tok(sentence)["input_ids"]
+        n_prompt = len(prompt_ids(bundle, sentence)) if bundle.kind == "decoder" and sentence.strip() else 0
     if len(ids) > max_tokens or len(ids) < 2:
         return None
     try:
@@ -152,10 +155,7 @@ def example_problem(bundle: ModelBundle, sentence: str, index: int, seed: int = 
             words = _word_positions(tok.convert_ids_to_tokens(ids), _special(tok, ids))
             return prepare(bundle, sentence, position=int(rng.choice(words))) if words else None
         if bundle.kind == "decoder":
-            from viz.tasks.generate_lm import prompt_ids
-
-            n = len(prompt_ids(bundle, sentence))
-            return prepare(bundle, sentence, position=int(rng.integers(1, n - 1))) if n >= 3 else None
+            return prepare(bundle, sentence, position=int(rng.integers(1, n_prompt - 1))) if n_prompt >= 3 else None
         first = prepare(bundle, sentence)
         step = int(rng.integers(0, len(first.output_ids)))
         return first if step == 0 else prepare(bundle, sentence, position=step)
