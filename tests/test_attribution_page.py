@@ -15,8 +15,10 @@ from conftest import APP, chart_spec
 from viz.causal.attribution import attribute
 from viz.causal.attribution_catalog import METHODS
 from viz.causal.attribution_corpus import run_corpus
+from viz.core.models import TINY_FAMILIES, TINY_MLM
 from viz.tasks.corpus import sample_corpus
 
+NO_PREDICTION = {f"tiny-{f}" for f in TINY_MLM}  # encoders without their masked-LM head
 FAST = ["grad_x_input", "occlusion", "attention", "rollout"]
 MLM_TEXT = "The capital of France is [MASK]."
 
@@ -163,3 +165,20 @@ def test_corpus_cancel_keeps_nothing():
     at = rerun(at, "minilm-mlm", MLM_TEXT, attr_running=True, attr_cancel=("pressed",), **state)
     assert any("Cancelled: nothing was kept" in w.value for w in at.warning)
     assert not at.get("plotly_chart") and not at.success
+
+
+FAMILIES = [f"tiny-{f}" for f in TINY_FAMILIES] + ["tiny-bert-mlm"]  # the picker's tiny masked LM
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_every_tiny_family_attributes_or_says_why_not(model):
+    """Every method on every tiny family: a chart per part, or (an encoder without a masked-LM head) one error."""
+    text = "the cat sat on the [MASK] ." if model.endswith("-mlm") else "the cat sat on the mat"
+    at = open_page(model, text, attr_steps=8, attr_seeds=2)
+    charts = {c.key for c in at.get("plotly_chart")}
+    if model in NO_PREDICTION:
+        assert any("no masked-LM head" in e.value for e in at.error) and not charts
+        return
+    assert {"attr_strips", "attr_token_fig", "attr_agreement", "attr_scoreboard"} <= charts, shown(at)
+    strips = chart_spec(at, "attr_strips")["data"][0]
+    assert len(strips["y"]) == len(METHODS)
