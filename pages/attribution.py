@@ -69,7 +69,7 @@ def one_example() -> None:
     for m, note in v["notes"].items():
         st.caption(f"{METHODS[m].label}: {note}.")
     ui.plot(token_strips(tokens, labels_m, scores, cand, "Scores per method (colour: share of the method's largest "
-                         "|score|; blank: special tokens and the prediction itself)"),
+                         "|score|; blank: special tokens and a masked LM's mask)"),
             key="attr_strips", stem="attribution-strips", on_select=ui.pick("attr_strips", "attr_token"),
             selection_mode="points")
     t = view.picked_token(v, "attr_token")
