@@ -42,8 +42,11 @@ if not methods:
 
 def one_example() -> None:
     opts, labels, default, label = view.choices(name, text, bundle)
-    if st.session_state.get("attr_position_of") != (name, text):  # a new text: its own default (the typed mask)
-        st.session_state.attr_position, st.session_state.attr_position_of = default, (name, text)
+    before = st.session_state.get("attr_position_of")
+    if before != (name, text):  # a new text: its own default (the typed mask); a link's position stays if it fits
+        if before is not None or st.session_state.get("attr_position") not in opts:
+            st.session_state.attr_position = default
+        st.session_state.attr_position_of = (name, text)
     p1, p2, p3, p4 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
     position = p1.selectbox(label, opts, index=opts.index(default) if default in opts else None, key="attr_position",
                             format_func=labels.get, placeholder="choose a token")
