@@ -42,13 +42,13 @@ if not methods:
 
 def one_example() -> None:
     opts, labels, default, label = view.choices(name, text, bundle)
-    before = st.session_state.get("attr_position_of")
-    if before != (name, text):  # a new text: its own default (the typed mask); a link's position stays if it fits
-        if before is not None or st.session_state.get("attr_position") not in opts:
-            st.session_state.attr_position = default
-        st.session_state.attr_position_of = (name, text)
+    now, before = (name, text), st.session_state.get("attr_position_of")
+    if before != now or "attr_position" not in st.session_state:  # a new text, or back from the corpus mode
+        if before not in (None, now) or st.session_state.get("attr_position") not in opts:
+            st.session_state.attr_position = default  # the typed mask, the last token, the first output
+        st.session_state.attr_position_of = now  # (a link's position stays when it fits)
     p1, p2, p3, p4 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
-    position = p1.selectbox(label, opts, index=opts.index(default) if default in opts else None, key="attr_position",
+    position = p1.selectbox(label, opts, index=None, key="attr_position",  # its value: the state set above
                             format_func=labels.get, placeholder="choose a token")
     target = p2.text_input("Target token (empty: the model's prediction)", key="attr_target").strip() or None
     foil = p3.text_input("Foil (optional: target − foil)", key="attr_foil").strip() or None

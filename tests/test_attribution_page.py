@@ -182,3 +182,17 @@ def test_every_tiny_family_attributes_or_says_why_not(model):
     assert {"attr_strips", "attr_token_fig", "attr_agreement", "attr_scoreboard"} <= charts, shown(at)
     strips = chart_spec(at, "attr_strips")["data"][0]
     assert len(strips["y"]) == len(METHODS)
+
+
+def test_the_position_follows_the_text_survives_the_corpus_mode_and_a_link():
+    at = open_page("minilm-mlm", MLM_TEXT, attr_methods=FAST, attr_faithful=False)
+    assert any("at position 6" in s for s in shown(at))
+    at = rerun(at, "minilm-mlm", MLM_TEXT, attr_methods=FAST, attr_mode="Corpus")
+    del at.session_state["attr_position"]  # a live server drops the state of a widget a run did not draw
+    at = rerun(at, "minilm-mlm", MLM_TEXT, attr_methods=FAST, attr_mode="One example")
+    assert at.selectbox(key="attr_position").value == 6  # the picker came back on the typed mask
+    at = rerun(at, "minilm-mlm", "The [MASK] of France is Paris.", attr_methods=FAST)
+    assert at.selectbox(key="attr_position").value == 2 and any("at position 2" in s for s in shown(at))
+    linked = open_page("minilm-mlm", "The capital of France is Paris.", attr_methods=FAST, attr_faithful=False,
+                       attr_position=2)  # what a link to this view puts in the state before the page runs
+    assert any("at position 2" in s for s in shown(linked)), shown(linked)
