@@ -58,6 +58,8 @@ PAGES = {
                    k="int", layer="int", head="int", top_stat="str", top_pick="int", heads_seed="int",
                    heads_length="int", heads_pick="pair"),
     "match": _page("match", mode="str", model_b="str", over="str", level="str", layer="int", head="int"),
+    "attribution": _page("attr", mode="str", steps="int", seeds="int", position="int", target="text", foil="text",
+                         faithful="bool", token="int", source="str", limit="int", max_tokens="int", seed="int"),
 }
 NOT_SHARED = ("studio",)  # a training job is no view to reopen: its links carry the model and the text only
 
