@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
     st.Page("pages/inside.py", title="Inside a layer", icon="🔬"),
     st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
+    st.Page("pages/routes.py", title="Routes", icon="🛤️"),
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
     st.Page("pages/match.py", title="Compare models", icon="🆚"),

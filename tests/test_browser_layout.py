@@ -107,6 +107,9 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
             w.choose("Follow token", 3)
             w.check("flow-follow", 10)
 
+        w.nav("Routes")
+        w.check("routes", 1)
+
         w.model("minilm-mlm")
         w.nav("Masked LM")
         w.choose("Tokens to mask", 1)  # a masked real token: its probability and rank through the levels

@@ -46,6 +46,7 @@ PAGES = {
     "flow": _page("flow", stack="str", weights="str", threshold="float", topk="int", token="int", level="int",
                   method="str", layer="int", norm_stack="str", norm_layer="int", norm_head="int", sim_level="str",
                   target="text"),
+    "routes": _page("routes", stack="str", token="int", threshold="float", target="text"),
     "mlm": _page("mlm", positions="ints", topk="int", layers="bool"),
     "compare": _page("cmp", variant="str", positions="ints", heads="pairs"),
     "encdec": _page("ed", source="text", mode="str", target="text", max_new="int", beams="int", topk="int",

@@ -269,6 +269,12 @@ def open_inside(stack: str, layer: int, head: int) -> None:
     st.switch_page("pages/inside.py")
 
 
+def open_attention(stack: str, layer: int, head: int) -> None:
+    """Switch to the Attention page with this head open (its widgets read these keys when they are created)."""
+    st.session_state.attn_stack, st.session_state.attn_layer, st.session_state.attn_head = stack, layer, head
+    st.switch_page("pages/attention.py")
+
+
 def mlm_or_stop(bundle: ModelBundle) -> None:
     """Stop a masked-LM page with advice (and a one-click switch) when the model has no MLM head."""
     from viz.tasks.mlm import MaskError, require_mlm_head
