@@ -27,7 +27,7 @@ import torch
 
 from viz.arch import CROSS, DECODER, ENCODER
 from viz.causal.components import HEAD, RESID_PRE, STREAM_SITES, components, session
-from viz.causal.task import PatchError, PatchTask, run_metric
+from viz.causal.task import PatchError, PatchTask, model_inputs, run_metric
 from viz.models import ModelBundle
 
 HEAD_SITES = ("head", "head_pos", "pattern")
@@ -83,8 +83,11 @@ class PatchResult:
 
 # ----------------------------------------------------------------------------- what a sweep patches
 def default_stack(kind: str, site: str) -> str:
-    """Encoders: the encoder. Decoders: the decoder. Encoder–decoders: the decoder (cross for nothing: ask)."""
-    return ENCODER if kind == "encoder" else DECODER
+    """Encoders: the encoder. Decoders: the decoder. Encoder–decoders: the decoder's stream and the cross-attention
+    heads (the decoder reads the same prefix in both runs: what differs arrives through cross-attention)."""
+    if kind == "encoder":
+        return ENCODER
+    return CROSS if kind == "encoder-decoder" and site in HEAD_SITES else DECODER
 
 
 def check_site(bundle: ModelBundle, site: str, stack: str) -> None:
@@ -137,10 +140,14 @@ def _edit(chunk: list[tuple], site: str, source: dict[int, torch.Tensor], alpha:
 
 # ----------------------------------------------------------------------------- clean activations
 def read_sites(bundle: ModelBundle, task: PatchTask, which: str, sites) -> dict:
-    """One forward of the clean or corrupted input keeping `sites` ((stack, site) pairs) -> store, metric."""
+    """One forward of the clean or corrupted input keeping `sites` ((stack, site) pairs) -> (stack, site) -> layer
+    -> tensor. An encoder's output layer is not run: nothing is read after its last block."""
     with torch.inference_mode(), session(bundle, read=sites) as s:
-        m = run_metric(bundle, task, which)
-    return s.store, float(m[0])
+        if task.kind == "encoder":
+            bundle.model.base_model(**model_inputs(bundle, task, which))
+        else:
+            run_metric(bundle, task, which)
+    return s.store
 
 
 def pattern_values(bundle: ModelBundle, task: PatchTask, stack: str) -> dict[int, torch.Tensor]:
@@ -167,7 +174,7 @@ def _sources(bundle: ModelBundle, task: PatchTask, site: str, stack: str) -> dic
     if site == "pattern":
         return pattern_values(bundle, task, stack)
     base = HEAD if site in HEAD_SITES else site
-    store, _ = read_sites(bundle, task, "clean", [(stack, base)])
+    store = read_sites(bundle, task, "clean", [(stack, base)])
     return store[(stack, base)]
 
 
@@ -178,9 +185,12 @@ def rows_per_forward(n_tokens: int, batch_size: int | None = None) -> int:
 
 def sweep(bundle: ModelBundle, task: PatchTask, site: str, stack: str | None = None, *, alpha: float = 1.0,
           batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> PatchResult:
+          should_stop: Callable[[], bool] | None = None, measure=None) -> PatchResult:
     """Exact patching of every component of one kind (see the module docstring). `progress(done, total)` after
-    each batched forward; `should_stop()` before each: a stopped sweep returns `cancelled=True` (NaN where not run)."""
+    each batched forward; `should_stop()` before each: a stopped sweep returns `cancelled=True` (NaN where not run).
+    `measure(bundle, task, n)` -> [n]: what a batched forward of the corrupted input returns per row (default: the
+    task's metric; the benchmark reads an encoder's output instead)."""
+    measure = measure or (lambda b, t, n: run_metric(b, t, "corrupt", n))
     stack = stack or default_stack(task.kind, site)
     check_site(bundle, site, stack)
     t0 = time.perf_counter()
@@ -200,7 +210,7 @@ def sweep(bundle: ModelBundle, task: PatchTask, site: str, stack: str | None = N
             break
         chunk = todo[start:start + n_rows]
         with torch.inference_mode(), session(bundle, edit={key: _edit(chunk, site, source, alpha)}):
-            m = run_metric(bundle, task, "corrupt", len(chunk)).cpu().numpy()
+            m = measure(bundle, task, len(chunk)).cpu().numpy()
         for v, value in zip(chunk, m):
             patched[v] = value
         done += len(chunk)
