@@ -62,7 +62,7 @@ BUILTIN = [
 
 def make_sentences(n: int, seed: int = 0) -> list[str]:
     """n sentences recombined from clauses of the sample corpus (seeded)."""
-    from viz.corpus import CorpusError, sample_corpus
+    from viz.tasks.corpus import CorpusError, sample_corpus
 
     try:
         base = list(sample_corpus().sentences)
@@ -113,8 +113,8 @@ def paired(bundle, sentences, batch_size, max_tokens, words=False) -> tuple[floa
 
 
 def throughput(args) -> dict:
-    from viz.atlas.core import run_atlas
-    from viz.models import load_model
+    from viz.atlas.chunks import run_atlas
+    from viz.core.models import load_model
 
     bundle = load_model(args.model)
     sents = make_sentences(args.n)
@@ -140,8 +140,8 @@ def throughput(args) -> dict:
 
 
 def memory_child(n: int, args) -> dict:
-    from viz.atlas.core import run_atlas
-    from viz.models import load_model
+    from viz.atlas.chunks import run_atlas
+    from viz.core.models import load_model
 
     bundle = load_model(args.model)
     sents = make_sentences(n)
@@ -285,7 +285,7 @@ def main() -> int:
     ap.add_argument("--driver-engine", default="ray", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from viz import quiet
+    from viz.core.env import quiet
 
     quiet()
     if args.memory_child:

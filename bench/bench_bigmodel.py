@@ -32,15 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from viz import quiet  # noqa: E402
+from viz.core.env import quiet  # noqa: E402
 
 
 def build(args):
     """A random Llama-3.2-1B-shaped bundle (seeded) and the input ids of `args.tokens` tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from viz.arch import arch_for
-    from viz.models import ModelBundle, minilm_dir, resolve_device, resolve_dtype
+    from viz.core.arch import arch_for
+    from viz.core.models import ModelBundle, minilm_dir, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -102,7 +102,7 @@ def vm(key: str) -> int:
 
 def child(args) -> None:
     """One forward of one kind in this fresh process; prints {'rss_before', 'peak'} in bytes."""
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     bundle, text = build(args)
     ids = bundle.tokenizer(text, return_tensors="pt")["input_ids"].to(bundle.device)
@@ -140,7 +140,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     bundle, text = build(args)
     dev = bundle.device

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from viz import quiet  # noqa: E402
-from viz.capture import capture  # noqa: E402
+from viz.core.env import quiet  # noqa: E402
+from viz.core.capture import capture  # noqa: E402
 from viz.figures.attention import figure_json_bytes, model_view  # noqa: E402
-from viz.models import ModelBundle, load_model  # noqa: E402
-from viz.arch import arch_for  # noqa: E402
+from viz.core.models import ModelBundle, load_model  # noqa: E402
+from viz.core.arch import arch_for  # noqa: E402
 
 REPEATS = 15
 

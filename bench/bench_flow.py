@@ -44,8 +44,8 @@ def main() -> int:
 
     viz.quiet()
     from viz.analysis.flow import attention_flow, attention_rollout
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     bundle = load_model("minilm")
     print(f"{'tokens':>6} {'rollout ms':>11} {'flow row s':>11} {'nx row s':>9} {'flow full s':>14}")

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from viz import quiet  # noqa: E402
-from viz.arch import DECODER, arch_for  # noqa: E402
-from viz.capture import recording  # noqa: E402
-from viz.generate_lm import generate_lm, prompt_ids  # noqa: E402
-from viz.models import ModelBundle, _load_tiny  # noqa: E402
+from viz.core.env import quiet  # noqa: E402
+from viz.core.arch import DECODER, arch_for  # noqa: E402
+from viz.core.capture import recording  # noqa: E402
+from viz.tasks.generate_lm import generate_lm, prompt_ids  # noqa: E402
+from viz.core.models import ModelBundle, _load_tiny  # noqa: E402
 
 PROMPT_TOKENS, NEW, REPEATS = 256, 16, 3
 

@@ -144,9 +144,9 @@ class Expect:
     def __init__(self) -> None:
         import torch
 
-        from viz.capture import capture
+        from viz.core.capture import capture
         from viz.figures.attention import model_view, token_labels
-        from viz.models import load_model
+        from viz.core.models import load_model
 
         torch.set_num_threads(1)  # as the server runs its forwards (viz/app/serving.py)
 
@@ -429,7 +429,7 @@ def main() -> int:
            "VIZ_USER_MODELS": tempfile.mkdtemp(prefix="bench_load_models_")}
     if args.cache_mb is not None:
         env["VIZ_CACHE_MB"] = str(args.cache_mb)
-    from viz import quiet
+    from viz.core.env import quiet
 
     quiet()
     print(f"load average at start: {load_avg()} ({os.cpu_count()} CPUs)", flush=True)

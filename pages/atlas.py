@@ -3,17 +3,16 @@
 import numpy as np
 import streamlit as st
 
+from viz.app import atlas_view as view
 from viz.app import cache, ui
 from viz.analysis.head_map import head_map
 from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
-from viz.atlas.core import AtlasCsvError, frame, run_atlas
-from viz.atlas.core import read_csv as read_atlas_csv
-from viz.capture import CaptureError
-from viz.corpus import (MAX_CHARS, MAX_SENTENCES, CorpusError, CorpusTooLarge, columns, corpus_key, load_corpus,
-                         sample_corpus)
+from viz.atlas.chunks import run_atlas
+from viz.atlas.core import frame
+from viz.atlas.importance import head_importance
 from viz.figures.atlas import head_scatter, role_grid, stat_grid
 from viz.figures.attention import head_heatmap
-from viz.importance import head_importance
+from viz.tasks.corpus import MAX_CHARS, MAX_SENTENCES, CorpusError, corpus_key
 
 STAT_LABELS = {"entropy": "entropy (nats)", "distance": "mean distance (positions)", "cls": "share on [CLS]/start",
                "sep": "share on [SEP]/end", "punct": "share on punctuation", "self": "share on itself",
@@ -28,108 +27,16 @@ st.caption("What every head does on average over many sentences: its entropy, ho
 name = ui.model_name()
 bundle = ui.bundle_or_stop(name)
 
-
-def pick_head(fig_key: str) -> None:
-    cell = ui.clicked_customdata(fig_key)
-    if cell is not None and len(cell) >= 2:
-        st.session_state.atlas_heads_pick = (int(cell[0]), int(cell[1]))
-
-
-def decoder_heads() -> None:
-    """Decoders: induction, previous-token, duplicate-token and first-token scores (viz.heads), which need no
-    corpus run. A click on a cell shows that head on the first random sequence."""
-    st.subheader("Induction and copying heads (decoders)")
-    st.caption("On random tokens repeated once ([BOS] t₁…t_L t₁…t_L): **induction** = mean attention from each "
-               "token of the second copy to the token right after its earlier occurrence (Olsson et al. 2022); "
-               "**duplicate** = to the earlier occurrence itself; **previous** = to the token before. **First "
-               "token** = the share on position 0 over the bundled sample sentences (the attention sink).")
-    c1, c2 = st.columns(2)
-    seed = c1.number_input("Seed", 0, 1_000_000, 0, key="atlas_heads_seed")
-    longest = max(2, min(200, (bundle.max_tokens - 1) // 2))
-    length = c2.number_input("Random tokens per copy", 2, longest, min(50, longest), key="atlas_heads_length")
-    try:
-        res = cache.get_head_scores(name, int(seed), int(length))
-    except CaptureError as e:
-        st.error(str(e), icon="🚫")
-        return
-    li, hi, best = res.best("induction")
-    copies = res.loss_second < res.loss_first - 1.0  # a nat better on the repeat: it copies from the context
-    st.caption(f"Best induction head: layer {li}, head {hi} ({best:.2f}). Next-token loss on the first copy "
-               f"{res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: "
-               + ("this model copies from its context (a model without induction heads predicts both copies "
-                  "equally badly)." if copies else
-                  "no better on the repeat, so this model does not copy from its context (an induction head would "
-                  "make the second copy far easier; the Training studio's repeated-tokens task grows one)."))
-    grids = [("induction", "Induction score", "Reds"), ("previous", "Previous-token score", "Blues"),
-             ("duplicate", "Duplicate-token score", "Purples"), ("first", "First-token (sink) share", "Greys")]
-    for row in (grids[:2], grids[2:]):
-        for col, (attr, title, scale) in zip(st.columns(2), row):
-            with col:
-                ui.plot(stat_grid(getattr(res, attr), title, colorscale=scale), key=f"atlas_heads_{attr}",
-                        stem=f"heads-{attr}", on_select=lambda k=f"atlas_heads_{attr}": pick_head(k),
-                        selection_mode="points")
-    layer, head = st.session_state.get("atlas_heads_pick") or (li, hi)
-    if layer >= res.n_layers or head >= res.n_heads:  # a pick made on another model
-        layer, head = li, hi
-    ui.plot(head_heatmap(res.example_attn[layer, head].astype(np.float32), res.example_tokens, res.example_tokens,
-                         f"Layer {layer}, head {head} on a repeated random sequence (induction "
-                         f"{res.induction[layer, head]:.2f})"), key="atlas_heads_example", stem="heads-example")
-
-
 if bundle.kind == "decoder":
-    decoder_heads()
+    view.decoder_heads(name, bundle)
 
-
-SOURCES = ["Bundled sample", "Upload a file", "Open a result CSV"]
-
-
-def cli_hint(corpus: str = "CORPUS.txt") -> str:
-    return (f"For a bigger corpus, run the atlas from the command line (no size limit; `--engine ray` spreads it "
-            f"over a Ray cluster, see README *Running on a cluster*):\n\n"
-            f"`python -m viz atlas --model {name} --corpus {corpus} --out stats.csv`\n\n"
-            f"then open `stats.csv` here with **{SOURCES[2]}**.")
-
-
-def read_corpus(source: str):
-    if source == SOURCES[0]:
-        return sample_corpus()
-    up = st.file_uploader("Sentences: .txt (one per line), .csv or .jsonl", type=["txt", "csv", "jsonl"],
-                          key="atlas_upload")
-    if up is None:
-        st.info("Upload a file to measure the heads over it.", icon="📄")
-        st.stop()
-    data, col = up.getvalue(), None
-    if not up.name.lower().endswith(".txt"):
-        col = st.selectbox("Column with the sentences", columns(data, up.name) or ["—"], key="atlas_column")
-    try:
-        return load_corpus(data, up.name, col)
-    except CorpusTooLarge as e:
-        st.error(str(e), icon="🚫")
-        st.info(cli_hint(up.name), icon="💻")
-        st.stop()
-
-
-def open_result_csv():
-    """A CSV written by `python -m viz atlas` (e.g. on a cluster) -> AtlasResult, explored like a run."""
-    up = st.file_uploader("Head-atlas CSV (from `python -m viz atlas --out FILE.csv` or this page's table)",
-                          type=["csv"], key="atlas_result_upload")
-    if up is None:
-        st.info(cli_hint(), icon="💻")
-        st.stop()
-    try:
-        res = read_atlas_csv(up.getvalue(), up.name)
-    except AtlasCsvError as e:
-        st.error(str(e), icon="🚫")
-        st.stop()
-    st.success(f"{up.name}: {res.n_layers} layers × {res.n_heads} heads, statistics and roles as written by the "
-               "command line (it keeps no sentences, so there are no example sentences or importance here).")
-    return res
+SOURCES = view.SOURCES
 
 
 def measure(source: str):
     """The page's own run over at most MAX_SENTENCES sentences -> (result, sentences, cache key, max_tokens)."""
     try:
-        corpus = read_corpus(source)
+        corpus = view.read_corpus(source, name)
     except CorpusError as e:
         st.error(str(e), icon="🚫")
         st.stop()
@@ -186,7 +93,7 @@ def cancel(settings):
 
 source = st.radio("Corpus", SOURCES, horizontal=True, key="atlas_source")
 if source == SOURCES[2]:
-    result, sentences, key, max_tokens = open_result_csv(), None, None, None
+    result, sentences, key, max_tokens = view.open_result_csv(name), None, None, None
 else:
     result, sentences, key, max_tokens = measure(source)
 level = st.radio("Level", ["tokens", "words"], horizontal=True, key="atlas_level") if result.word_stats else "tokens"

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from viz.app import cache, ui
-from viz.compare import VARIANTS
+from viz.tasks.compare import VARIANTS
 from viz.figures.compare import head_change_grid, kl_bars, side_by_side
-from viz.interventions import n_heads
+from viz.core.interventions import n_heads
 
 ui.through_app()
 st.title("Compare masking")

@@ -11,12 +11,12 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.analysis.words import aggregate
-from viz.architecture import VIEW_LABELS, describe, sublayer_rows, table_rows
-from viz.capture import CaptureError
+from viz.tasks.config_summary import VIEW_LABELS, describe, sublayer_rows, table_rows
+from viz.core.capture import CaptureError
 from viz.figures.attention import head_heatmap, model_view
 from viz.figures.encdec import COLORS, architecture_figure, attention_bars, beams_figure, mask_figure, topk_figure
-from viz.generate import TASK_HINTS, encoder_decoder_names, example_source, max_new_tokens_limit, shipped_task
-from viz.models import builtin_names
+from viz.tasks.encdec import TASK_HINTS, encoder_decoder_names, example_source, max_new_tokens_limit, shipped_task
+from viz.core.models import builtin_names
 
 MODES = {"greedy": "Generate: greedy", "beam": "Generate: beam search", "teacher": "Teacher forcing (target text)"}
 SUBLAYER = {"encoder": "encoder layer, sublayer 1 (multi-head self-attention)",

@@ -12,7 +12,7 @@ from viz.analysis.journey import consecutive_cosine, cosine_to_final, pca_paths,
 from viz.analysis.norms import row_normalise
 from viz.figures.attention import head_heatmap
 from viz.figures.flow import flow_view, into_token_bars, level_token_heatmap, pca_paths_figure
-from viz.names import levels
+from viz.core.names import levels
 
 STACKS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
           "cross": "Cross-attention (decoder → encoder)"}

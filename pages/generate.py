@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 
 from viz.app import cache, ui
-from viz.capture import CaptureError
+from viz.core.capture import CaptureError
 from viz.figures.encdec import COLORS, attention_bars
 from viz.figures.steps import head_grid, lens_table, levels, next_token_bars, rank_map
-from viz.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
-from viz.models import builtin_names
+from viz.tasks.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
+from viz.core.models import builtin_names
 
 METHODS = {"greedy": "Greedy", "sample": "Sampling", "beam": "Beam search"}
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from viz.app import cache, ui
-from viz.capture import CaptureError
+from viz.core.capture import CaptureError
 from viz.figures.inside import contributions_figure, head_figure, layer_figure
 from viz.inside.walk import KEY_MODES, head_walk, pick_keys, to_arrays
 

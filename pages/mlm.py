@@ -5,8 +5,8 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.figures.mlm import layer_rank_heatmap, original_by_layer, sweep_bars, topk_bars
-from viz.mlm import MaskError, mask_sweep
-from viz.names import level
+from viz.tasks.mlm import MaskError, mask_sweep
+from viz.core.names import level
 
 ui.through_app()
 st.title("Masked LM")

@@ -99,7 +99,7 @@ to sources). Weights stored in float16 ({mb:.1f} MB for the whole folder); `conf
   2-core machine shared with another training job)
 
 Reproduce: `python -m viz.train.seq2seq --task {info['task']} --steps {info['steps']} \
---seed {info['seed']} --out {ckpt.as_posix()}` (or `python -m viz train seq2seq ...` once `viz/cli.py` routes to `main`).
+--seed {info['seed']} --out {ckpt.as_posix()}` (or `python -m viz train seq2seq ...` once `viz/cli/main.py` routes to `main`).
 
 ## Held-out results
 

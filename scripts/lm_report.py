@@ -12,7 +12,7 @@ Figures (float32, no autocast, so a test can repeat them exactly):
 - the whole test split (data/corpus/test.txt packed into 256-token windows in file order, every next-token
   position): the model, and the unigram and bigram baselines counted on the training split;
 - the first SUBSET windows of that split: what tests/test_atlas_lm.py holds the shipped weights to;
-- per-head induction, previous-token, duplicate-token and first-token scores (viz.heads, seed 0, 10 x 50).
+- per-head induction, previous-token, duplicate-token and first-token scores (viz.tasks.heads, seed 0, 10 x 50).
 """
 import argparse
 import json
@@ -258,8 +258,8 @@ def main() -> int:
         with open(os.path.join(MODEL_DIR, "MODEL_CARD.md"), "w") as f:
             f.write(card(stages, json.load(open(os.path.join(MODEL_DIR, "eval.json"))), size))
         return 0
-    from viz.heads import head_scores
-    from viz.models import load_model
+    from viz.tasks.heads import head_scores
+    from viz.core.models import load_model
 
     t0 = time.time()
     bundle = load_model("atlas-lm", dtype="float32", device="cpu")

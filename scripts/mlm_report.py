@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from viz.train import mlm  # noqa: E402
-from viz.train.delta import DEFAULT_DELTA, load_minilm_mlm  # noqa: E402
+from viz.core.delta import DEFAULT_DELTA, load_minilm_mlm  # noqa: E402
 
 EXAMPLES = [
     "She poured a cup of [MASK].",
@@ -120,7 +120,7 @@ def main():
 bert-base-uncased WordPiece) + a BERT MLM head (dense + GELU + LayerNorm, decoder tied to the frozen word
 embeddings, output bias initialised to log unigram frequencies of the training corpus), trained offline by
 self-supervision in {len(stages)} stages. Only what training changed is shipped: `delta.safetensors`
-({size_mb:.1f} MB, fp16) holds the head and the retrained encoder layers 1-5; `viz.train.delta.load_minilm_mlm()`
+({size_mb:.1f} MB, fp16) holds the head and the retrained encoder layers 1-5; `viz.core.delta.load_minilm_mlm()`
 rebuilds the model from the bundled MiniLM plus this file (eager attention, eval mode; {load_s:.1f} s here).
 
 ## Recipe

@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from viz import quiet  # noqa: E402
+from viz.core.env import quiet  # noqa: E402
 
 torch.set_num_threads(1)
 quiet()
@@ -40,7 +40,7 @@ _BUNDLES: dict = {}
 @pytest.fixture(scope="session")
 def load():
     """load(name) -> ModelBundle, cached for the whole test session."""
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     def _load(name: str):
         if name not in _BUNDLES:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from viz.analysis.head_stats import STATS, HeadStatsAccumulator
-from viz.atlas.core import run_atlas
+from viz.atlas.chunks import run_atlas
 from viz.atlas.chunks import OrderedMerge, Partial, process_chunk, to_result
 from viz.atlas.job import EmbeddedExecutor, JobError, JobSpec, Progress, parts_dir, run_job, write_csv
-from viz.corpus import CorpusError, load_corpus
+from viz.tasks.corpus import CorpusError, load_corpus
 from viz.atlas.stream import iter_chunks, iter_sentences
 
 SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
@@ -162,7 +162,7 @@ def test_embedded_job_checkpoints_resume_and_refuse_other_settings(bert, tmp_pat
 
 def test_cli_runs_past_ten_thousand_sentences(tmp_path):
     """No cap and no silent truncation on the command line: a .txt.gz of 10,050 sentences."""
-    from viz.cli import main
+    from viz.cli.main import main
 
     path = tmp_path / "big.txt.gz"
     with gzip.open(path, "wt") as f:
@@ -177,7 +177,7 @@ def test_cli_runs_past_ten_thousand_sentences(tmp_path):
 
 
 def test_cli_bad_input_one_line_errors(tmp_path, capsys, monkeypatch):
-    from viz.cli import main
+    from viz.cli.main import main
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("One sentence.\n")

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from viz.analysis.head_stats import STATS
-from viz.atlas.core import AtlasCancelled, TokenClasses, frame, is_punct_token, run_atlas
-from viz.capture import capture, hook_count
+from viz.atlas.chunks import run_atlas
+from viz.atlas.core import AtlasCancelled, TokenClasses, frame, is_punct_token
+from viz.core.capture import capture, hook_count
 
 SENTENCES = ["The cat sat on the mat, purring.", "Hi!", "Unbelievably, the tokenizer splits antidisestablishmentarianism.",
              "Yes; no: maybe?", "We walked along the river and the water was cold.", "Is this the way?"]

@@ -21,7 +21,7 @@ DIR = ROOT / "models" / "atlas-lm"
 
 @pytest.fixture(scope="module")
 def shipped():
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     bundle = load_model("atlas-lm", dtype="float32", device="cpu")  # a missing checkpoint raises here
     return bundle, json.loads((DIR / "eval.json").read_text())
@@ -57,7 +57,7 @@ def test_card_reports_a_clear_win_over_the_bigram(shipped):
 
 
 def test_head_scores_are_the_cards(shipped):
-    from viz.heads import head_scores
+    from viz.tasks.heads import head_scores
 
     bundle, ev = shipped
     got = head_scores(bundle, seed=0, length=50, sequences=10).to_json(digits=6)
@@ -70,7 +70,7 @@ def test_head_scores_are_the_cards(shipped):
 def test_folder_is_a_small_standard_llama():
     from safetensors import safe_open
 
-    from viz.models import builtin_names
+    from viz.core.models import builtin_names
 
     cfg = json.loads((DIR / "config.json").read_text())
     assert cfg["model_type"] == "llama" and cfg["num_key_value_heads"] < cfg["num_attention_heads"]
@@ -105,13 +105,13 @@ def test_decoder_pages_open_on_atlas_lm(page):
 
 def test_models_loading_at_once_in_two_threads_stay_whole():
     """Two sessions loading two models at the same moment (what the server saw): transformers' loading is not
-    thread-safe, so viz.models loads one at a time. Without that, atlas-lm's tied lm_head came out missing
+    thread-safe, so viz.core.models loads one at a time. Without that, atlas-lm's tied lm_head came out missing
     (uninitialised memory: next-token loss 2.5e24) or loading raised on meta tensors."""
     import threading
 
     import torch
 
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     ref = load_model("atlas-lm").model
     ids = torch.tensor([[0, 464, 3797, 3332]])

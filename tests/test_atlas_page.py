@@ -73,7 +73,7 @@ def stats_from_captures(bundle, sentences):
     no viz.atlas.core): every non-special token's row counts once (token-weighted mean over the corpus); special
     tokens' columns count. -> ({stat: [layer, head]}, roles [layer, head])."""
     from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     tok = bundle.tokenizer
     cls_ids = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
@@ -115,7 +115,7 @@ def test_page_table_and_its_download_equal_statistics_from_captures(corpus_file,
     """The page's own run (not another test's): its table and its CSV download against `stats_from_captures`,
     and the statistic grid it draws."""
     from conftest import chart_spec
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
     at = AppTest.from_file(APP, default_timeout=180)
@@ -144,7 +144,7 @@ def test_page_table_and_its_download_equal_statistics_from_captures(corpus_file,
 
 
 def test_cli_csv_equals_statistics_from_captures(corpus_file, tmp_path):
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     out = tmp_path / "stats.csv"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -162,7 +162,7 @@ def test_cli_csv_equals_statistics_from_captures(corpus_file, tmp_path):
 
 
 def test_cli_help_documents_definitions():
-    from viz.cli import build_parser
+    from viz.cli.main import build_parser
 
     buf = io.StringIO()
     parser = build_parser()
@@ -177,7 +177,7 @@ def test_cli_help_documents_definitions():
 def test_cli_bad_corpus_exit_code(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\x00\x01binary")
-    from viz.cli import main
+    from viz.cli.main import main
 
     assert main(["atlas", "--model", "tiny-bert", "--corpus", str(bad), "--out", str(tmp_path / "o.csv")]) == 2
     assert not (tmp_path / "o.csv").exists()
@@ -189,7 +189,7 @@ def mlm_folder(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from viz.models import minilm_dir
+    from viz.core.models import minilm_dir
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
@@ -252,7 +252,7 @@ def test_page_cancel_belongs_to_its_settings(corpus_file, monkeypatch):
 
 def test_page_opens_a_cli_csv(corpus_file, tmp_path, monkeypatch):
     """A CSV written by the command line (e.g. a cluster run) opens on the page: grids, map, same table."""
-    from viz.cli import main
+    from viz.cli.main import main
 
     monkeypatch.setenv("VIZ_SAMPLE_CORPUS", str(corpus_file))
     out = tmp_path / "stats.csv"

@@ -95,8 +95,8 @@ def _chart(at, index):
 
 def test_sink_aware_toggle_shows_the_renormalised_rows_without_the_first_token(app):
     from viz.analysis.words import sink_aware
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     app.number_input(key="attn_layer").set_value(2)
     app.number_input(key="attn_head").set_value(7)
@@ -110,8 +110,8 @@ def test_sink_aware_toggle_shows_the_renormalised_rows_without_the_first_token(a
 
 
 def test_grouped_query_heads_are_grouped_and_sink_shares_are_the_capture_s():
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["model_choice"] = "tiny-llama"
@@ -129,8 +129,8 @@ def test_grouped_query_heads_are_grouped_and_sink_shares_are_the_capture_s():
 def test_long_input_on_a_big_model_uses_thumbnails_and_one_layer(monkeypatch):
     """Over the page budget, the model view comes from pooled thumbnails and the opened head from a
     one-layer capture; what is drawn still equals the full capture."""
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     monkeypatch.setenv("VIZ_PAGE_CAPTURE_MB", "0.01")
     at = AppTest.from_file(APP, default_timeout=180)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from viz.analysis.words import attention_view
-from viz.capture import capture
+from viz.core.capture import capture
 
 
 def test_toggles(load):

@@ -22,8 +22,8 @@ def test_mlm_page_in_the_browser(app_url, browser_page):
     page.get_by_text("[MASK] at position 6").wait_for()
     assert page.locator('[data-testid="stException"]').count() == 0
     # what the browser drew: the top-5 bars' token ticks and percentages, against the library's prediction
-    from viz.mlm import predict
-    from viz.models import load_model
+    from viz.tasks.mlm import predict
+    from viz.core.models import load_model
 
     (pred,) = predict(load_model("minilm-mlm"), "She poured a cup of [MASK].", top_k=5).predictions
     bars = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".gtitle", has_text="top 5")).first

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from viz.capture import CaptureError, CaptureTooLarge, capture, hook_count, recording
-from viz.models import TINY_FAMILIES
-from viz.recorder import EDIT, RECORDER
+from viz.core.capture import CaptureError, CaptureTooLarge, capture, hook_count, recording
+from viz.core.models import TINY_FAMILIES
+from viz.core.recorder import EDIT, RECORDER
 
 TEXT = "The quick brown fox jumps over the lazy dog while the cat sleeps on a warm mat by the door."
 FAMILIES = [f"tiny-{f}" for f in TINY_FAMILIES] + ["minilm"]
@@ -24,7 +24,7 @@ TARGET = "Der schnelle braune Fuchs springt."
 
 # Where each family keeps its layers (called in order; ALBERT calls its one shared layer once per layer) and
 # the norm its last hidden state goes through (pre-LN families report the final norm's output last), per stack.
-# Written out here from the module trees, not taken from viz.arch.
+# Written out here from the module trees, not taken from viz.core.arch.
 LAYERS = {"bert": "encoder.layer", "roberta": "encoder.layer", "electra": "encoder.layer",
           "albert": "encoder.albert_layer_groups.0.albert_layers.0", "distilbert": "transformer.layer",
           "modernbert": "layers", "gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers", "opt": "model.decoder.layers",
@@ -164,7 +164,7 @@ def test_sliding_window_layers_see_only_their_window(load, name, window, layers)
 def test_gemma2_soft_capping_is_applied(load):
     """With a tight cap (0.05) the capped scores differ from uncapped ones: our capture equals eager with
     the cap, and not eager without it — the family's own eager math (its soft-capping) is what runs."""
-    from viz.models import ModelBundle
+    from viz.core.models import ModelBundle
 
     base = load("tiny-gemma2")
 
@@ -293,7 +293,7 @@ def test_no_recording_outside_capture(load):
 
 def test_nothing_left_behind_after_errors_inside_the_forward(load):
     """Captum's hook-removal test, for ContextVars: errors raised inside the forward reset everything."""
-    from viz.interventions import Intervention, applied
+    from viz.core.interventions import Intervention, applied
 
     bundle = load("tiny-bert")
     capture(bundle, TEXT)

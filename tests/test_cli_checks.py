@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from viz.cli import main
+from viz.cli.main import main
 
 
 def one_line_error(capsys, argv) -> str:

@@ -2,7 +2,7 @@
 
 Like test_capture.py's barrier test: no bundle lock, and a barrier inside layer 0 holds every forward there
 until all of them have reached it, so each one's later layers run while the others are mid-forward too.
-A process-global recorder or edit (instead of the ContextVars of viz.recorder) makes these fail: the last
+A process-global recorder or edit (instead of the ContextVars of viz.core.recorder) makes these fail: the last
 context set wins, so one thread records nothing and the others run with the wrong ablation or mask.
 """
 
@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from viz.analysis.head_stats import STATS
-from viz.atlas.core import run_atlas
-from viz.capture import recording
-from viz.interventions import Intervention, applied
-from viz.models import ModelBundle
-from viz.recorder import EDIT, RECORDER
+from viz.atlas.chunks import run_atlas
+from viz.core.capture import recording
+from viz.core.interventions import Intervention, applied
+from viz.core.models import ModelBundle
+from viz.core.recorder import EDIT, RECORDER
 
 TEXT = "The cat sat on the mat because it was tired."
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from viz.corpus import (MAX_CHARS, Corpus, CorpusError, columns, corpus_key, load_corpus, read_file,
-                        sample_corpus)
+from viz.tasks.corpus import (MAX_CHARS, Corpus, CorpusError, columns, corpus_key, load_corpus, read_file,
+                              sample_corpus)
 
 
 def test_txt_one_sentence_per_line_blank_lines_skipped():

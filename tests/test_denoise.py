@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer
 
 from viz.train import denoise, seq2seq
-from viz.train.delta import minilm_dir
+from viz.core.delta import minilm_dir
 
 MASK = 103
 

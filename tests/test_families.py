@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from viz.cli import main
-from viz.models import _load_tiny
+from viz.cli.main import main
+from viz.core.models import _load_tiny
 
 SAVED = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3", "gpt_neox", "opt", "modernbert", "gpt2", "bert"]
 TEXT = "The cat sat on the mat because it was tired, and then the dog came in and barked at it twice."
@@ -69,7 +69,7 @@ def test_unsupported_family_gets_one_line_not_a_traceback(root, tmp_path):
     path = root / "falcon"
     FalconForCausalLM(FalconConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
                       ).save_pretrained(path)
-    from viz.models import minilm_dir
+    from viz.core.models import minilm_dir
 
     AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(path)
     r = subprocess.run([sys.executable, "-m", "viz", "capture", "--model", str(path), "--text", "hi", "--out",

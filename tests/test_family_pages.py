@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from viz.models import TINY_FAMILIES  # noqa: E402
+from viz.core.models import TINY_FAMILIES  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["attention", "inside", "flow", "mlm", "compare", "encdec", "generate", "atlas", "studio"]

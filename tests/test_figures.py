@@ -9,7 +9,7 @@ from viz.figures.compare import head_change_grid, kl_bars, side_by_side
 from viz.figures.flow import into_token_bars
 from viz.figures.mlm import layer_rank_heatmap, original_by_layer, rank_ticks, topk_bars
 from viz.figures.studio import probe_grid
-from viz.names import level, levels
+from viz.core.names import level, levels
 
 
 def test_pool_is_a_mean():

@@ -115,8 +115,8 @@ def captured():
     import torch
 
     import viz
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     torch.set_num_threads(1)
     viz.quiet()
@@ -173,8 +173,8 @@ def _site_outputs(bundle, pattern):
 def test_output_projection_slices_reconstruct_the_block(captured, name):
     """sum_h α f_h(x_j) + b_O equals the output projection's own output (checks W_O slicing,
     GPT-2's transposed Conv1D and ALBERT's shared module)."""
-    from viz.capture import capture
-    from viz.weights import output_biases, output_projections
+    from viz.core.capture import capture
+    from viz.core.weights import output_biases, output_projections
 
     bundle, _ = captured[name]
     for stack, site in bundle.arch.sites.items():
@@ -199,8 +199,8 @@ def test_output_projection_slices_reconstruct_the_block(captured, name):
 def test_layernorm_aware_norms_decompose_the_layernorm_output(captured, name):
     """sum_j g_i(z_ij) + gamma·(b - mean b)/s + beta equals the post-attention LayerNorm's output,
     and the function's norms are the norms of those g_i(z_ij)."""
-    from viz.capture import capture
-    from viz.weights import POST_LN, attention_layernorm, output_biases, output_projections
+    from viz.core.capture import capture
+    from viz.core.weights import POST_LN, attention_layernorm, output_biases, output_projections
 
     bundle, _ = captured[name]
     outs, handles = _site_outputs(bundle, POST_LN[bundle.config.model_type]["encoder"])

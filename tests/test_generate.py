@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from viz.architecture import describe, sublayer_rows, table_rows
-from viz.capture import CaptureError, capture
+from viz.tasks.config_summary import describe, sublayer_rows, table_rows
+from viz.core.capture import CaptureError, capture
 from viz.figures.encdec import architecture_figure, lookahead_mask, mask_figure
-from viz.generate import encoder_decoder_names, example_source, generate, max_new_tokens_limit
-from viz.models import builtin_names
+from viz.tasks.encdec import encoder_decoder_names, example_source, generate, max_new_tokens_limit
+from viz.core.models import builtin_names
 
 TINY = ["tiny-t5", "tiny-bart", "tiny-marian"]
 SHIPPED = ["seq2seq-dates", "seq2seq-reverse"]  # shipped in models/: a missing one fails, never shrinks the suite
@@ -61,7 +61,7 @@ def test_step_rows_equal_one_teacher_forced_pass(load, name):
     a = gen.attentions()
     out_ids = gen.decoder_ids + [gen.steps[-1].token_id]
     with torch.inference_mode():
-        from viz.generate import _source, _teacher_forced
+        from viz.tasks.encdec import _source, _teacher_forced
         inputs, info = _source(bundle, SRC)
         ids = torch.tensor([out_ids])
         ref = _teacher_forced(bundle, inputs, ids[:, :-1], ids[:, 1:], 5, "x", info, False).attentions()

@@ -1,4 +1,4 @@
-"""Step-through generation for decoder-only models (viz.generate_lm) and `python -m viz generate` on decoders.
+"""Step-through generation for decoder-only models (viz.tasks.generate_lm) and `python -m viz generate` on decoders.
 
 References are independent of our attention function where it matters: token sequences come from
 `model.generate`, attention rows from a deep copy switched to transformers' own eager attention
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-import viz.generate_lm as glm
+import viz.tasks.generate_lm as glm
 from conftest import ROOT
-from viz.capture import CaptureError
-from viz.generate import generate
-from viz.generate_lm import decoder_names, generate_lm, prompt_ids
-from viz.models import DECODER_FAMILIES, builtin_names
-from viz.recorder import RECORDER
+from viz.core.capture import CaptureError
+from viz.tasks.encdec import generate
+from viz.tasks.generate_lm import decoder_names, generate_lm, prompt_ids
+from viz.core.models import DECODER_FAMILIES, builtin_names
+from viz.core.recorder import RECORDER
 
 DECODERS = [f"tiny-{f}" for f in ("gpt2", *DECODER_FAMILIES)]
 SHIPPED = ["atlas-lm"]  # the shipped decoder joins every parametrisation below (a missing folder fails)
@@ -235,7 +235,7 @@ def test_cli_sampling_and_beam(load):
     (["--top-p", "0"], "argument --top-p: must be above 0 (got 0)"),
     (["--seed", "-1"], "argument --seed: must be at least 0 (got -1)"),
     (["--method", "nucleus"], "argument --method: invalid choice"),
-    (["--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1 (got 0)"),  # viz.cli_args, as
+    (["--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1 (got 0)"),  # viz.cli.common, as
     (["--num-beams", "two"], "argument --num-beams: must be an integer (got 'two')"),  # for every subcommand
     (["--temperature", "0.5"], "--temperature only applies to --method sample"),
     (["--method", "beam", "--num-beams", "1"], "beam search needs --num-beams 2 or more"),
@@ -244,7 +244,7 @@ def test_cli_sampling_and_beam(load):
 def test_cli_flags_are_validated_in_one_line(args, message, capsys):
     """In-process (a subprocess per case would cost ~10 s of imports each); the flags are refused before
     any model loads. `test_cli_errors_on_models_that_do_not_fit` runs the real command."""
-    from viz.cli import main
+    from viz.cli.main import main
 
     try:
         rc = main(["generate", "--model", "tiny-llama", "--text", PROMPT, *args])

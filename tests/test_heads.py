@@ -1,4 +1,4 @@
-"""Head scores for decoders (viz.heads, `python -m viz heads`).
+"""Head scores for decoders (viz.tasks.heads, `python -m viz heads`).
 
 The acceptance case is a GPT-2 whose weights are set by hand so that layer 0 head 0 is an exact
 previous-token head and layer 1 head 0 an exact induction head (Olsson et al. 2022, fig. 1): the scores must
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from viz.heads import HeadScoreError, head_scores, pattern_scores, repeated_sequences
+from viz.tasks.heads import HeadScoreError, head_scores, pattern_scores, repeated_sequences
 
 V, POS, D, HEADS = 32, 64, 256, 4  # vocab, positions, d_model, heads (head_dim 64 = one dim per position)
 T0, P0, R0 = 0, 32, 96  # residual slots: token one-hot, position one-hot, previous token one-hot
@@ -77,7 +77,7 @@ def induction_dir(tmp_path_factory):
 
 
 def test_hand_built_induction_head_is_found_by_the_cli(induction_dir, monkeypatch, capsys):
-    from viz.cli import main
+    from viz.cli.main import main
 
     monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
     assert main(["heads", "--model", str(induction_dir), "--json", "--length", "20", "--seed", "3"]) == 0
@@ -95,7 +95,7 @@ def test_hand_built_induction_head_is_found_by_the_cli(induction_dir, monkeypatc
 
 
 def test_scores_repeat_with_a_seed_and_change_without(induction_dir, monkeypatch):
-    from viz.models import load_model
+    from viz.core.models import load_model
 
     monkeypatch.setenv("VIZ_MODEL_ROOTS", str(induction_dir.parent))
     bundle = load_model(str(induction_dir))
@@ -149,7 +149,7 @@ def test_cli_rejects_bad_numbers_in_one_line(argv, message):
 
 
 def test_encoders_are_refused_with_advice(capsys):
-    from viz.cli import main
+    from viz.cli.main import main
 
     assert main(["heads", "--model", "tiny-bert"]) == 2
     assert "need a causal decoder" in capsys.readouterr().err

@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from viz.arch import arch_for
-from viz.importance import NoMaskedLMHead, head_gates, head_importance, mask_tokens
-from viz.models import ModelBundle, minilm_dir
+from viz.core.arch import arch_for
+from viz.atlas.importance import NoMaskedLMHead, head_gates, head_importance, mask_tokens
+from viz.core.models import ModelBundle, minilm_dir
 
 def hook_count(model) -> int:
     """Every forward and forward-pre hook on the model (the gates are pre-hooks)."""

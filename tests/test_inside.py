@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from viz.capture import CaptureError, capture
+from viz.core.capture import CaptureError, capture
 from viz.inside.walk import head_walk, inside, pick_keys, to_json
-from viz.models import DECODER_FAMILIES, TINY_FAMILIES
+from viz.core.models import DECODER_FAMILIES, TINY_FAMILIES
 
 TEXT = "The cat sat on the mat because it was tired."
 SHORT = "The cat sat."  # 6 tokens: inside every sliding window (8) of the tiny models

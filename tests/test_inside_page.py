@@ -95,8 +95,8 @@ def run_cli(*args):
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    """The same command in this process (`viz.cli.main`): no interpreter start-up per case."""
-    from viz.cli import main
+    """The same command in this process (`viz.cli.main.main`): no interpreter start-up per case."""
+    from viz.cli.main import main
 
     try:
         rc = main(["inside", *args])

@@ -1,4 +1,4 @@
-"""The logit lens (viz.lens) against the model itself, for every decoder family.
+"""The logit lens (viz.tasks.lens) against the model itself, for every decoder family.
 
 Tiny random models start with unit final-norm weights, and a norm applied twice to a normalised vector
 with unit weights changes nothing: every test here first gives the final norm random weights (and
@@ -11,9 +11,9 @@ import dataclasses
 import pytest
 import torch
 
-from viz.errors import CaptureError
-from viz.lens import LensUnavailable, chosen_rank, lens_logits, lens_parts
-from viz.models import DECODER_FAMILIES, ModelBundle
+from viz.core.errors import CaptureError
+from viz.tasks.lens import LensUnavailable, chosen_rank, lens_logits, lens_parts
+from viz.core.models import DECODER_FAMILIES, ModelBundle
 
 DECODERS = [f"tiny-{f}" for f in ("gpt2", *DECODER_FAMILIES)]
 SHIPPED = ["atlas-lm"]  # the shipped decoder (a missing folder fails, it does not shrink the suite)
@@ -56,8 +56,8 @@ def tiny_extra(family: str) -> ModelBundle:
     """Families without a `tiny-` registry entry whose logits are post-processed (Cohere, Granite)."""
     import transformers as tf
 
-    from viz.arch import arch_for
-    from viz.models import _load_tiny
+    from viz.core.arch import arch_for
+    from viz.core.models import _load_tiny
 
     dec = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                intermediate_size=128, max_position_embeddings=256, pad_token_id=0)

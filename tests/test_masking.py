@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from viz.capture import capture
-from viz.compare import compare, js_divergence, kl_divergence
-from viz.interventions import Intervention, applied
-from viz.mlm import MaskError, mask_sweep, predict
+from viz.core.capture import capture
+from viz.tasks.compare import compare, js_divergence, kl_divergence
+from viz.core.interventions import Intervention, applied
+from viz.tasks.mlm import MaskError, mask_sweep, predict
 
 TEXT = "The cat sat on the mat because it was tired."
 MLMS = ["tiny-bert-mlm", "tiny-roberta-mlm", "tiny-distilbert-mlm", "tiny-albert-mlm", "tiny-electra-mlm",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from viz.train import delta as D
+from viz.core import delta as D
 from viz.train import mlm
 
 SENTENCES = [

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from viz.models import ModelLoadError, builtin_names, load_model
+from viz.core.models import ModelLoadError, builtin_names, load_model
 
 
 def test_default_is_the_real_bundled_minilm(load):
@@ -12,7 +12,7 @@ def test_default_is_the_real_bundled_minilm(load):
     assert bundle.kind == "encoder" and bundle.n_layers == 6
     assert bundle.model.config.num_attention_heads == 12
     assert not bundle.model.training
-    assert bundle.model.config._attn_implementation == "atlas"  # our function in the AttentionInterface (viz.recorder)
+    assert bundle.model.config._attn_implementation == "atlas"  # our function in the AttentionInterface (viz.core.recorder)
     assert not bundle.has_mlm_head  # its cls.* head does not exist: never show MLM predictions from it
 
 
@@ -96,7 +96,7 @@ SHIPPED = {"minilm-mlm": ["delta.safetensors", "MODEL_CARD.md"],
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_checkpoints_are_present_and_listed(name):
-    from viz.models import REPO_ROOT
+    from viz.core.models import REPO_ROOT
 
     for f in SHIPPED[name]:
         path = REPO_ROOT / "models" / name / f

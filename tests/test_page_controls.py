@@ -12,13 +12,13 @@ from streamlit.testing.v1 import AppTest
 from apptest import TEXT, open_page, rerun, tokens_of
 from conftest import APP, chart_spec
 from viz.app.ui import EXAMPLES
-from viz.models import load_model
+from viz.core.models import load_model
 
 
 
 # ----------------------------------------------------------------------------- sidebar
 def test_sidebar_example_picker_sets_the_text_every_page_reads():
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
@@ -57,8 +57,8 @@ def links_by_definition(mats: np.ndarray, threshold: float, top_k: int) -> set[t
 
 
 def test_flow_view_link_weighting_threshold_and_top_k():
-    from viz.capture import capture
-    from viz.flowdata import layer_flow
+    from viz.core.capture import capture
+    from viz.tasks.flowdata import layer_flow
 
     bundle = load_model("minilm")
     cap = capture(bundle, TEXT)
@@ -83,8 +83,8 @@ def test_flow_view_link_weighting_threshold_and_top_k():
 
 
 def test_flow_norm_panel_layer_and_head():
-    from viz.capture import capture
-    from viz.flowdata import layer_flow
+    from viz.core.capture import capture
+    from viz.tasks.flowdata import layer_flow
 
     bundle = load_model("minilm")
     lf = layer_flow(bundle, capture(bundle, TEXT), "encoder")
@@ -99,7 +99,7 @@ def test_flow_norm_panel_layer_and_head():
 
 # ----------------------------------------------------------------------------- masked LM
 def test_mlm_top_k_sets_how_many_predictions_are_shown():
-    from viz.mlm import predict
+    from viz.tasks.mlm import predict
 
     text = "She poured a cup of [MASK] and read the paper."
     bundle = load_model("minilm-mlm")
@@ -185,7 +185,7 @@ def atlas_page(monkeypatch, tmp_path, max_tokens: int) -> AppTest:
 
 
 def test_atlas_column_picker_measures_the_chosen_column(monkeypatch, tmp_path):
-    from viz.atlas.core import run_atlas
+    from viz.atlas.chunks import run_atlas
 
     at = atlas_page(monkeypatch, tmp_path, 120)
     rows = "id,sentence,lang\n" + "".join(f'{i},"{s}",en\n' for i, s in enumerate(SENTENCES))
@@ -208,7 +208,7 @@ def test_atlas_column_picker_measures_the_chosen_column(monkeypatch, tmp_path):
 
 def test_atlas_word_level_and_clusters(monkeypatch, tmp_path):
     from viz.analysis.head_stats import STATS
-    from viz.atlas.core import run_atlas
+    from viz.atlas.chunks import run_atlas
 
     at = atlas_page(monkeypatch, tmp_path, 110)
     at.toggle(key="atlas_words").set_value(True).run()

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from apptest import TEXT, open_page, rerun, tokens_of
 from conftest import APP, chart_spec
-from viz.models import load_model
+from viz.core.models import load_model
 
 
 
@@ -26,7 +26,7 @@ def html_keys(at) -> set[str]:
 
 
 def test_attention_page_downloads(downloads):
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     at = open_page("attention", attn_layer=3, attn_head=7, attn_agg="max", attn_agg_layer="layer 2")
     cap = capture(load_model("minilm"), TEXT)
@@ -59,7 +59,7 @@ def test_attention_page_downloads(downloads):
 
 
 def test_mlm_page_downloads_equal_predict_and_the_sweep(downloads):
-    from viz.mlm import mask_sweep, predict
+    from viz.tasks.mlm import mask_sweep, predict
 
     text = "The cat sat on the [MASK] because it was tired."
     at = open_page("mlm", model_choice="minilm-mlm", text=text, mlm_positions=[2], mlm_topk=7)
@@ -110,7 +110,7 @@ def test_mlm_page_downloads_equal_predict_and_the_sweep(downloads):
 def test_compare_page_shows_and_downloads_both_runs(downloads):
     """Mask 'coffee': the second run is the capture of the text with [MASK] typed there; JS per head, KL per token
     and the top-5 table recomputed here from the two captures' weights and logits."""
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     text = "She poured a cup of coffee and read the paper."
     at = open_page("compare", model_choice="minilm-mlm", text=text, cmp_variant="mask", cmp_positions=[6])
@@ -179,7 +179,7 @@ def test_encoder_decoder_page_downloads_equal_an_eager_forward(downloads):
     against one eager forward of a copy over the decoded sequence (teacher-forced on the page's own output)."""
     import torch
 
-    from viz.architecture import describe, table_rows
+    from viz.tasks.config_summary import describe, table_rows
 
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["model_choice"] = "seq2seq-dates"
@@ -257,7 +257,7 @@ def test_flow_page_downloads(downloads):
     """MiniLM, following token 3 from the top: links, the flows into it, the rollout heatmap, every array, the
     journey's cosines and the PCA paths, against the capture and numpy here."""
     from viz.analysis.flow import attention_flow, attention_rollout
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     at = open_page("flow", flow_token=3)
     cap = capture(load_model("minilm"), TEXT)

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
-from viz import compare
+from viz.tasks import compare
 from viz.app import cache
 from viz.app.store import MB, ByteLRU, model_nbytes
 
@@ -99,7 +99,7 @@ def test_download_callables_hold_keys_and_rebuild_after_eviction(monkeypatch, lo
     import numpy as np
 
     from viz.analysis.words import attention_view
-    from viz.capture import capture, to_arrays
+    from viz.core.capture import capture, to_arrays
 
     monkeypatch.setattr(cache, "RESULTS", ByteLRU(0))
     got = cache.capture_arrays("tiny-bert", "one two three")

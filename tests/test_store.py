@@ -80,7 +80,7 @@ def test_sessions_cannot_change_each_others_results():
 
 
 def test_a_real_capture_is_shared_read_only(load):
-    from viz.capture import capture
+    from viz.core.capture import capture
 
     store = ByteLRU(64 * MB)
     bundle = load("tiny-bert")

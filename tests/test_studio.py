@@ -73,8 +73,8 @@ def test_tiny_run_learns_and_changes_heads(tiny_run, monkeypatch):
         assert last[s].shape == (2, 2) and np.isfinite(last[s]).all()
     # the finished model is a normal HF checkpoint in the user folder, and it is what the last snapshot saw
     monkeypatch.setenv("VIZ_USER_MODELS", str(job.root))
-    from viz.capture import capture
-    from viz.models import builtin_names, load_model
+    from viz.core.capture import capture
+    from viz.core.models import builtin_names, load_model
 
     assert (job.run_dir / "model.safetensors").exists() and not (job.train_dir / "state.pt").exists()
     assert str(job.run_dir) in builtin_names()
@@ -104,8 +104,8 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resumes(corpus, tmp_path, monke
     assert job.status == S.CANCELLED, job.error
     stopped = job.history[-1]["step"]
     assert stopped == 4 and job.snapshots[-1]["step"] == stopped == job.saved_step  # the step after the cancel
-    from viz.capture import capture
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.core.models import load_model
 
     bundle = load_model(str(job.run_dir))  # usable: the model of the last snapshot
     np.testing.assert_allclose(capture(bundle, job.config.probe).attentions["encoder"],
@@ -233,9 +233,9 @@ def test_encoder_decoder_run_learns_records_cross_attention_and_generates(task, 
     assert [s["step"] for s in S.load_snapshots(job.train_dir / "snapshots.npz")] == [0, 25, 50, 75, 100]
     # a normal HF seq2seq checkpoint: the picker loads it and the Encoder–decoder code generates with it
     monkeypatch.setenv("VIZ_USER_MODELS", str(tmp_path))
-    from viz.capture import capture
-    from viz.generate import generate
-    from viz.models import load_model
+    from viz.core.capture import capture
+    from viz.tasks.encdec import generate
+    from viz.core.models import load_model
 
     bundle = load_model(str(job.run_dir))
     assert bundle.model.config.is_encoder_decoder

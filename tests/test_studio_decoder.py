@@ -106,7 +106,7 @@ def test_the_saved_studio_model_has_the_induction_head_the_cli_finds(phase_run, 
     """Cancel saved the model at the rise; `python -m viz heads` on it finds the head the snapshot scored."""
     import json
 
-    from viz.cli import main
+    from viz.cli.main import main
 
     job, root = phase_run
     monkeypatch.setenv("VIZ_MODEL_ROOTS", str(root))

@@ -1,5 +1,5 @@
 import sys
 
-from viz.cli import main
+from viz.cli.main import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ weight α_ij, look at the size of what is actually added: ‖α_ij f(x_j)‖.
 Shapes:
     attn        [layer, head, query, key]
     values      [layer, head, key, head_dim]      (value projection output, bias included)
-    w_o         [layer, head, head_dim, dim]      (viz.weights.output_projections)
+    w_o         [layer, head, head_dim, dim]      (viz.core.weights.output_projections)
     residual    [layer, query, dim]                (hidden state entering each layer)
 """
 

@@ -3,7 +3,7 @@
 Two byte-bounded LRU caches shared by every session (`viz.app.store.ByteLRU`), not `st.cache_*`:
 
 - models, bounded by their parameters' bytes (`VIZ_MODEL_CACHE_MB`, default 4096): shared objects, hence
-  the bundle lock and the ContextVar-gated hooks in `viz.capture`; the most recent model always stays.
+  the bundle lock and the ContextVar-gated hooks in `viz.core.capture`; the most recent model always stays.
 - results (captures, flows, generations, mask predictions, comparisons, head atlases), bounded by the
   bytes of their arrays (`VIZ_CACHE_MB`, default 768). Their arrays are read-only and every caller gets
   its own containers, so one session can never change what another session draws (see `viz.app.store`).
@@ -17,9 +17,9 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from viz.app import serving
-from viz.capture import Capture, capture
-from viz.generate import Generation, generate
-from viz.models import ModelBundle, load_key
+from viz.core.capture import Capture, capture
+from viz.tasks.encdec import Generation, generate
+from viz.core.models import ModelBundle, load_key
 from viz.app.store import DEFAULT_CACHE_MB, DEFAULT_MODEL_CACHE_MB, ByteLRU, budget_from_env, model_nbytes
 
 _MISS = object()
@@ -46,7 +46,7 @@ def _cached(store: ByteLRU, key: tuple, compute, spinner: str | None):
 
 
 def _load(name: str) -> ModelBundle:
-    """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.models.model_key`)."""
+    """`name` is a model key: a model name, optionally with `@device:dtype` (see `viz.core.models.model_key`)."""
     bundle = load_key(name)
     serving.settle()  # a model's objects live long: keep them out of every later collection
     return bundle
@@ -59,7 +59,7 @@ def get_bundle(name: str) -> ModelBundle:
 def get_capture(name: str, text: str, target: str | None = None, with_logits: bool = False,
                 layers: tuple[int, ...] | None = None, pool: int = 0, weights: bool = True,
                 spinner: str | None = "Running the model…") -> Capture:
-    """A capture; `layers`/`pool`/`weights` as in `viz.capture.capture` (the model view of a long input asks
+    """A capture; `layers`/`pool`/`weights` as in `viz.core.capture.capture` (the model view of a long input asks
     for pooled thumbnails only, one opened layer in full)."""
     return _cached(RESULTS, ("capture", name, text, target, with_logits, layers, pool, weights),
                    lambda: capture(get_bundle(name), text, target, with_logits=with_logits, layers=layers, pool=pool,
@@ -84,8 +84,8 @@ def get_attention_view(name: str, text: str, target: str | None, stack: str, wor
 # Download buttons build their file when clicked, after the page's run, from these: they hold the
 # cache keys, never the arrays, so an idle session keeps nothing alive once the cache lets go of it.
 def capture_arrays(name: str, text: str, target: str | None = None, pool: int = 0, weights: bool = True) -> dict:
-    """The capture as the NPZ/CLI contract (`viz.capture.to_arrays`); `pool`/`weights` as the page asked."""
-    from viz.capture import to_arrays
+    """The capture as the NPZ/CLI contract (`viz.core.capture.to_arrays`); `pool`/`weights` as the page asked."""
+    from viz.core.capture import to_arrays
 
     return to_arrays(get_capture(name, text, target, pool=pool, weights=weights, spinner=None))
 
@@ -116,13 +116,13 @@ def comparison_arrays(name: str, text: str, variant: str, positions: tuple[int, 
 
 def generation_arrays(name: str, text: str, method: str, target: str | None = None, num_beams: int = 4,
                       max_new_tokens: int = 20, top_k: int = 5) -> dict:
-    from viz.capture import to_arrays
+    from viz.core.capture import to_arrays
 
     return to_arrays(get_generation(name, text, method, target, num_beams, max_new_tokens, top_k).to_capture())
 
 
 def _layer_flow(name: str, text: str, target: str | None, stack: str):
-    from viz.flowdata import layer_flow
+    from viz.tasks.flowdata import layer_flow
 
     return layer_flow(get_bundle(name), get_capture(name, text, target), stack)
 
@@ -175,7 +175,7 @@ def get_generation(name: str, text: str, method: str, target: str | None = None,
 
 
 def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int, layers: bool):
-    from viz.mlm import predict
+    from viz.tasks.mlm import predict
 
     return _cached(RESULTS, ("mask", name, text, positions, top_k, layers),
                    lambda: predict(get_bundle(name), text, positions=positions, top_k=top_k, layers=layers),
@@ -183,7 +183,7 @@ def get_mask_result(name: str, text: str, positions: tuple[int, ...], top_k: int
 
 
 def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...], heads: frozenset):
-    from viz.compare import compare
+    from viz.tasks.compare import compare
 
     return _cached(RESULTS, ("comparison", name, text, variant, positions, heads),
                    lambda: compare(get_bundle(name), text, variant, positions=positions, heads=heads),
@@ -191,8 +191,8 @@ def get_comparison(name: str, text: str, variant: str, positions: tuple[int, ...
 
 
 def get_head_scores(name: str, seed: int, length: int):
-    """viz.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
-    from viz.heads import head_scores
+    """viz.tasks.heads.head_scores of a decoder (induction, previous, duplicate, sink), memoised per inputs."""
+    from viz.tasks.heads import head_scores
 
     return _cached(RESULTS, ("head_scores", name, seed, length),
                    lambda: head_scores(get_bundle(name), seed=seed, length=length),
@@ -201,8 +201,8 @@ def get_head_scores(name: str, seed: int, length: int):
 
 def get_lm_generation(name: str, prompt: str, method: str, max_new_tokens: int = 20, top_k: int = 5,
                       temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0):
-    """Decoder-only step-through generation (viz.generate_lm), memoised per settings."""
-    from viz.generate_lm import generate_lm
+    """Decoder-only step-through generation (viz.tasks.generate_lm), memoised per settings."""
+    from viz.tasks.generate_lm import generate_lm
 
     return _cached(RESULTS, ("lm_generation", name, prompt, method, max_new_tokens, top_k, temperature, top_p, seed,
                              num_beams, beam),

@@ -20,9 +20,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from viz.app import cache, exports
-from viz.capture import Capture, CaptureError
-from viz.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
-from viz.names import CONVENTION
+from viz.core.capture import Capture, CaptureError
+from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
+from viz.core.names import CONVENTION
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
     """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
@@ -105,7 +105,7 @@ def device_picker() -> None:
     """Where the model runs: 'auto' is a GPU in bfloat16 where one is present, else the CPU in float32."""
     import torch
 
-    from viz.models import resolve_device, resolve_dtype
+    from viz.core.models import resolve_device, resolve_dtype
 
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
         (["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
@@ -125,8 +125,8 @@ def _use_example() -> None:
 
 
 def model_name() -> str:
-    """The chosen model as a cache key: its name, plus `@device:dtype` when not on 'auto' (viz.models.model_key)."""
-    from viz.models import model_key
+    """The chosen model as a cache key: its name, plus `@device:dtype` when not on 'auto' (viz.core.models.model_key)."""
+    from viz.core.models import model_key
 
     choice = st.session_state.get("model_choice", DEFAULT_MODEL)
     name = st.session_state.get("model_other", "").strip() if choice == OTHER else choice
@@ -248,7 +248,7 @@ def npz_download(arrays: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarr
 
 def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str | None = None) -> tuple[int, ...]:
     """Multiselect over the text's non-special tokens; returns chosen token positions (sorted)."""
-    from viz.mlm import with_mask_token
+    from viz.tasks.mlm import with_mask_token
 
     if not text.strip():
         return ()
@@ -272,7 +272,7 @@ def open_inside(stack: str, layer: int, head: int) -> None:
 
 def mlm_or_stop(bundle: ModelBundle) -> None:
     """Stop a masked-LM page with advice (and a one-click switch) when the model has no MLM head."""
-    from viz.mlm import MaskError, require_mlm_head
+    from viz.tasks.mlm import MaskError, require_mlm_head
 
     try:
         require_mlm_head(bundle)

@@ -8,7 +8,7 @@ int64 counts and float64 sums per statistic and head, and a top-k of sentences k
 so it does not depend on which process did which chunk or when it finished. `OrderedMerge` adds
 partials in chunk_id order whatever order they arrive in, so even the float64 additions happen in one
 order: a cluster run gives the same numbers as the embedded run, and a corpus of one chunk gives the
-numbers of a plain `run_atlas` over it.
+numbers of a plain `run_atlas` over it. `run_atlas` is the embedded engine: chunks one after the other, merged.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from viz.analysis.head_stats import HeadStatsAccumulator
-from viz.atlas.core import (DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasResult, TokenClasses, atlas_stack, iter_batches,
-                       process_batch)
-from viz.models import ModelBundle
+from viz.atlas.core import (DEFAULT_BATCH, DEFAULT_MAX_TOKENS, AtlasCancelled, AtlasResult, TokenClasses, atlas_stack,
+                            iter_batches, process_batch)
+from viz.core.models import ModelBundle
 
 CHUNK_SENTENCES = 4096  # a multiple of iter_batches' 1,024-sentence tokenization block: same batches as one pass
 COUNTERS = ("chunk_id", "n_chunks", "n_sentences", "n_tokens", "n_truncated", "n_layers", "n_heads", "max_tokens")
@@ -182,3 +182,34 @@ def to_result(p: Partial, seconds: float, cancelled: bool = False) -> AtlasResul
         res.word_stats, res.word_max_entropy = wacc.means(), wacc.max_entropy
         res.word_top_ids, res.word_top_scores = wacc.top_ids.numpy(), wacc.top_scores.numpy()
     return res
+
+
+def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int = DEFAULT_BATCH,
+              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, cancel_raises: bool = False) -> AtlasResult:
+    """Per-head statistics of `bundle` over `sentences` (see viz.analysis.head_stats for definitions).
+
+    The embedded engine: the corpus is cut into chunks of `chunk` sentences (default
+    viz.atlas.chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
+    the cluster engine does (viz.atlas.job). progress(done, total) is called after every batch;
+    should_stop() before every batch: when it says stop, the partial result comes back with
+    `cancelled=True` (or AtlasCancelled is raised)."""
+    t0 = time.perf_counter()
+    size = chunk or CHUNK_SENTENCES
+    tc = TokenClasses(bundle.tokenizer, bundle.lock)
+    merged = OrderedMerge()
+    cancelled = False
+    for k, start in enumerate(range(0, len(sentences), size)):
+        tick = None if progress is None else (lambda d, s=start: progress(s + d, len(sentences)))
+        part = process_chunk(bundle, sentences[start:start + size], start, k, batch_size=batch_size,
+                             max_tokens=max_tokens, words=words, top_k=top_k, tc=tc, progress=tick,
+                             should_stop=should_stop)
+        merged.add(part)
+        if part.cancelled:
+            cancelled = True
+            break
+    if cancelled and cancel_raises:
+        raise AtlasCancelled(f"Stopped after {merged.total.n_sentences} of {len(sentences)} sentences.")
+    total = merged.total or empty_partial(bundle, 0, max_tokens, words, top_k)  # an empty corpus
+    return to_result(total, time.perf_counter() - t0, cancelled)

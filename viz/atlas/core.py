@@ -13,19 +13,18 @@ runs), the causal self-attention for decoder-only models.
 from __future__ import annotations
 
 import contextlib
-import time
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from viz.analysis.head_stats import STATS, HeadStatsAccumulator, head_roles, merge_words
-from viz.arch import DECODER, ENCODER
-from viz.capture import recording, word_spans
-from viz.models import ModelBundle
+from viz.core.arch import DECODER, ENCODER
+from viz.core.capture import recording, word_spans
+from viz.core.models import ModelBundle
 
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_BATCH = 32
@@ -319,36 +318,3 @@ def model_device(bundle: ModelBundle) -> torch.device:
     """Where the model's weights are (the CPU unless a worker moved it to a GPU)."""
     p = next(bundle.model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def run_atlas(bundle: ModelBundle, sentences: Sequence[str], *, batch_size: int = DEFAULT_BATCH,
-              max_tokens: int = DEFAULT_MAX_TOKENS, words: bool = False, top_k: int = 5, chunk: int | None = None,
-              progress: Callable[[int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, cancel_raises: bool = False) -> AtlasResult:
-    """Per-head statistics of `bundle` over `sentences` (see viz.analysis.head_stats for definitions).
-
-    The embedded engine: the corpus is cut into chunks of `chunk` sentences (default
-    viz.atlas.chunks.CHUNK_SENTENCES), each processed into partial sums and merged in order, exactly as
-    the cluster engine does (viz.atlas.job). progress(done, total) is called after every batch;
-    should_stop() before every batch: when it says stop, the partial result comes back with
-    `cancelled=True` (or AtlasCancelled is raised)."""
-    from viz.atlas.chunks import CHUNK_SENTENCES, OrderedMerge, empty_partial, process_chunk, to_result
-
-    t0 = time.perf_counter()
-    size = chunk or CHUNK_SENTENCES
-    tc = TokenClasses(bundle.tokenizer, bundle.lock)
-    merged = OrderedMerge()
-    cancelled = False
-    for k, start in enumerate(range(0, len(sentences), size)):
-        tick = None if progress is None else (lambda d, s=start: progress(s + d, len(sentences)))
-        part = process_chunk(bundle, sentences[start:start + size], start, k, batch_size=batch_size,
-                             max_tokens=max_tokens, words=words, top_k=top_k, tc=tc, progress=tick,
-                             should_stop=should_stop)
-        merged.add(part)
-        if part.cancelled:
-            cancelled = True
-            break
-    if cancelled and cancel_raises:
-        raise AtlasCancelled(f"Stopped after {merged.total.n_sentences} of {len(sentences)} sentences.")
-    total = merged.total or empty_partial(bundle, 0, max_tokens, words, top_k)  # an empty corpus
-    return to_result(total, time.perf_counter() - t0, cancelled)

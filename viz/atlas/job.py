@@ -142,7 +142,7 @@ class EmbeddedExecutor:
     slots = 1
 
     def __init__(self, spec: JobSpec, bundle=None) -> None:
-        from viz.models import ModelLoadError, load_key
+        from viz.core.models import ModelLoadError, load_key
 
         self.spec = spec
         try:

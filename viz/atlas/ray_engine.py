@@ -106,8 +106,8 @@ class AtlasWorker:
     def __init__(self, model: str, options: dict, threads: int, gpus: float) -> None:
         import torch
 
-        from viz import quiet
-        from viz.models import ModelLoadError, load_key
+        from viz.core.env import quiet
+        from viz.core.models import ModelLoadError, load_key
 
         quiet()
         torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS; torch's own pool must match

@@ -1,9 +1,9 @@
 """Corpora of any size for the command line: a file read sentence by sentence and cut into fixed chunks.
 
-`viz.corpus` reads an uploaded file whole (the page's 10,000-sentence, 20 MB limits); this module reads
+`viz.tasks.corpus` reads an uploaded file whole (the page's 10,000-sentence, 20 MB limits); this module reads
 a file of any size as a stream, so memory stays flat in the corpus size: `.txt` (one sentence per line),
 `.csv` and `.jsonl` (with a column), each optionally gzip-compressed (`corpus.txt.gz`).
-Sentences are extracted exactly as `viz.corpus.load_corpus` does (whitespace collapsed, blank ones
+Sentences are extracted exactly as `viz.tasks.corpus.load_corpus` does (whitespace collapsed, blank ones
 skipped, cut at `MAX_CHARS`), so a file within the page's limits gives the same sentences both ways.
 
 Chunk k holds sentences [k*size, (k+1)*size) of that stream: the unit of work of the atlas job
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from viz.corpus import EXTENSIONS, MAX_CHARS, CorpusError
+from viz.tasks.corpus import EXTENSIONS, MAX_CHARS, CorpusError
 
 COLUMN_PROBE_ROWS = 100  # a .jsonl column that none of the first rows has is a typo, not a sparse field
 
@@ -87,7 +87,7 @@ class _Reader:
 
 
 def _values(reader: _Reader, ext: str, column: str | None) -> Iterator[str]:
-    """Raw values, one per sentence candidate, as `viz.corpus.load_corpus` sees them."""
+    """Raw values, one per sentence candidate, as `viz.tasks.corpus.load_corpus` sees them."""
     path = reader.path
     if ext == ".txt":
         for line in reader.lines():

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 # escape, token_axis and token_labels lived here first: re-exported for callers that import them from here
 from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels  # noqa: F401
-from viz.names import head as head_name, layer as layer_name
+from viz.core.names import head as head_name, layer as layer_name
 
 COLORSCALE = "Blues"
 

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title
 from viz.figures.axes import token_axis as _axis, token_labels as _labels
-from viz.names import levels
+from viz.core.names import levels
 
 WIDTHS = (1.0, 2.5, 4.5, 7.0)  # line width per weight bucket (quartiles of the drawn range)
 

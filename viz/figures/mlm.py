@@ -1,5 +1,5 @@
 """Masked-LM figures: top-k bars, the level x rank prediction table, the original token through the levels,
-the mask sweep. Levels follow `viz.names`: "emb" (the embeddings), then L0 … L{n-1}."""
+the mask sweep. Levels follow `viz.core.names`: "emb" (the embeddings), then L0 … L{n-1}."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.figures import axes
-from viz.names import levels
+from viz.core.names import levels
 
 
 def topk_bars(top: list[tuple[str, float]], title: str = "") -> go.Figure:

@@ -16,7 +16,7 @@ from viz.figures.attention import COLORSCALE, escape, token_axis, token_labels
 
 def levels(n: int) -> list[str]:
     """Names of `n` residual-stream levels, embeddings first: 'emb', 'L0', 'L1', ... (a hidden state is named
-    by the layer it leaves; the app-wide convention of viz.names)."""
+    by the layer it leaves; the app-wide convention of viz.core.names)."""
     return ["emb"] + [f"L{i}" for i in range(n - 1)]
 
 

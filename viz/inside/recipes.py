@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from viz.arch import CROSS, DECODER, ENCODER
+from viz.core.arch import CROSS, DECODER, ENCODER
 
 
 @dataclass(frozen=True)

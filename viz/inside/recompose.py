@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import Capture
-from viz.models import ModelBundle
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import Capture
+from viz.core.models import ModelBundle
 from viz.inside.recipes import Attn, NoRecipe, Recipe, layer_module, recipe_for, recipe_key, submodule
 
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import Capture, CaptureError, capture
-from viz.models import ModelBundle
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import Capture, CaptureError, capture
+from viz.core.models import ModelBundle
 from viz.inside.recipes import NoRecipe, layer_module, recipe_for
 from viz.inside.recompose import LayerWalk, proj_parts, projected_scores, row_scores, row_weights, walk_layer
 
@@ -160,7 +160,7 @@ def _why(e: Exception, what: str) -> str:
 
 def _output_projection(bundle: ModelBundle, stack: str, layer: int):
     """The module projecting the concatenated heads: from the recipe, else from arch.py's site."""
-    from viz.weights import _modules
+    from viz.core.weights import _modules
 
     try:
         recipe = recipe_for(bundle.config, stack)

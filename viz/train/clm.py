@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from viz.cli_args import non_negative_int, positive_float, positive_int, probability
+from viz.core.checks import non_negative_int, positive_float, positive_int, probability
 from viz.train.mlm import _bf16_default, lr_factor, read_sentences, run_device, save_state, start_state
 
 SEP = "<|endoftext|>"  # begins every sentence: BOS for a typed prompt, the separator inside a packed window

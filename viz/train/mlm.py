@@ -351,9 +351,9 @@ def train_mlm(model, tokenizer, train_sentences: list[str], eval_sentences: list
 
 # ----------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `python -m viz train mlm` (checked by argparse: viz/cli_args.py)."""
-    from viz.cli_args import (device, input_file, non_negative_float, non_negative_int, output_dir,
-                              positive_float, positive_int, probability)
+    """Options of `python -m viz train mlm` (checked by argparse: viz/cli/common.py)."""
+    from viz.core.checks import (device, input_file, non_negative_float, non_negative_int, output_dir,
+                                 positive_float, positive_int, probability)
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser.add_argument("--train", type=input_file, default=os.path.join(here, "data/corpus/train.txt.gz"))
@@ -401,7 +401,7 @@ def run_device(args: argparse.Namespace) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     """Train the MiniLM masked-LM; write out/state.pt, out/delta.safetensors and out/curve.tsv."""
-    from viz.train.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
+    from viz.core.delta import apply_delta, build_minilm_mlm, save_delta, minilm_dir
 
     device = run_device(args)
     if device is None:

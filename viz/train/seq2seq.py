@@ -27,7 +27,7 @@ import torch
 
 from viz.train.mlm import save_state, start_state
 from viz.train.seq2seq_tasks import (  # re-exported: the task registry lives beside the trainer
-    BOS_ID, EOS_ID, PAD_ID, TASKS, build_tokenizer, get_task, make_dates, make_reverse, words)
+                                     BOS_ID, EOS_ID, PAD_ID, TASKS, build_tokenizer, get_task, make_dates, make_reverse, words)
 
 __all__ = ["TASKS", "make_dates", "make_reverse", "words", "build_tokenizer", "build_model",
            "fit_seq2seq", "train_seq2seq", "evaluate", "token_accuracy", "load_seq2seq", "add_arguments", "main"]
@@ -267,8 +267,8 @@ def load_seq2seq(path: str | Path):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of `python -m viz train seq2seq` (checked by argparse: viz/cli_args.py)."""
-    from viz.cli_args import non_negative_float, non_negative_int, output_dir, positive_int
+    """Options of `python -m viz train seq2seq` (checked by argparse: viz/cli/common.py)."""
+    from viz.core.checks import non_negative_float, non_negative_int, output_dir, positive_int
 
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--steps", type=positive_int, default=1000)

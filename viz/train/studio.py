@@ -10,7 +10,8 @@ an encoder–decoder: the encoder's self-attention and the decoder's cross-atten
 probe's target), and per-head statistics (of the encoder) over a small probe corpus. Cancel goes through the
 loop's `should_stop`; the job then saves the model as it was at that last snapshot.
 
-The job owns its model (never the `st.cache_resource` bundle other sessions read) and its own state; a page
+The run's setup (tasks, `StudioConfig`, data, the starting model) is viz.train.studio_setup; its snapshots,
+viz.train.snapshots. The job owns its model (never the `st.cache_resource` bundle other sessions read) and its own state; a page
 keeps one job per session with `launch(store, ...)`. When it ends the model is saved with `save_pretrained`
 (safetensors) + tokenizer into `user_models_dir()/<name>`, where every page's model picker finds it.
 
@@ -31,11 +32,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import shutil
 import threading
-import time
 import traceback
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field, fields
@@ -44,29 +42,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viz.train import clm, denoise, mlm, seq2seq
+from viz.train import clm, mlm, seq2seq
 from viz.train import studio_decoder as decoder
+# The studio in one place for the page: the setup and snapshot names re-exported beside the job.
+from viz.train.snapshots import (head_keys, head_stats, load_snapshots, snapshot_arrays,  # noqa: F401
+                                 special_ids, take_snapshot, take_snapshot_encdec, target_ids)
+from viz.train.studio_setup import (CORPUS_TEST, CORPUS_TRAIN, DECODER, ENCODER_DECODER, INITS,  # noqa: F401
+                                    MAX_SNAPSHOTS, PROBE_SENTENCE, REPO, SCALARS, SCORES, STAT_LABELS, STATS,
+                                    SYNTHETIC, SYNTHETIC_EVAL_SEED, TASKS, StudioConfig, build_model,
+                                    bundled_corpus, run_name, seq2seq_batches, seq2seq_eval_batch, split_corpus,
+                                    synthetic_data, synthetic_probes, training_kwargs)
 
-STATS = ("entropy", "prev", "next", "cls", "sep")  # the subset of viz.analysis.head_stats.STATS snapshots keep
-STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
-               "cls": "[CLS] share", "sep": "[SEP] share"}
-PROBE_SENTENCE = "The cat sat on the mat because it was tired."
-REPO = Path(__file__).resolve().parent.parent.parent
-CORPUS_TRAIN = REPO / "data" / "corpus" / "train.txt.gz"
-CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
-TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)",
-         "denoise": "Denoising (BART text infilling: Poisson(3) spans -> one [MASK], 30%; encoder–decoder)",
-         "dates": "Synthetic seq2seq: dates -> YYYY - MM - DD (encoder–decoder, word-level)",
-         "reverse": "Synthetic seq2seq: reverse a 3-12 word sequence (encoder–decoder, word-level)",
-         **decoder.TASKS}
-DECODER = tuple(decoder.TASKS)  # causal decoders (a small Llama) trained from random weights
-SCORES = decoder.SCORES  # per-head scores decoder snapshots keep beside (instead of) STATS
-SCALARS = ("icl", "eval_loss", "first_half_loss")  # per-snapshot figures of decoder runs
-ENCODER_DECODER = ("denoise", "dates", "reverse")
-SYNTHETIC = ("dates", "reverse")  # generate their own data: no corpus; the probe is one of their test examples
-SYNTHETIC_EVAL_SEED = 12345  # the held-out examples a synthetic run is scored on
-INITS = {"scratch": "Random weights (a small BERT)", "minilm": "Bundled MiniLM (6 layers, 12 heads, 384 wide)"}
-MAX_SNAPSHOTS = 200  # each snapshot also runs the held-out evaluation and writes train_mlm's resumable state
 RUNNING, DONE, CANCELLED, FAILED, PENDING = "running", "done", "cancelled", "failed", "pending"
 
 
@@ -79,232 +65,6 @@ class JobAlreadyRunning(RuntimeError):
 _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 MAX_JOBS = int(os.environ.get("VIZ_STUDIO_MAX_JOBS", "2"))  # per server process: the CPU is shared by everyone
-
-
-@dataclass
-class StudioConfig:
-    """Everything a run depends on (saved to training/job.json, so a resume rebuilds the same run)."""
-
-    name: str = ""
-    task: str = "mlm"
-    init: str = "scratch"  # "scratch" | "minilm"
-    layers: int = 2
-    heads: int = 2
-    hidden: int = 64
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    snapshot_every: int = 25
-    seed: int = 0
-    probe: str = PROBE_SENTENCE
-    probe_target: str = ""  # encoder–decoders: the probe's reference output (denoising: the probe itself)
-    threads: int = 1  # the machine is shared: one torch thread (see train_mlm)
-
-    def check(self) -> "StudioConfig":
-        if self.task not in TASKS:
-            raise ValueError(f"Unknown pretext task '{self.task}'; available: {', '.join(TASKS)}.")
-        if self.init not in INITS:
-            raise ValueError(f"Unknown start '{self.init}'; pick one of {', '.join(INITS)}.")
-        if self.task in ENCODER_DECODER + DECODER and self.init != "scratch":
-            raise ValueError(f"'{self.task}' trains {'a decoder' if self.task in DECODER else 'an encoder–decoder'} "
-                             "from random weights; the bundled MiniLM is an encoder only. Pick 'Random weights'.")
-        if self.init == "scratch" and self.hidden % self.heads:
-            raise ValueError(f"Width {self.hidden} is not divisible by {self.heads} heads; pick a multiple.")
-        if self.steps < 1 or self.snapshot_every < 1 or self.batch_size < 1:
-            raise ValueError("Steps, batch size and snapshot interval must be at least 1.")
-        if self.steps / self.snapshot_every > MAX_SNAPSHOTS:
-            raise ValueError(f"{self.steps} steps with a snapshot every {self.snapshot_every} would take more than "
-                             f"{MAX_SNAPSHOTS} snapshots (each also evaluates and checkpoints); snapshot every "
-                             f"{-(-self.steps // MAX_SNAPSHOTS)} steps or more.")
-        if not self.probe.strip():
-            raise ValueError("The probe sentence is empty: type one whose attention you want to watch.")
-        if self.task == "denoise":
-            self.probe_target = self.probe
-        if self.task == "repeat":  # the probe is a held-out repeated sequence of the task's own words
-            self.probe = decoder.repeat_probe(decoder.repeat_tokenizer())
-        if self.task in SYNTHETIC and not self.probe_target.strip():
-            raise ValueError(f"The '{self.task}' probe needs its reference output (probe_target).")
-        self.name = run_name(self.name)
-        return self
-
-
-def run_name(name: str) -> str:
-    """A safe folder name: letters, digits, '-', '_' (a typed name is data, never a path)."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", name or "").strip("-")[:60]
-    return name or time.strftime("studio-%Y%m%d-%H%M%S")
-
-
-# ----------------------------------------------------------------------------------------------- data
-def bundled_corpus(n_train: int, n_eval: int = 200, n_probe: int = 32, seed: int = 0):
-    """(train, eval, probe) sentence lists from data/corpus: a seeded sample of train.txt.gz; the held-out
-    evaluation and the probe corpus come from disjoint parts of test.txt."""
-    train = mlm.read_sentences(str(CORPUS_TRAIN))
-    train = random.Random(seed).sample(train, min(n_train, len(train)))
-    test = mlm.read_sentences(str(CORPUS_TEST))
-    return train, test[:n_eval], test[n_eval:n_eval + n_probe]
-
-
-def synthetic_data(task: str, n_eval: int = 200, n_probe: int = 32):
-    """(train, eval, probe) for a synthetic task: training examples are generated per step, so train is empty;
-    eval and probe are sources of its held-out split (eval targets are regenerated from the same seed)."""
-    test = seq2seq.get_task(task)["make_examples"](n_eval + n_probe, SYNTHETIC_EVAL_SEED, split="test")
-    return [], [s for s, _, _ in test[:n_eval]], [s for s, _, _ in test[n_eval:]]
-
-
-def synthetic_probes(task: str, n: int = 8) -> list[tuple[str, str]]:
-    """A few held-out (source, target) pairs to offer as the probe of a synthetic task."""
-    return [(s, t) for s, t, _ in seq2seq.get_task(task)["make_examples"](n, SYNTHETIC_EVAL_SEED + 1, split="test")]
-
-
-def split_corpus(lines: list[str], n_eval: int = 200, n_probe: int = 32, seed: int = 0):
-    """(train, eval, probe) from one user text (one sentence per line): up to 10% held out for evaluation,
-    the probe corpus taken from the held-out part."""
-    lines = [x.strip() for x in lines if x.strip()]
-    if len(lines) < 20:
-        raise ValueError(f"The corpus has {len(lines)} non-empty lines; give at least 20 (one sentence a line).")
-    lines = lines[:]
-    random.Random(seed).shuffle(lines)
-    k = max(2, min(n_eval, len(lines) // 10))
-    held, train = lines[:k], lines[k:]
-    return train, held, held[:n_probe]
-
-
-# ----------------------------------------------------------------------------------------------- model
-def build_model(cfg: StudioConfig, train_sentences: list[str] | None = None):
-    """(model in eager attention, tokenizer) for the config's task and start: a BertForMaskedLM (masked-LM) or
-    a BartForConditionalGeneration (denoising: MiniLM WordPiece vocabulary; synthetic tasks: their word-level
-    vocabulary) or a LlamaForCausalLM (decoder tasks: a BPE learned on `train_sentences`, or the repeat task's
-    words), width `hidden`, feed-forward 4x wider."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from viz.train.delta import build_minilm_mlm, minilm_dir
-
-    if cfg.task in DECODER:
-        return decoder.build(cfg.task, cfg.hidden, cfg.layers, cfg.heads, cfg.seed, train_sentences or [])
-    if cfg.task in SYNTHETIC:
-        tok = seq2seq.build_tokenizer(seq2seq.get_task(cfg.task)["vocab"]())
-        with torch.random.fork_rng(devices=[]):  # build_model seeds torch: keep other sessions' RNG untouched
-            model = seq2seq.build_model(len(tok), d_model=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                                        ffn=4 * cfg.hidden, seed=cfg.seed)
-        return model.eval(), tok
-    if cfg.init == "minilm":
-        return build_minilm_mlm()
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    if cfg.task == "denoise":
-        return denoise.build_model(tok, d_model=cfg.hidden, layers=cfg.layers, heads=cfg.heads, seed=cfg.seed), tok
-    bert = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-                      num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
-                      max_position_embeddings=mlm.MAX_LEN + 64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, tie_word_embeddings=True, pad_token_id=tok.pad_token_id)
-    bert._attn_implementation = "eager"  # attention weights for the snapshots
-    with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the process for other sessions
-        torch.manual_seed(cfg.seed)
-        model = BertForMaskedLM(bert)
-    return model.eval(), tok
-
-
-def training_kwargs(cfg: StudioConfig, model) -> dict:
-    """train_mlm options: a scratch model trains everything; MiniLM keeps its embeddings (tied to the decoder)
-    and trains its encoder at a tenth of the head's rate."""
-    if cfg.init == "minilm":
-        return dict(unfreeze_layers=model.config.num_hidden_layers, lr_head=cfg.lr, lr_encoder=cfg.lr / 10)
-    return dict(unfreeze_layers=None, lr_head=cfg.lr, lr_encoder=cfg.lr)
-
-
-# ----------------------------------------------------------------------------------------------- snapshots
-def head_stats(attn: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, cls_id: int, sep_id: int) -> dict:
-    """Per-head statistics of a padded batch, with the Head atlas's definitions (viz.analysis.head_stats,
-    Clark et al. 2019 §3): attn [B, L, H, T, T], mask [B, T] bool, ids [B, T] -> {stat: [L, H] numpy}.
-    Rows of [CLS]/[SEP] are not counted; prev/next count only rows whose neighbour is a real token;
-    a head's value is the mean over all counted rows (token-weighted)."""
-    from viz.analysis.head_stats import row_stats, row_weights
-
-    is_cls, is_sep = ids == cls_id, ids == sep_id
-    groups = torch.stack([is_cls, is_sep, torch.zeros_like(mask)], -1)  # punctuation is not tracked here
-    per_row = row_stats(attn, mask, groups)  # {stat: [B, L, H, T]}
-    weights = row_weights(mask, mask & ~(is_cls | is_sep))  # {stat: [B, T]}
-    out = {}
-    for s in STATS:
-        w = weights[s][:, None, None, :]  # [B, 1, 1, T]
-        out[s] = ((per_row[s] * w).sum((0, 3)) / w.sum((0, 3)).clamp_min(1)).numpy()  # [L, H]
-    return out
-
-
-def special_ids(tokenizer) -> tuple[int, int]:
-    """(start, end) ids whose share the statistics report as cls / sep: [CLS]/[SEP] for WordPiece, <s>/</s> for
-    the word-level seq2seq vocabularies (whose sources carry only </s>, so their cls share is 0)."""
-    if tokenizer.cls_token_id is not None:
-        return tokenizer.cls_token_id, tokenizer.sep_token_id
-    return tokenizer.bos_token_id, tokenizer.eos_token_id
-
-
-def target_ids(tokenizer, task: str, target: str) -> list[int]:
-    """The decoder's labels for `target`: WordPiece ids without the leading [CLS] (denoising: the decoder
-    starts from [CLS]); word-level ids ending in </s> (synthetic tasks)."""
-    if task == "denoise":
-        return mlm.encode(tokenizer, [target])[0][1:]
-    return tokenizer(text_target=[target])["input_ids"][0]
-
-
-@torch.inference_mode()
-def take_snapshot_encdec(model, tokenizer, task: str, probe: str, probe_target: str,
-                         probe_corpus: list[str]) -> dict:
-    """An encoder–decoder's heads now -> dict(probe_attn [L, H, T, T] (encoder self-attention), probe_cross
-    [L, H, U, T] (teacher-forced on the probe's target; row u = the decoder position whose input is
-    decoder_inputs[u]), <stat> [L, H] over the probe corpus (encoder))."""
-    was_training = model.training
-    model.eval()
-    try:
-        src = tokenizer([probe], truncation=True, max_length=mlm.MAX_LEN, return_tensors="pt")
-        labels = torch.tensor([target_ids(tokenizer, task, probe_target)[: mlm.MAX_LEN]])
-        dec_in = torch.cat([torch.tensor([[model.config.decoder_start_token_id]]), labels[:, :-1]], 1)
-        out = model(**src, decoder_input_ids=dec_in, output_attentions=True)
-        probe_attn = torch.stack([a[0] for a in out.encoder_attentions]).float().numpy()  # [L, H, T, T]
-        probe_cross = torch.stack([a[0] for a in out.cross_attentions]).float().numpy()  # [L, H, U, T]
-        enc = tokenizer(probe_corpus or [probe], truncation=True, max_length=mlm.MAX_LEN)["input_ids"]
-        ids, mask = mlm.collate(enc, tokenizer.pad_token_id)
-        attn = torch.stack(list(model.get_encoder()(input_ids=ids, attention_mask=mask,
-                                                    output_attentions=True).attentions), dim=1)  # [B, L, H, T, T]
-        stats = head_stats(attn, mask.bool(), ids, *special_ids(tokenizer))
-    finally:
-        model.train(was_training)
-    return dict(probe_attn=probe_attn, probe_cross=probe_cross, **stats)
-
-
-def seq2seq_batches(cfg: StudioConfig, tokenizer, train_sentences: list[str]):
-    """make_batch(k) for fit_seq2seq: the same batches `python -m viz train seq2seq` uses (synthetic tasks) or
-    BART infilling of the corpus (denoising)."""
-    if cfg.task == "denoise":
-        return denoise.batch_maker(mlm.encode(tokenizer, train_sentences), tokenizer, cfg.batch_size, cfg.seed)
-    make = seq2seq.get_task(cfg.task)["make_examples"]
-    return lambda k: seq2seq.encode(tokenizer, make(cfg.batch_size, cfg.seed * 1_000_003 + k))
-
-
-def seq2seq_eval_batch(cfg: StudioConfig, tokenizer, eval_sentences: list[str]) -> dict:
-    """The fixed held-out batch whose teacher-forced token accuracy the curve shows."""
-    if cfg.task == "denoise":
-        return denoise.make_batch(mlm.encode(tokenizer, eval_sentences), tokenizer, seed=mlm.EVAL_SEED)
-    test = seq2seq.get_task(cfg.task)["make_examples"](len(eval_sentences), SYNTHETIC_EVAL_SEED, split="test")
-    return seq2seq.encode(tokenizer, test)
-
-
-@torch.inference_mode()
-def take_snapshot(model, tokenizer, probe: str, probe_corpus: list[str]) -> dict:
-    """The model's heads now -> dict(probe_attn [L, H, T, T] float32, <stat> [L, H]). Leaves train/eval mode
-    as it found it (eval inside: no dropout in what we record)."""
-    was_training = model.training
-    model.eval()
-    try:
-        enc = tokenizer([probe], truncation=True, max_length=mlm.MAX_LEN, return_tensors="pt")
-        out = model.base_model(**enc, output_attentions=True)
-        probe_attn = torch.stack([a[0] for a in out.attentions]).float().numpy()  # [L, H, T, T]
-        ids, mask = mlm.collate(mlm.encode(tokenizer, probe_corpus or [probe]), tokenizer.pad_token_id)
-        out = model.base_model(input_ids=ids, attention_mask=mask, output_attentions=True)
-        attn = torch.stack(list(out.attentions), dim=1)  # [B, L, H, T, T]
-        stats = head_stats(attn, mask.bool(), ids, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    finally:
-        model.train(was_training)
-    return dict(probe_attn=probe_attn, **stats)
 
 
 # ----------------------------------------------------------------------------------------------- the job
@@ -332,7 +92,7 @@ class TrainingJob:
     resume: bool = False
 
     def __post_init__(self):
-        from viz.models import user_models_dir
+        from viz.core.models import user_models_dir
 
         self.config.check()
         self.root = Path(self.root or user_models_dir())
@@ -531,7 +291,7 @@ class TrainingJob:
         model.eval()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if self.config.task in SYNTHETIC:  # the Encoder–decoder page offers the task's examples (viz.generate)
+        if self.config.task in SYNTHETIC:  # the Encoder–decoder page offers the task's examples (viz.tasks.encdec)
             (tmp / "task.json").write_text(json.dumps(dict(task=self.config.task, studio=asdict(self.config))))
         names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
         for n in names:
@@ -563,7 +323,7 @@ class TrainingJob:
 
 def resumable_runs(root: str | Path | None = None) -> list[Path]:
     """Run folders under the user model directory that a cancelled job left resumable."""
-    from viz.models import user_models_dir
+    from viz.core.models import user_models_dir
 
     root = Path(root or user_models_dir())
     if not root.is_dir():
@@ -572,39 +332,6 @@ def resumable_runs(root: str | Path | None = None) -> list[Path]:
         busy = set(_ACTIVE)
     return sorted(d for d in root.iterdir() if (d / "training" / "state.pt").exists()
                   and (d / "training" / "job.json").exists() and d.resolve() not in busy)
-
-
-def snapshot_arrays(snaps: list[dict]) -> dict[str, np.ndarray]:
-    """Snapshots -> arrays: steps [S], eval_top1 [S] (NaN where none), probe_attn [S, L, H, T, T], <stat> [S, L, H],
-    probe_cross [S, L, H, U, T] for an encoder–decoder; a decoder's <score> [S, L, H] and icl, eval_loss,
-    first_half_loss [S] instead of the statistics."""
-    out = {"steps": np.array([s["step"] for s in snaps]),
-           "eval_top1": np.array([np.nan if s["eval_top1"] is None else s["eval_top1"] for s in snaps]),
-           "probe_attn": np.stack([s["probe_attn"] for s in snaps]).astype(np.float32)}
-    if "probe_cross" in snaps[0]:
-        out["probe_cross"] = np.stack([s["probe_cross"] for s in snaps]).astype(np.float32)
-    for stat in STATS + SCORES:
-        if stat in snaps[0]:
-            out[stat] = np.stack([s[stat] for s in snaps])
-    for key in SCALARS:
-        if key in snaps[0]:
-            out[key] = np.array([s[key] for s in snaps], dtype=np.float64)
-    return out
-
-
-def load_snapshots(path: str | Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    z = np.load(path)
-    extra = [k for k in ("probe_cross",) + STATS + SCORES + SCALARS if k in z.files]
-    return [dict(step=int(z["steps"][i]), eval_top1=None if np.isnan(z["eval_top1"][i]) else float(z["eval_top1"][i]),
-                 probe_attn=z["probe_attn"][i], **{s: z[s][i] if z[s].ndim > 1 else float(z[s][i]) for s in extra})
-            for i in range(len(z["steps"]))]
-
-
-def head_keys(arrays: dict) -> tuple[str, ...]:
-    """The per-head [S, L, H] series a run's snapshots hold: encoder statistics, or decoder scores."""
-    return tuple(k for k in SCORES + STATS if k in arrays)
 
 
 def launch(store: MutableMapping, job: TrainingJob, key: str = "studio_job") -> TrainingJob:

@@ -4,7 +4,7 @@ Both train a small `LlamaForCausalLM` (viz.train.clm.build_decoder: RoPE, RMSNor
 key/value heads as query heads) with the causal-LM loop `viz.train.clm.train_clm`. Snapshots record what
 Olsson et al. (2022, "In-context learning and induction heads") watch during training:
 
-- per head, the induction, previous-token and duplicate-token scores (viz.heads.pattern_scores) on held-out
+- per head, the induction, previous-token and duplicate-token scores (viz.tasks.heads.pattern_scores) on held-out
   random sequences repeated once;
 - the in-context learning score: the held-out loss late in the context minus the loss early in it
   (Olsson et al. use token 500 minus token 50 of 512; here the mean over positions [0.8 W, W) minus
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viz.heads import ordinary_ids, pattern_scores, repeated_sequences
+from viz.tasks.heads import ordinary_ids, pattern_scores, repeated_sequences
 from viz.train import clm
 
 TASKS = {"clm": "Causal LM (a small Llama decoder: next token of the corpus)",

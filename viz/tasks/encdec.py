@@ -2,7 +2,7 @@
 
 The encoder runs once; the decoder then runs once per generated token on the whole prefix
 (`use_cache=False`, so every step's attention is recorded by the same ContextVar-gated hooks
-as `viz.capture`). Greedy steps apply the model's own generation rules (its
+as `viz.core.capture`). Greedy steps apply the model's own generation rules (its
 `generation_config` logits processors, e.g. BART's forced `</s>` at the length limit), so the
 tokens equal `model.generate(num_beams=1, do_sample=False)`. Beam search runs `model.generate`
 and then teacher-forces its output to show the attentions; teacher forcing takes a target text.
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.capture import Capture, CaptureError, _check_text, _decoder_inputs, _encode, _token_info, recording, \
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.capture import Capture, CaptureError, _check_text, _decoder_inputs, _encode, _token_info, recording, \
     word_spans
-from viz.models import REPO_ROOT, ModelBundle, split_key
+from viz.core.models import REPO_ROOT, ModelBundle, split_key
 
 METHODS = ("greedy", "beam", "teacher")
 
@@ -95,7 +95,7 @@ class Generation:
         return {ENCODER: self.encoder_attentions, DECODER: dec, CROSS: cross}
 
     def to_capture(self) -> Capture:
-        """The same `Capture` contract as `viz.capture.capture` (no hidden states)."""
+        """The same `Capture` contract as `viz.core.capture.capture` (no hidden states)."""
         tgt_special = np.array([i in self.special_ids for i in self.decoder_ids], dtype=bool)
         return Capture(
             model_name=self.model_name, kind="encoder-decoder", tokens=list(self.source_tokens),

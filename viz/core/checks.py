@@ -1,14 +1,9 @@
-"""Argument checks for `python -m viz ...`: bad input gets one line naming the flag, never a traceback.
+"""Argument value checks (argparse `type=` functions): bad input gets one line naming the flag, never a traceback.
 
 Numbers are checked by argparse itself (`type=positive_int` ...), so `--top-k 0` stops before a model
 loads, with `python -m viz mask: error: argument --top-k: must be at least 1 (got 0)`. Output paths are
 checked the same way (`type=output_file` / `output_dir`): an unwritable `--out` is refused before the model
-runs, not after it. `OneLineParser` prints argparse's errors as that single line (plus where to find
-help), and `run_guarded` is the CLI boundary: the library's user-facing exceptions (`user_errors()`) and
-file errors become `error: <message>` with exit status 2.
-
-Reusable by every subcommand (capture, mask, generate, train, atlas, ...): use these types in
-`add_argument` and build the parser with `OneLineParser`.
+runs, not after it. Used by every subcommand in viz.cli and by the trainers' own options (viz.train).
 """
 
 from __future__ import annotations
@@ -17,17 +12,8 @@ import argparse
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Callable
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with its errors on one line: `prog: error: message (see prog --help)`, exit status 2.
-    Subparsers made by `add_subparsers().add_parser` are of the same class."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -131,39 +117,3 @@ def input_file(text: str) -> str:
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"cannot read '{text}': permission denied")
     return text
-
-
-# ----------------------------------------------------------------------------- the boundary
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is written for the user (imported late: they live beside heavy modules)."""
-    from viz.arch import UnsupportedArchitecture
-    from viz.capture import CaptureError
-    from viz.corpus import CorpusError
-    from viz.mlm import MaskError
-    from viz.models import ModelLoadError
-
-    return ModelLoadError, CaptureError, MaskError, CorpusError, UnsupportedArchitecture
-
-
-def run_guarded(func: Callable[[], int | None]) -> int:
-    """Run a subcommand; user errors and file errors become `error: <message>` on stderr, exit status 2.
-    Anything else is a bug: one line too (exit status 1), and the traceback only with VIZ_DEBUG=1."""
-    try:
-        return int(func() or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a path the user gave that cannot be read or written
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - the CLI boundary: never a traceback for the user
-        if os.environ.get("VIZ_DEBUG"):
-            raise
-        first = str(e).splitlines()[0] if str(e) else ""
-        print(f"error: unexpected {type(e).__name__}: {first} (a bug: VIZ_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1

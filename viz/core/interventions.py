@@ -1,6 +1,6 @@
 """Change what the model computes, for one call only: causal self-attention, ablated heads.
 
-Same discipline as `viz.capture`: the change rides our attention function (`viz.recorder`) and is
+Same discipline as `viz.core.capture`: the change rides our attention function (`viz.core.recorder`) and is
 held in a ContextVar for the current call only, so one session's ablation never reaches another
 session that shares the model, and an exception inside the forward leaves nothing behind.
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from viz.models import ModelBundle
-from viz.recorder import EDIT, Edit, active
+from viz.core.models import ModelBundle
+from viz.core.recorder import EDIT, Edit, active
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Everything the Layer flow page shows for one stack of one capture, computed once.
 
-Glue between the model-side reads (`viz.weights`: output projections, LayerNorm) and the pure
+Glue between the model-side reads (`viz.core.weights`: output projections, LayerNorm) and the pure
 analyses (`viz.analysis.flow`, `.norms`): after this call everything is numpy and figure code
 never sees the model. Attention flow itself is not here: it is slow, so the page asks for it
 per layer / per token (`viz.app.cache.get_flow`).
@@ -24,10 +24,10 @@ import numpy as np
 
 from viz.analysis.flow import attention_rollout, residual_attention
 from viz.analysis.norms import norm_attention, residual_norm_attention, summed_norm_attention
-from viz.arch import CROSS
-from viz.capture import Capture
-from viz.models import ModelBundle
-from viz.weights import attention_layernorm, output_biases, output_projections
+from viz.core.arch import CROSS
+from viz.core.capture import Capture
+from viz.core.models import ModelBundle
+from viz.core.weights import attention_layernorm, output_biases, output_projections
 
 
 @dataclass

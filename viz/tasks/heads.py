@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz.arch import DECODER
-from viz.errors import CaptureError
-from viz.models import ModelBundle
+from viz.core.arch import DECODER
+from viz.core.errors import CaptureError
+from viz.core.models import ModelBundle
 
 DEFAULT_SEQUENCES = 10
 DEFAULT_LENGTH = 50
@@ -142,7 +142,7 @@ def _layer_groups(bundle: ModelBundle, T: int) -> list[list[int]]:
 def _forward_attn(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor | None, layers: list[int]):
     """Run ids [b, T] once, recording `layers` -> (attention [b, len(layers), head, T, T] float32 on the CPU,
     logits [b, T, V] float32)."""
-    from viz.capture import recording
+    from viz.core.capture import recording
 
     with bundle.lock, torch.inference_mode(), recording(bundle, layers={DECODER: frozenset(layers)},
                                                         qkv=False) as rec:
@@ -225,7 +225,7 @@ def head_scores(bundle: ModelBundle, *, seed: int = 0, length: int = DEFAULT_LEN
         raise HeadScoreError("seed must be >= 0, length >= 2 and sequences >= 1")
     scores, l1, l2, example, tokens = repeat_scores(bundle, seed=seed, length=length, sequences=sequences)
     if sink_sentences is None:
-        from viz.corpus import sample_corpus
+        from viz.tasks.corpus import sample_corpus
 
         sink_sentences = sample_corpus().sentences[:DEFAULT_SINK_SENTENCES]
     first = sink_share(bundle, sink_sentences)

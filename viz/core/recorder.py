@@ -19,7 +19,7 @@ As in transformers' `utils/output_capturing.py`, what a call records is held in 
 threads (Streamlit sessions) sharing one model never see each other's tensors, and a context that
 exits — normally or by an exception inside the forward — leaves nothing behind. No forward hooks.
 
-Edits (`Edit`, used by `viz.interventions` and `viz.importance`) ride the same function: a causal
+Edits (`Edit`, used by `viz.core.interventions` and `viz.atlas.importance`) ride the same function: a causal
 look-ahead mask added to an encoder's self-attention, and a per-head scale on each head's output
 just before the output projection (0 ablates a head; a tensor with grad gives importance gates).
 
@@ -50,7 +50,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from viz.arch import CROSS, DECODER, ENCODER
+from viz.core.arch import CROSS, DECODER, ENCODER
 
 ATLAS = "atlas"
 _REGISTER_LOCK = threading.Lock()

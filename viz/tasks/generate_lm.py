@@ -16,7 +16,7 @@ is left alone), which gives the draws of `torch.manual_seed(seed); model.generat
 Beam search runs `model.generate` for the beams, then steps through the chosen beam with its tokens
 forced; every beam's log-probability is recomputed from the model's own logits.
 
-Per step, the logit lens (`viz.lens`): every layer's residual stream at the query through the
+Per step, the logit lens (`viz.tasks.lens`): every layer's residual stream at the query through the
 model's final norm and unembedding; its last layer is the model's own distribution.
 
 Shapes (numpy):
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viz.arch import DECODER
-from viz.capture import CaptureError, _check_text, recording
-from viz.lens import LensUnavailable, chosen_rank, lens_logits, lens_parts
-from viz.models import REPO_ROOT, ModelBundle
+from viz.core.arch import DECODER
+from viz.core.capture import CaptureError, _check_text, recording
+from viz.tasks.lens import LensUnavailable, chosen_rank, lens_logits, lens_parts
+from viz.core.models import REPO_ROOT, ModelBundle
 
 METHODS = ("greedy", "sample", "beam")
 MAX_BEAMS = 8
@@ -66,7 +66,7 @@ class LMStep:
 @dataclass
 class Beam:
     """One hypothesis of beam search, best first in `LMGeneration.beams` (the fields of
-    `viz.generate.Beam` for encoder–decoders, plus its ids and whether it ended)."""
+    `viz.tasks.encdec.Beam` for encoder–decoders, plus its ids and whether it ended)."""
 
     tokens: list[str]
     ids: list[int]
@@ -356,9 +356,9 @@ def beam_table(gen: LMGeneration, tokenizer) -> list[dict]:
 
 def decoder_names(names: list[str]) -> list[str]:
     """The decoder-only models among registry names, read from config.json without loading weights."""
-    from viz.arch import ARCHS
-    from viz.generate import _config
-    from viz.models import DECODER_FAMILIES
+    from viz.core.arch import ARCHS
+    from viz.tasks.encdec import _config
+    from viz.core.models import DECODER_FAMILIES
 
     tiny = {f"tiny-{f}" for f in ("gpt2", *DECODER_FAMILIES)}
     return [n for n in names if n in tiny or not n.startswith("tiny-") and getattr(

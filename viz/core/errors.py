@@ -7,3 +7,7 @@ class CaptureError(ValueError):
 
 class CaptureTooLarge(CaptureError):
     """A capture request over the memory budget; the message says how to narrow it."""
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says why and what to do instead."""

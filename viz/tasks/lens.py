@@ -2,7 +2,7 @@
 residual stream (nostalgebraist, "interpreting GPT: the logit lens", 2020; Belrose et al. 2023 call
 the untrained version the logit lens beside their tuned lens).
 
-Which modules those are is family data (`viz.arch.LensSite`), never a check of a model's name. In
+Which modules those are is family data (`viz.core.arch.LensSite`), never a check of a model's name. In
 transformers 5 the last `hidden_states` entry is already normalised (it is `last_hidden_state`), so
 the last layer gets only the unembedding; its lens equals the model's own logits, and
 `tests/test_lens.py` holds every supported family to that (with random final-norm weights, so that
@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from viz.errors import CaptureError
-from viz.models import ModelBundle
+from viz.core.errors import CaptureError
+from viz.core.models import ModelBundle
 
 
 class LensUnavailable(CaptureError):

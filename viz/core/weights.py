@@ -19,8 +19,8 @@ import re
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.models import ModelBundle
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.models import ModelBundle
 
 # LayerNorm applied to (attention output + residual) in post-LN families: model_type -> stack -> regex.
 # Pre-LN families (GPT-2, T5, mBART, Pegasus) normalise the layer *input* instead, so the

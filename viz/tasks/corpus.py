@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PATH = REPO_ROOT / "data" / "sample_sentences.txt"  # VIZ_SAMPLE_CORPUS overrides it (tests, demos)
 MAX_SENTENCES = 10_000
 MAX_BYTES = 20 * 1024 * 1024

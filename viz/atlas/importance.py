@@ -2,7 +2,7 @@
 "Are Sixteen Heads Really Better than One?", §4.1, eq. 2-3): I_h = E_x |dL(x)/dxi_h|.
 
 `head_mask` was removed from transformers v5, so the gates xi [layer, head] (ones, requiring
-grad) scale each head's output inside our attention function (`viz.recorder.Edit`), just before
+grad) scale each head's output inside our attention function (`viz.core.recorder.Edit`), just before
 the heads are mixed by the output projection. The gates live in a ContextVar for this scope only:
 another session sharing the cached model never sees them.
 
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from viz.atlas.core import Batch, TokenClasses, iter_batches
-from viz.arch import ENCODER
-from viz.models import ModelBundle
-from viz.recorder import EDIT, Edit, active
+from viz.core.arch import ENCODER
+from viz.core.models import ModelBundle
+from viz.core.recorder import EDIT, Edit, active
 
 
 class NoMaskedLMHead(ValueError):

@@ -1,6 +1,6 @@
 """Per-architecture facts as data.
 
-Attention itself is captured for every family in one place (`viz.recorder`: our function in
+Attention itself is captured for every family in one place (`viz.core.recorder`: our function in
 transformers' AttentionInterface), so this table only holds what that function cannot see:
 whether a family is an encoder, a decoder or both; where each layer's attention module and its
 output projection sit (norm-based attention, head contributions); the masked-LM head's modules;

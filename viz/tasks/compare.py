@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from viz.capture import Capture, capture
-from viz.interventions import Intervention
-from viz.mlm import with_mask_token
-from viz.models import ModelBundle
+from viz.core.capture import Capture, capture
+from viz.core.interventions import Intervention
+from viz.tasks.mlm import with_mask_token
+from viz.core.models import ModelBundle
 
 VARIANTS = {
     "mask": "Unmasked vs masked tokens",

@@ -1,12 +1,12 @@
 """Run text through a model bundle and collect what every head did -> `Capture`.
 
 Attention is captured by one function registered in transformers' AttentionInterface
-(`viz.recorder`), switched on per call by a ContextVar: two Streamlit sessions — threads that share
+(`viz.core.recorder`), switched on per call by a ContextVar: two Streamlit sessions — threads that share
 one cached model — never see each other's tensors, and nothing is left behind when a forward raises.
 
 Selective capture: `layers` (indices, negative from the end) and `rows` (query positions, negative
 from the end) keep only what a view shows; unrecorded layers run the fast SDPA path. `Capture.layers`
-and `Capture.rows` say what a capture holds. Before running, `viz.budget` estimates the bytes the
+and `Capture.rows` say what a capture holds. Before running, `viz.core.budget` estimates the bytes the
 request would hold and refuses, with advice, what would not fit (`VIZ_CAPTURE_MB`).
 
 Shapes (numpy once they leave this module):
@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
-from viz.budget import check_budget
-from viz.errors import CaptureError, CaptureTooLarge  # noqa: F401  (re-exported: pages catch CaptureError)
-from viz.interventions import Intervention, applied
-from viz.models import ModelBundle
-from viz.recorder import RECORDER, Recorder, active
+from viz.core.arch import CROSS, DECODER, ENCODER
+from viz.core.budget import check_budget
+from viz.core.errors import CaptureError, CaptureTooLarge  # noqa: F401  (re-exported: pages catch CaptureError)
+from viz.core.interventions import Intervention, applied
+from viz.core.models import ModelBundle
+from viz.core.recorder import RECORDER, Recorder, active
 
 
 def recording(bundle: ModelBundle, **plan):
     """Record every attention call of the forwards inside this context (thread- and task-local).
-    `plan` fills `viz.recorder.Recorder` (layers, rows, weights, qkv, pool)."""
+    `plan` fills `viz.core.recorder.Recorder` (layers, rows, weights, qkv, pool)."""
     n_layers = {s: bundle.stack_layers(s) for s in bundle.arch.stacks}
     return active(RECORDER, Recorder(n_layers=n_layers, **plan))
 
@@ -70,7 +70,7 @@ class Capture:
     kv_heads: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [head] kv head each query head reads
     first_share: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head]
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head, P, P]
-    # with details=True: what each recorded layer's scores were made of (see viz.recorder)
+    # with details=True: what each recorded layer's scores were made of (see viz.core.recorder)
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, row, key] additive, -inf = masked
     score_bias: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer, head, row, key] (T5)
     scaling: dict[str, np.ndarray] = field(default_factory=dict)  # stack -> [layer]

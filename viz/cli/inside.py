@@ -41,10 +41,10 @@ output keys (--json; vectors are lists of floats; `mask` uses null for -inf):
 
 
 def _inside(args) -> int:
-    from viz.capture import CaptureError
-    from viz.cli import load_for
+    from viz.core.capture import CaptureError
+    from viz.cli.common import load_for
     from viz.inside.walk import head_walk, inside, to_arrays, to_json
-    from viz.models import ModelLoadError
+    from viz.core.models import ModelLoadError
 
     try:
         bundle = load_for(args)
@@ -94,7 +94,7 @@ def add_inside(sub) -> None:
     p.add_argument("--token", type=int, default=-1, help="query position (negative: from the end); default -1")
     p.add_argument("--json", action="store_true", help="print the JSON described below instead of a summary")
     p.add_argument("--npz", default=None, help="also write every vector to this .npz file")
-    from viz.cli import add_device_args
+    from viz.cli.common import add_device_args
 
     add_device_args(p)
     p.set_defaults(func=_inside)

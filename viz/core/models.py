@@ -21,16 +21,16 @@ from typing import Any, Callable
 
 import torch
 
-from viz.arch import Arch, arch_for
-from viz.recorder import install, supports_interface
+from viz.core.arch import Arch, arch_for
+# re-exported: callers take the registry's names from here
+from viz.core.devices import DEVICES, DTYPES, model_key, resolve_device, resolve_dtype, split_key  # noqa: F401
+from viz.core.errors import ModelLoadError  # noqa: F401
+from viz.core.recorder import install, supports_interface
+from viz.core.tiny import DECODER_FAMILIES, TINY_FAMILIES, TINY_MLM, tiny_config  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "minilm"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-class ModelLoadError(ValueError):
-    """A model could not be loaded; the message says why and what to do instead."""
 
 
 @dataclass
@@ -126,62 +126,12 @@ def _eval(model):
 
 
 # ----------------------------------------------------------------------------- tiny random models
-def _tiny_config(family: str):
-    import transformers as tf
-
-    common = dict(vocab_size=30522, pad_token_id=0)
-    enc = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-               max_position_embeddings=128, **common)
-    s2s = dict(bos_token_id=101, eos_token_id=102, decoder_start_token_id=101, **common)
-    dec = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102, **common)
-    bart = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, **s2s)
-    return {
-        "bert": lambda: tf.BertConfig(**enc),
-        "roberta": lambda: tf.RobertaConfig(**{**enc, "max_position_embeddings": 130}),
-        "electra": lambda: tf.ElectraConfig(embedding_size=16, **enc),
-        "albert": lambda: tf.AlbertConfig(embedding_size=16, **enc),
-        "distilbert": lambda: tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                                  max_position_embeddings=128, **common),
-        "t5": lambda: tf.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, **s2s),
-        "bart": lambda: tf.BartConfig(**bart),
-        "marian": lambda: tf.MarianConfig(**bart),
-        "gpt2": lambda: tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                                      bos_token_id=101, eos_token_id=102, **common),
-        # decoders of today's layout: RoPE, RMSNorm, gated MLPs, 4 query heads over 2 key/value heads
-        "llama": lambda: tf.LlamaConfig(**dec),
-        "qwen2": lambda: tf.Qwen2Config(**dec),
-        "qwen3": lambda: tf.Qwen3Config(head_dim=16, **dec),
-        "mistral": lambda: tf.MistralConfig(sliding_window=8, **dec),
-        "gemma2": lambda: tf.Gemma2Config(head_dim=16, sliding_window=8, attn_logit_softcapping=50.0,
-                                          final_logit_softcapping=30.0, query_pre_attn_scalar=16, **dec),
-        "phi3": lambda: tf.Phi3Config(**dec),
-        "gpt_neox": lambda: tf.GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                             intermediate_size=128, max_position_embeddings=256, rotary_pct=0.25,
-                                             bos_token_id=101, eos_token_id=102, **common),
-        "opt": lambda: tf.OPTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
-                                    word_embed_proj_dim=64, max_position_embeddings=256, bos_token_id=101,
-                                    eos_token_id=102, **common),
-        "modernbert": lambda: tf.ModernBertConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                                  intermediate_size=128, max_position_embeddings=256,
-                                                  global_attn_every_n_layers=2, local_attention=8, cls_token_id=101,
-                                                  sep_token_id=102, bos_token_id=101, eos_token_id=102, **common),
-    }[family]()
-
-
-DECODER_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3", "gpt_neox", "opt")
-TINY_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "modernbert", "t5", "bart", "marian", "gpt2",
-                 *DECODER_FAMILIES)
-TINY_MLM = ("bert", "roberta", "electra", "albert", "distilbert", "modernbert")  # `tiny-<family>-mlm`
-
-
 def _load_tiny(family: str, mlm: bool = False):
     """A random model of `family` (seeded, so every load is the same), with the MiniLM WordPiece tokenizer.
     `mlm=True` gives the encoder its masked-LM head (random too: for testing the plumbing only)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    cfg = _tiny_config(family)
+    cfg = tiny_config(family)
     cls = AutoModelForMaskedLM if mlm else _auto_class(cfg)
     torch.manual_seed(0)
     model = cls.from_config(cfg, attn_implementation="eager")
@@ -302,7 +252,7 @@ def _load_minilm():
 
 def _load_minilm_mlm():
     try:
-        from viz.train.delta import load_minilm_mlm
+        from viz.core.delta import load_minilm_mlm
     except ImportError:
         raise ModelLoadError("minilm-mlm is not available in this build.") from None
     model, tok = load_minilm_mlm()
@@ -349,55 +299,6 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         ok = False
     _HUB_CHECK["hub"] = (time.monotonic(), ok)
     return ok
-
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_device(device: str | None = None) -> torch.device:
-    """'auto' (or None): CUDA, else Apple MPS, else the CPU. Asking for a device that is absent is an error."""
-    device = (device or "auto").strip().lower()
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if device == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    kind = device.split(":")[0]
-    if kind not in DEVICES:
-        raise ModelLoadError(f"Unknown device '{device}': use one of {', '.join(DEVICES)}.")
-    if kind == "cuda" and not cuda or kind == "mps" and not mps:
-        raise ModelLoadError(f"This machine has no {kind.upper()} device; use --device cpu (or auto).")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """'auto' (or None): bfloat16 on a GPU, float32 on the CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = (dtype or "auto").strip().lower()
-    if key not in DTYPES:
-        raise ModelLoadError(f"Unknown dtype '{dtype}': use one of auto, float32, bfloat16, float16.")
-    chosen = DTYPES[key]
-    if chosen is None:
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return chosen
-
-
-def model_key(name: str, device: str = "auto", dtype: str = "auto") -> str:
-    """One string for a model and where it runs ('minilm', 'minilm@cpu:bfloat16'): cache keys stay strings."""
-    if (device or "auto") == "auto" and (dtype or "auto") == "auto":
-        return name
-    return f"{name}@{device or 'auto'}:{dtype or 'auto'}"
-
-
-def split_key(key: str) -> tuple[str, str, str]:
-    """`model_key` backwards: (name, device, dtype). A name may itself contain '@' only before a path."""
-    name, sep, where = key.rpartition("@")
-    if not sep or ":" not in where or "/" in where:
-        return key, "auto", "auto"
-    device, _, dtype = where.rpartition(":")
-    return name, device, dtype
 
 
 def load_key(key: str) -> "ModelBundle":

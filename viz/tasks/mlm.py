@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from viz.capture import Capture, CaptureError, capture
-from viz.models import ModelBundle
+from viz.core.capture import Capture, CaptureError, capture
+from viz.core.models import ModelBundle
 
 SUGGEST = ("minilm-mlm (bundled, offline) or a Hugging Face masked-LM such as bert-base-uncased, "
            "distilbert-base-uncased or roberta-base")

@@ -13,7 +13,7 @@ a config that does state them (`normalize_before`) wins.
 
 from __future__ import annotations
 
-from viz.arch import CROSS, DECODER, ENCODER, arch_for
+from viz.core.arch import CROSS, DECODER, ENCODER, arch_for
 
 LAYOUTS: dict[str, dict[str, str]] = {
     # norm: where LayerNorm sits; positions: how order enters the model

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from viz.errors import CaptureTooLarge
+from viz.core.errors import CaptureTooLarge
 
 
 def available_bytes(device: torch.device) -> int:
