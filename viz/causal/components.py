@@ -75,6 +75,7 @@ class Session:
     graph: bool = False
     store: dict[tuple[str, str], dict[int, torch.Tensor]] = field(default_factory=dict)
     calls: dict[int, int] = field(default_factory=dict)
+    tokens: dict[str, tuple[int, int]] = field(default_factory=dict)  # stack -> (batch, pos) of its last block input
 
     def layer_of(self, point: "Point") -> int:
         if len(point.layers) == 1:
@@ -270,6 +271,7 @@ def _resid_hook(point: Point):
         here = _enter(point) if torch.is_tensor(x) else None
         if here is None:
             return None
+        here[0].tokens[point.stack] = tuple(x.shape[:2])
         y = _visit(*here, point.stack, RESID_PRE, x)
         if y is None:
             return None
@@ -295,7 +297,12 @@ def _head_hook(point: Point, n_heads: int):
 def _output_hook(point: Point):
     def hook(module, args, output):
         here = _enter(point) if torch.is_tensor(output) else None
-        return None if here is None else _visit(*here, point.stack, point.site, output)
+        if here is None:
+            return None
+        flat = output.dim() == 2 and point.stack in here[0].tokens  # OPT runs its feed-forward on [batch*pos, d]
+        x = output.reshape(*here[0].tokens[point.stack], -1) if flat else output
+        y = _visit(*here, point.stack, point.site, x)
+        return y.reshape(output.shape) if flat and y is not None else y
 
     return hook
 
