@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from viz import quiet  # noqa: E402
 from viz.causal.patching import rows_per_forward, sweep  # noqa: E402
 from viz.causal.task import PatchTask, model_inputs  # noqa: E402
-from viz.models import ModelBundle, load_model  # noqa: E402
+from viz.core.models import ModelBundle, load_model  # noqa: E402
 
 REPEATS = 9
 TOKENS = 16

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from viz.arch import arch_for
-from viz.models import TINY_MLM, ModelBundle, _load_tiny
+from viz.core.arch import arch_for
+from viz.core.models import TINY_MLM, ModelBundle, _load_tiny
 
 # family -> stack -> module paths ({l}: the layer). layer: the block (its input is resid_pre); out: the output
 # projection (its input is the heads, its output attn_out); mlp: the feed-forward's last module; attn: the module

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from causal_models import MODULES, bundle_of, redrawn
-from viz.capture import capture, hook_count
+from viz.core.capture import capture, hook_count
 from viz.causal.components import ComponentError, components, session
-from viz.models import TINY_FAMILIES
+from viz.core.models import TINY_FAMILIES
 
 TEXT = "the cat sat on the mat because it was tired"
 ROTATED = {"modernbert", "llama", "qwen2", "qwen3", "mistral", "gemma2", "phi3", "gpt_neox"}  # RoPE on q and k

@@ -13,7 +13,7 @@ from viz.causal.atp import attribution, compare
 from viz.causal.components import session
 from viz.causal.patching import patch_all_positions, sweep
 from viz.causal.task import PatchError, make_task, run_metric
-from viz.models import TINY_FAMILIES
+from viz.core.models import TINY_FAMILIES
 
 
 # ----------------------------------------------------------------------------- known answers

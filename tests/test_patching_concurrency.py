@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from causal_models import tiny
-from viz.capture import hook_count
+from viz.core.capture import hook_count
 from viz.causal.atp import attribution
 from viz.causal.components import SESSION, components, session
 from viz.causal.patching import sweep
 from viz.causal.path_patching import path_patch
 from viz.causal.task import make_task, run_metric
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 TASKS = [("the cat sat on the mat", "the dog sat on the mat"), ("a bird flew over the house", "a plane flew over the house")]
 

@@ -25,7 +25,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from causal_models import MODULES, bundle_of, pair_for, redrawn
 from viz.causal.patching import sweep
 from viz.causal.task import make_task
-from viz.models import TINY_FAMILIES
+from viz.core.models import TINY_FAMILIES
 
 # ----------------------------------------------------------------------------- the reference model
 class Ref:

@@ -14,11 +14,11 @@ import pytest
 import torch
 import transformers as tf
 
-from viz.arch import arch_for
+from viz.core.arch import arch_for
 from viz.causal.patching import sweep
 from viz.causal.path_patching import path_patch
 from viz.causal.task import make_task
-from viz.models import ModelBundle, minilm_dir
+from viz.core.models import ModelBundle, minilm_dir
 
 P = pytest.importorskip("transformer_lens.patching")
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402

@@ -24,7 +24,7 @@ import torch
 from viz.causal.components import HEAD, STREAM_SITES, components, session
 from viz.causal.patching import HEAD_SITES, PatchResult, check_site, default_stack
 from viz.causal.task import PatchTask, wide, run_metric
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 
 def _sites(bundle: ModelBundle) -> list[tuple[str, str]]:
@@ -39,7 +39,7 @@ def _sites(bundle: ModelBundle) -> list[tuple[str, str]]:
 
 def _recorded(bundle: ModelBundle, task: PatchTask, which: str, sites, graph: bool):
     """One forward keeping `sites` and every attention pattern and value -> (store, recorder, metric)."""
-    from viz.capture import recording
+    from viz.core.capture import recording
 
     ctx = torch.enable_grad() if graph else torch.inference_mode()
     with ctx, recording(bundle, qkv=True) as rec, session(bundle, read=sites, graph=graph) as s:

@@ -36,9 +36,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
+from viz.core.arch import CROSS, DECODER, ENCODER
 from viz.inside.recipes import Attn, NoRecipe, Recipe, Sublayer, layer_module, recipe_for, submodule
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 RESID_PRE, ATTN_OUT, MLP_OUT, HEAD = "resid_pre", "attn_out", "mlp_out", "head"
 Q, K, V = "q", "k", "v"

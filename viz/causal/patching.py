@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from viz.arch import CROSS, DECODER, ENCODER
+from viz.core.arch import CROSS, DECODER, ENCODER
 from viz.causal.components import HEAD, RESID_PRE, STREAM_SITES, components, session
 from viz.causal.task import PatchError, PatchTask, model_inputs, run_metric
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 HEAD_SITES = ("head", "head_pos", "pattern")
 SWEEP_SITES = (*STREAM_SITES, *HEAD_SITES)
@@ -153,7 +153,7 @@ def read_sites(bundle: ModelBundle, task: PatchTask, which: str, sites) -> dict:
 def pattern_values(bundle: ModelBundle, task: PatchTask, stack: str) -> dict[int, torch.Tensor]:
     """layer -> [1, pos, head, d_head]: each head's output if its pattern were the clean one and its values the
     corrupted ones (pattern_clean · V_corrupt, GQA value heads repeated)."""
-    from viz.capture import recording
+    from viz.core.capture import recording
 
     def record(which: str):
         with torch.inference_mode(), recording(bundle, layers={stack: None}, qkv=True) as rec:

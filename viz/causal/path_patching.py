@@ -26,11 +26,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from viz.arch import DECODER
+from viz.core.arch import DECODER
 from viz.causal.components import HEAD, Q, RESID_PRE, components, session
 from viz.causal.patching import rows_per_forward
 from viz.causal.task import PatchError, PatchTask, run_metric
-from viz.models import ModelBundle
+from viz.core.models import ModelBundle
 
 COMPONENTS = ("q", "k", "v")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from viz.arch import DECODER, ENCODER
-from viz.models import ModelBundle
+from viz.core.arch import DECODER, ENCODER
+from viz.core.models import ModelBundle
 
 
 class PatchError(ValueError):
@@ -97,7 +97,7 @@ def answer_logits(bundle: ModelBundle, kw: dict, kind: str, position: int) -> to
     of the output layer (a masked LM's head runs on that position only; decoders keep one logit row)."""
     model = bundle.model
     if kind == "encoder":
-        from viz.mlm import head_logits
+        from viz.tasks.mlm import head_logits
 
         hidden = model.base_model(**kw).last_hidden_state
         return wide(head_logits(bundle, hidden[:, position]))
@@ -132,11 +132,11 @@ def _check(text: str, what: str) -> str:
 def _ids(bundle: ModelBundle, text: str) -> list[int]:
     tok = bundle.tokenizer
     if bundle.kind == "decoder":
-        from viz.generate_lm import prompt_ids
+        from viz.tasks.generate_lm import prompt_ids
 
         return prompt_ids(bundle, text)
     if bundle.kind == "encoder":
-        from viz.mlm import with_mask_token
+        from viz.tasks.mlm import with_mask_token
 
         text = with_mask_token(text, tok)
     return tok(text)["input_ids"]
