@@ -263,6 +263,9 @@ def make_task(bundle: ModelBundle, clean: str, corrupt: str, target: str | None 
     if abs(m[0] - m[1]) < 1e-6:
         raise PatchError(f"The metric is the same on both inputs ({m[0]:.4f}): the corruption changes nothing "
                          "this answer depends on, so there is nothing to restore.")
+    if abs(m[0] - m[1]) < 0.5:
+        notes.append(f"The corruption moves the metric only from {m[0]:.2f} to {m[1]:.2f}; every effect is divided by "
+                     "that difference, so small changes look large. A corruption that flips the answer reads better.")
     fields = dict(base.__dict__, target=t_id, target_token=tok.convert_ids_to_tokens(t_id), foil=f_id,
                   foil_token=None if f_id is None else tok.convert_ids_to_tokens(f_id), metric_clean=float(m[0]),
                   metric_corrupt=float(m[1]), notes=tuple(notes))

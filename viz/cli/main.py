@@ -12,9 +12,10 @@ from viz.cli.generate import add_generate
 from viz.cli.heads import add_heads
 from viz.cli.inside import add_inside
 from viz.cli.mask import add_mask
+from viz.cli.patch import add_patch
 from viz.cli.train import add_train
 
-COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside]
+COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside, add_patch]
 
 
 def build_parser() -> argparse.ArgumentParser:
