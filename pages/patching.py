@@ -13,7 +13,7 @@ from viz.app import patching as job
 from viz.causal.atp import compare
 from viz.causal.examples import examples_for, replace_word, words
 from viz.causal.task import PatchError
-from viz.figures.patching import atp_scatter, head_grid, path_matrix, stream_heatmap
+from viz.figures.patching import atp_scatter, head_grid, largest_gaps, path_matrix, stream_heatmap
 
 SITE_TITLES = {"resid_pre": "Residual stream entering each layer (resid_pre)", "attn_out": "Attention output (attn_out)",
                "mlp_out": "Feed-forward output (mlp_out)"}
@@ -136,7 +136,8 @@ with h2:
     points, lines = {}, []
     for site, stack in todo:
         exact, est = results[(site, stack)].effect, atp[(stack, site)]
-        names = ([f"L{l} {t}" for l in range(exact.shape[0]) for t in task.tokens(stack)] if site != "head" else
+        names = ([f"L{l} {t} ({p})" for l in range(exact.shape[0]) for p, t in enumerate(job.position_tokens(task, stack))]
+                 if site != "head" else
                  [f"L{l} H{h}" for l in range(exact.shape[0]) for h in range(exact.shape[1])])
         label = site if stack == stream_stack or site == "head" else f"{stack} {site}"
         points[label] = (exact, est, names)
@@ -144,7 +145,9 @@ with h2:
     ui.plot(atp_scatter(points, "Attribution patching against exact patching"), key="patch_atp_fig",
             stem="patching-atp")
     st.caption("Pearson correlation per site: " + " · ".join(lines) + ". AtP is linear: it misses a saturated "
-               "softmax and effects that cancel (Kramár et al. 2024).")
+               "softmax and effects that cancel (Kramár et al. 2024). Where they disagree most:")
+    st.dataframe(pd.DataFrame(largest_gaps(points), columns=["site", "component", "exact", "AtP"]).round(3),
+                 hide_index=True, key="patch_gaps")
 ui.table_download(pd.DataFrame(heads.effect, index=heads.rows, columns=heads.cols), key="patch_head_csv",
                   stem="patching-heads", label="Head effects (CSV)")
 ui.npz_download(partial(job.arrays, key, todo), key="patch_npz", stem="patching", label="Every sweep and AtP (NPZ)")
@@ -167,7 +170,7 @@ if task.kind == "decoder":
                   disabled=not chosen or path is not None or path_running)
         p2.button("Cancel", key="patch_path_cancel", on_click=job.cancel, args=(key,), disabled=not path_running)
         if path_running:
-            ss.patch_path_running, ss.patch_path_open = False, True
+            ss.patch_path_running = False
             if job.run_path(key, comp, chosen):
                 path = cache.cached_patch(key, ("path", comp, chosen))
         if path is not None:

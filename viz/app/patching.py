@@ -71,6 +71,8 @@ def run_path(task_key: tuple, component: str, receivers: tuple) -> bool:
 
 def start(flag: str) -> None:
     ss[flag], ss.patch_cancel = True, None
+    if flag == "patch_path_running":
+        ss.patch_path_open = True  # the expander the button sits in stays open for the run and its result
 
 
 def cancel(settings) -> None:
@@ -81,7 +83,16 @@ def cancel(settings) -> None:
 # ----------------------------------------------------------------------------- hand-over
 # Callbacks (they run before the next script run, when the sidebar's `text` may still be set); the page calls
 # `follow()` to switch. `patch_handover` = {text, target} of the shown task, written by the page on every run.
+# Streamlit 1.67 drops every widget's state on a st.switch_page (script_runner: a page change with no widget
+# states from the browser keeps none), so the next page ran on the default model while the sidebar still showed
+# the chosen one. Values set from code survive: the sidebar's are set again here, before the switch.
+SIDEBAR = ("model_choice", "model_other", "model_device", "model_dtype", "export_format")
+
+
 def _common() -> None:
+    for key in SIDEBAR:
+        if key in ss:
+            ss[key] = ss[key]
     h = ss.get("patch_handover") or {}
     ss.text = h.get("text", ss.get("text", ""))
     for key in ("attn_target", "inside_target"):

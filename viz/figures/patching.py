@@ -23,7 +23,7 @@ def _range(*arrays: np.ndarray) -> float:
 
 
 def _cell_text(v: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda x: "" if np.isnan(x) else f"{x:.2f}")(v)
+    return np.vectorize(lambda x: "" if np.isnan(x) else f"{x:.2f}".replace("-0.00", "0.00"))(v)  # no "-0.00"
 
 
 def _heat(v: np.ndarray, x, y, m: float, unit: str, **extra) -> go.Heatmap:
@@ -84,11 +84,24 @@ def head_grid(effect: np.ndarray, title: str, unit: str = "effect") -> go.Figure
     return fig
 
 
+COLORS = {"resid_pre": "#1f77b4", "attn_out": "#2ca02c", "cross attn_out": "#17becf", "mlp_out": "#ff7f0e",
+          "head": "#d62728"}
+
+
+def largest_gaps(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], top: int = 5) -> list[tuple]:
+    """(site, label, exact, atp) of the `top` components where |exact − AtP| is largest, over every site."""
+    gaps = []
+    for site, (exact, atp, labels) in points.items():
+        e, a = np.asarray(exact, dtype=np.float64).ravel(), np.asarray(atp, dtype=np.float64).ravel()
+        gaps += [(abs(e[i] - a[i]), site, labels[i], float(e[i]), float(a[i]))
+                 for i in np.flatnonzero(np.isfinite(e) & np.isfinite(a))]
+    return [g[1:] for g in sorted(gaps, key=lambda g: -g[0])[:top]]
+
+
 def atp_scatter(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], title: str) -> go.Figure:
     """Attribution patching against exact patching, one point per component: points[site] = (exact, atp, labels),
-    flat. The diagonal is where they agree; the five largest disagreements are labelled."""
+    flat. The diagonal is where they agree; the five largest disagreements are ringed (`largest_gaps` lists them)."""
     traces, lo, hi = [], 0.0, 1.0
-    gaps = []
     for site, (exact, atp, labels) in points.items():
         e, a = np.asarray(exact, dtype=np.float64).ravel(), np.asarray(atp, dtype=np.float64).ravel()
         ok = np.isfinite(e) & np.isfinite(a)
@@ -96,24 +109,22 @@ def atp_scatter(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], tit
             continue
         lo, hi = min(lo, e[ok].min(), a[ok].min()), max(hi, e[ok].max(), a[ok].max())
         traces.append(go.Scatter(x=np.round(e[ok], 4), y=np.round(a[ok], 4), mode="markers", name=site,
-                                 text=[labels[i] for i in np.flatnonzero(ok)], marker=dict(size=7, opacity=0.75),
+                                 text=[labels[i] for i in np.flatnonzero(ok)],
+                                 marker=dict(size=7, opacity=0.8, color=COLORS.get(site)),
                                  hovertemplate="%{text}<br>exact %{x:.3f}<br>AtP %{y:.3f}<extra>" + site + "</extra>"))
-        gaps += [(abs(e[i] - a[i]), e[i], a[i], f"{site} {labels[i]}") for i in np.flatnonzero(ok)]
     pad = 0.05 * (hi - lo)
-    worst = sorted(gaps, reverse=True)[:5]
     traces.append(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines", name="AtP = exact",
                              line=dict(color="#999", dash="dot"), hoverinfo="skip"))
+    worst = largest_gaps(points)
     if worst:
-        traces.append(go.Scatter(x=[w[1] for w in worst], y=[w[2] for w in worst], mode="markers+text",
-                                 name="largest disagreements", text=[w[3] for w in worst], textposition="top center",
-                                 textfont=dict(size=9), marker=dict(size=12, color="rgba(0,0,0,0)",
-                                                                    line=dict(color="#333", width=1.5)),
-                                 hoverinfo="skip"))
+        traces.append(go.Scatter(x=[w[2] for w in worst], y=[w[3] for w in worst], mode="markers",
+                                 name="largest disagreements", text=[f"{w[0]} {w[1]}" for w in worst],
+                                 marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="#333", width=1.5)),
+                                 hovertemplate="%{text}<br>exact %{x:.3f}<br>AtP %{y:.3f}<extra></extra>"))
     fig = go.Figure(traces)
     fig.update_layout(title=axes.title(title), height=460, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 10, b=10),
                       xaxis=dict(title="exact patching (effect)", range=[lo - pad, hi + pad], zeroline=True),
-                      yaxis=dict(title="attribution patching (estimate)", range=[lo - pad, hi + pad], zeroline=True,
-                                 scaleanchor="x"),
+                      yaxis=dict(title="attribution patching (estimate)", range=[lo - pad, hi + pad], zeroline=True),
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
