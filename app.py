@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from viz.app import serving, ui
+from viz.app import links, serving, ui
 
 serving.setup()  # once per process: malloc tuning, one torch thread per forward, gc.freeze (viz/app/serving.py)
 
@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
+    st.Page("pages/match.py", title="Compare models", icon="🆚"),
     st.Page("pages/patching.py", title="Patching", icon="🩹"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
     st.Page("pages/generate.py", title="Generate", icon="✍️"),
@@ -22,8 +23,9 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+links.start(page)  # a shared link's view -> session state (bad values: one line); "Copy link" atop the sidebar
 ui.sidebar()
 try:
-    page.run()
+    links.run(page)  # page.run(), the URL following the view (viz/app/links.py)
 finally:
     ui.release_page_data()  # what outlives the run (callbacks, fragments) must not keep the page's arrays

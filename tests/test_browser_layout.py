@@ -122,6 +122,10 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         w.choose("Heads to ablate (their output is zeroed)", 5)
         w.check("compare-ablate", 3)
 
+        w.nav("Compare models")  # minilm-mlm (the sidebar's) against minilm: both model views, the matching, a pair
+        w.page.get_by_text("Matched pair · similarity").first.wait_for()
+        w.check("match", 5)
+
         w.model("seq2seq-reverse")
         w.nav("Encoder–decoder")
         w.fill("Source text (encoder input)", SOURCES[label])
@@ -147,6 +151,9 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         page.get_by_role("button", name="Run atlas").click()
         page.get_by_text("3 sentences ·").wait_for()
         w.check("atlas", 4)
+        page.get_by_role("button", name="Gather layer 0's q and k").click()  # queries and keys of L0 H0
+        page.get_by_text("scores = q·k").wait_for()
+        w.check("atlas-qk", 6)
     finally:
         context.close()
         assert not w.found, "\n".join(w.found)

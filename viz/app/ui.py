@@ -11,7 +11,6 @@ import runpy
 import sys
 import threading
 import types
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,6 +22,7 @@ from viz.app import cache, exports
 from viz.core.capture import Capture, CaptureError
 from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
 from viz.core.names import CONVENTION
+from viz.core import paths
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
     """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
@@ -30,7 +30,6 @@ def stop(message: str, kind: str = "error", icon: str = "🚫"):
     st.stop()
 
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 OTHER = "Other: Hugging Face id or local folder…"
 EXAMPLES = [
     "The cat sat on the mat because it was tired.",
@@ -54,7 +53,7 @@ def through_app() -> None:
         _this_run.page_globals = sys._getframe(1).f_globals  # for release_page_data() once the page ends
         return
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
-    runpy.run_path(str(APP), run_name="__main__")
+    runpy.run_path(str(paths.APP), run_name="__main__")
     st.stop()
 
 
