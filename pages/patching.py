@@ -41,9 +41,13 @@ def use_example() -> None:
         ss.patch_target, ss.patch_foil = ex.target, ex.foil
 
 
-if ss.get("patch_for") != bundle.name:  # a new model: its first example
-    ss.patch_for, ss.patch_example = bundle.name, examples[0].label if examples else "—"
-    use_example()
+if ss.get("patch_for") != bundle.name:  # another model: its first example (a link's own inputs stay)
+    fresh = "patch_for" in ss or "patch_clean" not in ss
+    ss.patch_for = bundle.name
+    if fresh or ss.get("patch_example") not in [e.label for e in examples]:
+        ss.patch_example = examples[0].label if examples else "—"
+    if fresh:
+        use_example()
 st.selectbox("Example", [e.label for e in examples] or ["—"], key="patch_example", on_change=use_example)
 ex = next((e for e in examples if e.label == ss.patch_example), None)
 if ex is not None and ex.why:

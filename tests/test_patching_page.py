@@ -186,3 +186,23 @@ def test_cli_prints_the_documented_keys(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "has 4 tokens and the corrupted one 5" in bad.stderr
     helped = subprocess.run([sys.executable, "-m", "viz", "patch", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert "FIRST token" in helped.stdout and "effect[layer][head][position]" in helped.stdout
+
+
+def test_a_link_reopens_the_same_pair():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import APP
+
+    at = open_page("patching", model_choice="minilm-mlm")
+    at = rerun(at, model_choice="minilm-mlm", patch_example="France/Italy → capital")
+    at.selectbox(key="patch_example").set_value("bakery/library → buy").run()
+    query = dict(at.query_params)
+    assert query.get("clean") == "He went to the bakery to buy some [MASK]." and query.get("target") == "bread"
+    again = AppTest.from_file(APP, default_timeout=240)
+    again.switch_page("pages/patching.py")
+    again.query_params.update(query)
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    assert again.session_state["patch_clean"] == "He went to the bakery to buy some [MASK]."
+    assert again.session_state["patch_corrupt"] == "He went to the library to buy some [MASK]."
+    assert "answer 'bread', foil 'books'" in again.success[0].value
