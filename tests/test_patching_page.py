@@ -154,9 +154,13 @@ def test_replacing_a_word_makes_the_corrupted_input():
 
 
 def test_a_cancelled_run_keeps_nothing():
+    pair = dict(patch_mode="Type both", patch_clean="The keys to the old cabinet", patch_corrupt="The key to the old "
+                "cabinet", patch_target="are", patch_foil="is")  # a pair no other test has run (results are shared)
     at = open_page("patching", model_choice="atlas-lm")
-    key = ("atlas-lm", "The keys to the cabinet", "The key to the cabinet", "are", "is", None)
-    at = rerun(at, model_choice="atlas-lm", patch_running=True, patch_cancel=key)  # Cancel pressed mid-run
+    at = rerun(at, model_choice="atlas-lm", **pair)
+    assert "Press **Run patching**" in at.info[-1].value
+    key = ("atlas-lm", pair["patch_clean"], pair["patch_corrupt"], "are", "is", None)
+    at = rerun(at, model_choice="atlas-lm", **pair, patch_running=True, patch_cancel=key)  # Cancel pressed mid-run
     assert [w.value for w in at.warning] == ["Cancelled: nothing was kept. Press Run patching to start again."]
     assert not at.get("plotly_chart")
 
