@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/generate.py", title="Generate", icon="✍️"),
     st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
     st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
+    st.Page("pages/attribution.py", title="Does attention explain?", icon="🧭"),
 ]
 
 page = st.navigation(PAGES)

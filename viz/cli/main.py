@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from viz.cli.atlas import add_atlas
+from viz.cli.attribute import add_attribute
 from viz.cli.capture import add_capture
 from viz.cli.common import OneLineParser, run_guarded
 from viz.cli.generate import add_generate
@@ -21,7 +22,11 @@ from viz.cli.serve import add_serve, is_serve, serve
 from viz.cli.train import add_train
 
 COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside, add_match, add_qk,
+<<<<<<< HEAD
             add_serve, add_patch]
+=======
+            add_serve, add_attribute]
+>>>>>>> main
 
 
 def build_parser(prog: str = "python -m viz") -> argparse.ArgumentParser:
