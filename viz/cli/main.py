@@ -22,11 +22,7 @@ from viz.cli.serve import add_serve, is_serve, serve
 from viz.cli.train import add_train
 
 COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside, add_match, add_qk,
-<<<<<<< HEAD
-            add_serve, add_patch]
-=======
-            add_serve, add_attribute]
->>>>>>> main
+            add_serve, add_attribute, add_patch]
 
 
 def build_parser(prog: str = "python -m viz") -> argparse.ArgumentParser:
