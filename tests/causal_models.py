@@ -81,3 +81,16 @@ def pair_for(bundle: ModelBundle) -> dict:
     if bundle.kind == "encoder":
         return dict(clean=MASKED[0], corrupt=MASKED[1])
     return dict(clean=CLEAN, corrupt=CORRUPT, prefix="the" if bundle.kind == "encoder-decoder" else None)
+
+
+_OWN: dict[str, ModelBundle] = {}
+
+
+def own(name: str) -> ModelBundle:
+    """`load_model(name)`, cached here and not in conftest's `load`: patching installs its component hooks on a
+    model for good (once), and other test files count the hooks of the bundles `load` shares."""
+    from viz.core.models import load_model
+
+    if name not in _OWN:
+        _OWN[name] = load_model(name)
+    return _OWN[name]

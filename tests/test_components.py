@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from causal_models import MODULES, bundle_of, redrawn
+from causal_models import MODULES, bundle_of, own, redrawn
 from viz.core.capture import capture, hook_count
 from viz.causal.components import ComponentError, components, session
 from viz.core.models import TINY_FAMILIES
@@ -102,11 +102,11 @@ def test_hooks_install_once_and_do_nothing_without_a_session():
         assert torch.equal(model(input_ids=ids).logits, before)
 
 
-def test_a_session_names_only_components_that_exist(load):
-    bundle = load("tiny-bart")
+def test_a_session_names_only_components_that_exist():
+    bundle = own("tiny-bart")
     with pytest.raises(ComponentError, match="no component resid_pre in its cross stack"):
         with session(bundle, read=[("cross", "resid_pre")]):
             pass
     with pytest.raises(ComponentError, match="no component head in its encoder stack"):
-        with session(load("tiny-llama"), read=[("encoder", "head")]):
+        with session(own("tiny-llama"), read=[("encoder", "head")]):
             pass

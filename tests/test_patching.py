@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from causal_models import CLEAN, CORRUPT, MASKED, pair_for, tiny
+from causal_models import CLEAN, CORRUPT, MASKED, own, pair_for, tiny
 from viz.causal.atp import attribution, compare
 from viz.causal.components import session
 from viz.causal.patching import patch_all_positions, sweep
@@ -62,8 +62,8 @@ def test_compare_reports_correlation_and_the_worst_cells():
 
 
 # ----------------------------------------------------------------------------- the task
-def test_bad_input_gets_one_sentence(load):
-    lm = load("tiny-llama")
+def test_bad_input_gets_one_sentence():
+    lm = own("tiny-llama")
     with pytest.raises(PatchError, match=r"clean input has 7 tokens and the corrupted one 8") as e:
         make_task(lm, CLEAN, "the big dog sat on the mat")
     assert "\n" not in str(e.value)
@@ -72,15 +72,15 @@ def test_bad_input_gets_one_sentence(load):
     with pytest.raises(PatchError, match="same tokens"):
         make_task(lm, CLEAN, CLEAN)
     with pytest.raises(PatchError, match="no masked-LM head"):
-        make_task(load("tiny-bert"), *MASKED)
+        make_task(own("tiny-bert"), *MASKED)
     with pytest.raises(PatchError, match=r"no \[MASK\] in the clean text"):
-        make_task(load("tiny-bert-mlm"), CLEAN, CORRUPT)
+        make_task(own("tiny-bert-mlm"), CLEAN, CORRUPT)
     with pytest.raises(PatchError, match="answer and the foil are the same"):
         make_task(lm, CLEAN, CORRUPT, target="hat", foil="hat")
 
 
-def test_an_answer_split_into_tokens_counts_by_its_first_and_says_so(load):
-    lm = load("tiny-llama")  # MiniLM's WordPiece vocabulary: "grandmothers" is grandmother + ##s
+def test_an_answer_split_into_tokens_counts_by_its_first_and_says_so():
+    lm = own("tiny-llama")  # MiniLM's WordPiece vocabulary: "grandmothers" is grandmother + ##s
     task = make_task(lm, CLEAN, CORRUPT, target="grandmothers", foil="cat")
     assert task.target_token == "grandmother" and task.foil_token == "cat"
     assert any("'grandmothers' is 2 tokens (grandmother + ##s); the metric uses the first, 'grandmother'" in n
@@ -90,8 +90,8 @@ def test_an_answer_split_into_tokens_counts_by_its_first_and_says_so(load):
     assert task.metric_clean == pytest.approx(float(logits[task.target] - logits[task.foil]), abs=1e-5)
 
 
-def test_defaults_are_the_top_predictions(load):
-    lm = load("tiny-llama")
+def test_defaults_are_the_top_predictions():
+    lm = own("tiny-llama")
     task = make_task(lm, CLEAN, CORRUPT)
     with torch.inference_mode():
         top = [int(lm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()) for ids in
@@ -105,8 +105,8 @@ def test_defaults_are_the_top_predictions(load):
     assert np.array(js["effect"]).shape == (2, 4, len(task.clean_ids)) and js["answer_position"] == 6
 
 
-def test_a_cancelled_sweep_keeps_nothing_it_did_not_run(load):
-    lm = load("tiny-llama")
+def test_a_cancelled_sweep_keeps_nothing_it_did_not_run():
+    lm = own("tiny-llama")
     task = make_task(lm, CLEAN, CORRUPT)
     seen = []
     res = sweep(lm, task, "resid_pre", batch_size=3, progress=lambda d, t: seen.append((d, t)),
@@ -118,10 +118,10 @@ def test_a_cancelled_sweep_keeps_nothing_it_did_not_run(load):
 
 
 # ----------------------------------------------------------------------------- shipped models
-def test_seq2seq_dates_restores_the_month_from_the_month_token(load):
+def test_seq2seq_dates_restores_the_month_from_the_month_token():
     """'3 March 2021' -> '2021 - 03 - 03', '3 April 2021' -> '2021 - 04 - 03': the decoder reads '<s> 2021 -' in both
     runs and the answer is '03' against '04'. The month token in the encoder carries it at every layer."""
-    bundle = load("seq2seq-dates")
+    bundle = own("seq2seq-dates")
     task = make_task(bundle, "3 March 2021", "3 April 2021")
     assert (task.target_token, task.foil_token) == ("03", "04") and task.decoder_tokens == ("<s>", "2021", "-")
     enc = sweep(bundle, task, "resid_pre", "encoder").effect

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from causal_models import tiny
+from causal_models import own, tiny
 from viz.core.capture import hook_count
 from viz.causal.atp import attribution
 from viz.causal.components import SESSION, components, session
@@ -69,8 +69,8 @@ def in_threads(work, n: int) -> list:
     return results
 
 
-def test_overlapping_sweeps_on_one_model_each_get_their_own(load):
-    shared = load("tiny-llama")
+def test_overlapping_sweeps_on_one_model_each_get_their_own():
+    shared = own("tiny-llama")
     bundles = [unlocked(shared) for _ in TASKS]
     tasks = [make_task(b, *t) for b, t in zip(bundles, TASKS)]
     jobs = [lambda b, t: sweep(b, t, "resid_pre", batch_size=4).effect,
@@ -88,7 +88,7 @@ def test_overlapping_sweeps_on_one_model_each_get_their_own(load):
     assert SESSION.get() is None
 
 
-def test_exact_and_gradient_sessions_overlap_without_mixing(load):
+def test_exact_and_gradient_sessions_overlap_without_mixing():
     """One thread patches (inference mode), the other takes gradients (graph mode), meeting inside a layer."""
     shared = tiny("bert")
     a, b = unlocked(shared), unlocked(shared)
@@ -107,7 +107,7 @@ class Boom(RuntimeError):
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5", "tiny-albert-mlm"])
-def test_an_error_inside_a_patched_forward_leaves_nothing_behind(load, name):
+def test_an_error_inside_a_patched_forward_leaves_nothing_behind(name):
     bundle = tiny(name[5:-4] if name.endswith("-mlm") else name[5:])  # ALBERT: one module for every layer
     clean, corrupt = ("the cat sat on the [MASK] .", "the dog sat on the [MASK] .") if bundle.kind == "encoder" \
         else ("the cat sat on the mat", "the dog sat on the mat")
@@ -136,10 +136,10 @@ def test_an_error_inside_a_patched_forward_leaves_nothing_behind(load, name):
     assert components(bundle) is comps  # not installed a second time
 
 
-def test_a_sweep_that_fails_mid_way_leaves_the_model_as_it_was(load, monkeypatch):
+def test_a_sweep_that_fails_mid_way_leaves_the_model_as_it_was(monkeypatch):
     import viz.causal.patching as patching
 
-    bundle = load("tiny-llama")
+    bundle = own("tiny-llama")
     task = make_task(bundle, *TASKS[0])
     want = sweep(bundle, task, "head").effect
     real, chunks = patching._edit, []
