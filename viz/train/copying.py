@@ -153,3 +153,28 @@ def passages(encoded: list[list[int]], min_tokens: int = 48, count: int = 8) -> 
             if len(out) == count:
                 break
     return out
+
+
+ICL_EARLY = (45, 55)  # target positions (0 = the window's first token) around token 50 ...
+ICL_LATE = (195, 205)  # ... and around token 200 of a 256-token window
+
+
+@torch.inference_mode()
+def icl_score(model, windows: torch.Tensor, early=ICL_EARLY, late=ICL_LATE, batch_size: int = 16) -> dict:
+    """In-context learning score (Olsson et al. 2022: loss at token 500 minus loss at token 50 of 512): over
+    windows [N, W], the mean next-token loss at target positions late[0] <= p < late[1] minus the mean at
+    early[0] <= p < early[1] -> dict(icl, loss_early, loss_late, windows). Negative: later tokens are predicted
+    better, the context helps."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(windows.shape[1] - 1, dtype=torch.float64)
+    try:
+        for i in range(0, len(windows), batch_size):
+            ids = windows[i:i + batch_size].to(next(model.parameters()).device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            total += F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").double().sum(0).cpu()
+    finally:
+        model.train(was_training)
+    nll = total / len(windows)  # [W-1]: index p - 1 is target position p
+    lo, hi = nll[early[0] - 1:early[1] - 1].mean(), nll[late[0] - 1:late[1] - 1].mean()
+    return dict(icl=float(hi - lo), loss_early=float(lo), loss_late=float(hi), windows=len(windows))
