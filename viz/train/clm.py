@@ -301,6 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-frac", type=probability, default=0.0,
                         help="after each training sentence, the chance that <|endoftext|> and L random tokens "
                              "repeated once follow (L uniform in 5-60): the studio's induction-head task, mixed in")
+    parser.add_argument("--random-pool", type=non_negative_int, default=0,
+                        help="draw the random tokens from the first N ordinary ids only (byte-level BPE orders them "
+                             "bytes first, then merges by frequency); 0: every ordinary id")
     parser.add_argument("--init", default=None,
                         help="warm start from this saved model folder (its weights and tokenizer) with a fresh "
                              "optimizer and schedule; the size options are ignored")
@@ -346,8 +349,9 @@ def main(args: argparse.Namespace) -> int:
             model = build_decoder(len(tok), d_model=args.d_model, layers=args.layers, heads=args.heads,
                                   kv_heads=args.kv_heads, ffn=args.ffn, max_len=args.window,
                                   bos_id=tok.bos_token_id, pad_id=tok.pad_token_id, seed=args.seed)
-        mix = CopyMix(args.span_frac, args.random_frac, pool_lo=1 + max(tok.all_special_ids), pool_hi=len(tok),
-                      sep=tok.bos_token_id)
+        lo = 1 + max(tok.all_special_ids)
+        pool_hi = min(len(tok), lo + args.random_pool) if getattr(args, "random_pool", 0) else len(tok)
+        mix = CopyMix(args.span_frac, args.random_frac, pool_lo=lo, pool_hi=pool_hi, sep=tok.bos_token_id)
         stream = Windows(enc, args.batch_size, args.seed, args.window, args.repeat_frac, mix)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
