@@ -4,6 +4,8 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -48,6 +50,85 @@ def test_pack_with_repeats_copies_sentences_of_the_same_window():
     assert repeats > 5
     plain = clm.pack(enc, list(range(60)), window=12)
     assert all(len(set(tuple(r[k:k + 3]) for k in range(0, 12, 3))) == 4 for r in plain.tolist())
+
+
+def _segments(row):
+    """A packed window -> its pieces, each beginning at a separator (0)."""
+    out = []
+    for t in row:
+        if t == 0:
+            out.append([])
+        out[-1].append(t)
+    return out
+
+
+def test_pack_with_a_copy_mix_inserts_span_copies_and_random_repeats():
+    from viz.train.copying import RANDOM_LENGTHS, SPAN_LENGTHS, CopyMix
+
+    enc = [[0] + [1000 + 10 * i + k for k in range(5 + i % 9)] for i in range(300)]  # sentences: ids >= 1000
+    mix = CopyMix(span_frac=0.3, random_frac=0.2, pool_lo=2, pool_hi=90, sep=0)
+    counts = {}
+    w = clm.pack(enc, list(range(300)), window=128, seed=5, mix=mix, counts=counts)
+    assert torch.equal(w, clm.pack(enc, list(range(300)), window=128, seed=5, mix=mix))
+    kinds = {"sentence": 0, "span_copy": 0, "random_repeat": 0}
+    for row in w.tolist():
+        segs = _segments(row)
+        for j, seg in enumerate(segs[:-1]):  # the last piece of a window may be cut
+            body = seg[1:]
+            if all(t >= 1000 for t in body) and body == enc[(body[0] - 1000) // 10][1:]:
+                kinds["sentence"] += 1
+            elif all(t >= 1000 for t in body):  # a span copy: cut from a sentence earlier in this window
+                assert SPAN_LENGTHS[0] <= len(body) <= SPAN_LENGTHS[1] or body == enc[(body[0] - 1000) // 10][1:]
+                earlier = [x[1:] for x in segs[:j]]
+                assert any(body == e[k:k + len(body)] for e in earlier for k in range(len(e))), (body, earlier)
+                kinds["span_copy"] += 1
+            else:  # a random repeat: L distinct pool ids, then the same L again
+                L = len(body) // 2
+                assert len(body) == 2 * L and body[:L] == body[L:] and RANDOM_LENGTHS[0] <= L <= RANDOM_LENGTHS[1]
+                assert len(set(body[:L])) == L and all(2 <= t < 90 for t in body)
+                kinds["random_repeat"] += 1
+    assert min(kinds.values()) > 10, kinds
+    # the counts cover every token placed (windows plus the unfinished last one) and name each kind
+    assert set(counts) == {"sentence", "span_copy", "random_repeat"}
+    assert w.numel() <= sum(counts.values()) < w.numel() + 128
+    # an inactive mix changes nothing: the plain packing and the sentence repeats draw the same numbers
+    assert torch.equal(clm.pack(enc, list(range(300)), 128, 0.3, 7, mix=CopyMix(pool_hi=90)),
+                       clm.pack(enc, list(range(300)), 128, 0.3, 7))
+    with pytest.raises(ValueError, match="too small"):
+        CopyMix(random_frac=0.1, pool_lo=2, pool_hi=40)
+
+
+def test_copy_probes_on_a_model_that_copies_perfectly_and_one_that_cannot():
+    """copy_probe / text_repeat_losses against losses computed here by hand from the logits."""
+    import torch.nn.functional as F
+
+    from viz.train import copying
+
+    model = clm.build_decoder(64, d_model=32, layers=1, heads=2, kv_heads=1, seed=0).eval()
+    halves = [[5, 9, 7, 11, 30], [40, 41, 42, 43]]
+    got = copying.text_repeat_losses(model, halves, bos=0)
+    for h, (a, b) in zip(halves, got):
+        ids = torch.tensor([[0] + h + h])
+        with torch.no_grad():
+            nll = F.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="none")
+        n = len(h)  # targets 2..n of each copy: ids positions 2..n and n+2..2n
+        assert a == pytest.approx(float(nll[1:n].mean()), abs=1e-5)
+        assert b == pytest.approx(float(nll[n + 1:2 * n].mean()), abs=1e-5)
+    probe = copying.copy_probe(model, torch.arange(2, 64), 0, lengths=(5, 9), sequences=2)
+    assert set(probe["induction_by_length"]) == {5, 9}
+    assert probe["induction"] == max(probe["induction_by_length"].values()) < 0.5  # random weights copy nothing
+    assert abs(probe["copy_loss_first"] - probe["copy_loss_second"]) < 0.5
+    # test_heads' hand-built GPT-2 whose layer 1 head 0 is an exact induction head that copies
+    from test_heads import build_induction_gpt2
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as d:
+        copier = AutoModelForCausalLM.from_pretrained(build_induction_gpt2(Path(d), copy=10.0),
+                                                      attn_implementation="eager").eval()
+    probe = copying.copy_probe(copier, torch.arange(3, 32), 0, lengths=(5, 9), sequences=2)
+    assert probe["induction"] > 0.99 and min(probe["induction_by_length"].values()) > 0.99
+    assert probe["copy_loss_second"] < 0.01 < 2.0 < probe["copy_loss_first"]
+    assert copying.passages([[0, 1, 2], [0, 3, 4, 5], [0, 6]], min_tokens=4, count=5) == [[1, 2, 0, 3, 4, 5]]
 
 
 def test_stream_is_a_pure_function_of_seed_and_step():
@@ -153,6 +234,8 @@ def test_cli_trains_saves_and_reports(tmp_path):
     (["--device", "cuda"], "no CUDA GPU"),
     (["--train", "/nonexistent.txt"], "no such file"),
     (["--repeat-frac", "1.5"], "--repeat-frac: must be below 1 (got 1.5)"),
+    (["--span-frac", "-0.1"], "--span-frac: must be at least 0 (got -0.1)"),
+    (["--random-frac", "2"], "--random-frac: must be below 1 (got 2)"),
     (["--init", "/nonexistent"], "not a saved model folder"),
 ])
 def test_cli_refuses_bad_options_in_one_line(argv, message):

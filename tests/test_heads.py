@@ -24,12 +24,17 @@ def _identity_ln(ln, ones: int, eps: float) -> None:
     ln.bias.data.fill_(m)
 
 
-def build_induction_gpt2(folder):
+def build_induction_gpt2(folder, reach: int | None = None, copy: float = 0.0):
     """Save a 2-layer, 4-head GPT-2 with a hand-built induction circuit and a word-level tokenizer to `folder`.
 
     Layer 0 head 0: query = position i, key = position j + 1 -> attends to i - 1, copies that token into
     the R slot. Layer 1 head 0: query = own token, key = the R slot (the token before the key) -> attends to
     the position right after an earlier occurrence of its own token. Every other head and every MLP is zero.
+
+    reach: queries at positions >= reach of layer 1 head 0 attend to position 0 instead (twice the margin of a
+    token match), like a model that learned to copy only within the positions it was trained on. copy: layer 1
+    head 0 also writes the token it attends to, times `copy`, into the token slot the unembedding reads, so the
+    model predicts the copied token (its loss on a repeat falls).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -59,6 +64,12 @@ def build_induction_gpt2(folder):
         for t in range(V):
             w1[T0 + t, t] = beta  # query: own token
             w1[R0 + t, D + t] = 1.0  # key: the token before the key position
+            if copy:
+                w1[T0 + t, 2 * D + t] = 1.0  # value: the key's own token (the one after the earlier occurrence)
+                l1.attn.c_proj.weight[t, T0 + t] = copy
+        for p in range(reach or POS, POS):
+            w1[P0 + p, 40] = 2 * beta  # a query this late ...
+        w1[P0 + 0, D + 40] = 1.0 if reach else 0.0  # ... matches position 0's key, beating any token match
         for ln in (tr.ln_f, l0.ln_2, l1.ln_2):
             ln.weight.fill_(1.0)
         model.lm_head.weight.copy_(tr.wte.weight)
@@ -137,6 +148,8 @@ def test_repeated_sequences_are_distinct_tokens_repeated_once():
     (["--seed", "-1"], "argument --seed: must be at least 0 (got -1)"),
     (["--sequences", "0"], "argument --sequences: must be at least 1 (got 0)"),
     (["--length", "500"], "Use --length 127 or less"),
+    (["--lengths", "10,x"], "argument --lengths: must be integers separated by commas (got '10,x')"),
+    (["--lengths", "1,10"], "argument --lengths: every length must be at least 2 (got '1,10')"),
 ])
 def test_cli_rejects_bad_numbers_in_one_line(argv, message):
     import subprocess
@@ -183,3 +196,68 @@ def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monk
     at.session_state["model_choice"] = "tiny-bert"
     at.run()
     assert not at.exception and not any("Best induction head" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def short_copier_dir(tmp_path_factory):
+    """An induction head that only works for queries before position 30 and copies: 1 + 2 x 15 tokens (31) leave
+    one late row, 1 + 2 x 25 (51) leave 4 of 25 rows."""
+    return build_induction_gpt2(tmp_path_factory.mktemp("models") / "short-copier", reach=30, copy=10.0)
+
+
+def test_a_head_that_copies_only_short_repeats_is_reported_by_the_length_sweep(short_copier_dir, monkeypatch):
+    """The issue's case: a studio model with a 0.93 induction head at its training length read 0.01 at the one
+    default length (50) and the Head atlas said it does not copy. The default sweep reports its best length."""
+    from viz.tasks.heads import DEFAULT_LENGTHS, sweep_lengths
+    from viz.core.models import load_model
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(short_copier_dir.parent))
+    bundle = load_model(str(short_copier_dir))
+    sink = ["w3 w4 w5"]
+    # what the circuit does by hand: row i of the second copy (i = L+1 .. 2L) is an induction row iff i < 30
+    for L, want in ((15, 14 / 15), (25, 4 / 25)):
+        fixed = head_scores(bundle, seed=2, length=L, sequences=3, sink_sentences=sink)
+        assert fixed.lengths == (L,) and fixed.length == L
+        assert fixed.induction[1, 0] == pytest.approx(want, abs=0.01)
+    late = head_scores(bundle, seed=2, length=25, sequences=3, sink_sentences=sink)
+    assert late.loss_second > late.loss_first - 1.0  # at one long length it reads as "does not copy"
+    # 64 positions and 29 ordinary tokens: 50 per copy fits neither, so the sweep keeps 10 and 25
+    assert DEFAULT_LENGTHS == (10, 25, 50) and sweep_lengths(bundle) == (10, 25)
+    res = head_scores(bundle, seed=2, sequences=3, sink_sentences=sink)
+    assert res.lengths == (10, 25) and res.length == 10
+    assert res.best("induction")[:2] == (1, 0) and res.induction[1, 0] > 0.99
+    assert res.induction_length[1, 0] == 10
+    assert res.loss_second < res.loss_first - 3.0  # it copies: the repeat is far easier at the reported length
+    np.testing.assert_array_equal(res.by_length[25]["induction"], late.induction)  # the same seed, the same scores
+    np.testing.assert_array_equal(res.induction, np.maximum(res.by_length[10]["induction"], late.induction))
+    js = res.to_json()
+    assert js["lengths"] == [10, 25] and js["length"] == 10 and js["induction_length"][1][0] == 10
+    assert js["by_length"]["25"]["induction"][1][0] == pytest.approx(4 / 25, abs=0.01)
+
+
+def test_cli_keeps_length_50_by_default_and_sweeps_on_request(short_copier_dir, monkeypatch, capsys):
+    """The contract: without a length flag the scores are the single length 50 they always were (or the longest
+    a model with fewer positions takes, where 50 used to be an error); --lengths sweeps; --length picks one."""
+    from viz.cli.main import main
+
+    monkeypatch.setenv("VIZ_MODEL_ROOTS", str(short_copier_dir.parent))
+    assert main(["heads", "--model", str(short_copier_dir), "--json", "--seed", "2", "--sequences", "2"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    # 1 + 2 x 50 > 64 positions: the longest that fits (positions and the small vocabulary allow 29)
+    assert 2 <= plain["length"] < 50 and plain["lengths"] == [plain["length"]]
+    assert main(["heads", "--model", str(short_copier_dir), "--json", "--length", "50"]) == 2  # asked: still an error
+    capsys.readouterr()
+    assert main(["heads", "--model", str(short_copier_dir), "--json", "--seed", "2", "--sequences", "2",
+                 "--lengths", "10,25,50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lengths"] == [10, 25] and out["induction"][1][0] > 0.99
+    assert set(out["by_length"]) == {"10", "25"}
+    assert main(["heads", "--model", str(short_copier_dir), "--json", "--seed", "2", "--sequences", "2",
+                 "--length", "25"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["lengths"] == [25] and one["length"] == 25 and one["induction"][1][0] == pytest.approx(0.16, abs=0.01)
+    assert main(["heads", "--model", str(short_copier_dir), "--json", "--seed", "2", "--sequences", "2",
+                 "--lengths", "15,20"]) == 0
+    some = json.loads(capsys.readouterr().out)
+    assert some["lengths"] == [15, 20] and some["length"] == 15  # 14/15 at 15, 9/20 at 20
+    assert some["by_length"]["20"]["induction"][1][0] == pytest.approx(9 / 20, abs=0.01)

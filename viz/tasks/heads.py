@@ -17,6 +17,16 @@ earlier occurrence), from `torch.Generator().manual_seed(seed)`: the same seed g
 
 Also reported: the model's next-token loss on each copy (`loss_first`, `loss_second`): a model that uses its
 induction heads predicts the repeated half far better than the first (in-context copying).
+
+Copy length. A head that copies at one length may read nothing at another: a studio model trained on copies of
+8-20 tokens had an induction head of 0.93 at 15 tokens per copy and 0.01 at 50 (its positions beyond ~41 were
+never trained). So by default every score is measured at each of DEFAULT_LENGTHS (10, 25 and 50 tokens per
+copy, those the model's positions and vocabulary allow) and each head reports its best length:
+induction/previous/duplicate = the per-head maximum over lengths, `by_length` keeps every length's values,
+`induction_length` says which length gave each head its induction score, and `length` is the length of the
+best induction head (where `loss_first`/`loss_second` and the example are measured). `length=N` measures one
+length only (the behaviour before the sweep: `length=50`). Chance level: a head spreading its attention evenly
+scores about 1/(i + 1) at row i, 0.05-0.09 at 10 tokens per copy, 0.01-0.02 at 50.
 """
 from __future__ import annotations
 
@@ -30,7 +40,8 @@ from viz.core.errors import CaptureError
 from viz.core.models import ModelBundle
 
 DEFAULT_SEQUENCES = 10
-DEFAULT_LENGTH = 50
+DEFAULT_LENGTH = 50  # the one length scored before the sweep (and still what length=None fell back to)
+DEFAULT_LENGTHS = (10, 25, 50)
 DEFAULT_SINK_SENTENCES = 64
 RECORD_BYTES = 256 << 20  # attention weights recorded per forward; larger models record layers in groups
 
@@ -56,6 +67,9 @@ class HeadScores:
     sink_sentences: int
     example_attn: np.ndarray | None = None  # [layer, head, T, T] float16: the first repeated sequence
     example_tokens: list[str] | None = None  # its T tokens
+    lengths: tuple[int, ...] = ()  # copy lengths measured (one: a fixed length; several: the sweep)
+    by_length: dict | None = None  # {L: dict(induction, previous, duplicate [layer, head], loss_first, loss_second)}
+    induction_length: np.ndarray | None = None  # [layer, head] int: the length of each head's induction score
 
     @property
     def n_layers(self) -> int:
@@ -73,13 +87,27 @@ class HeadScores:
 
     def to_json(self, digits: int = 4) -> dict:
         """`python -m viz heads --json`: layers, heads, induction, previous, duplicate ([layer][head]) plus
-        first_token, seed, length, sequences, loss_first_copy, loss_second_copy."""
-        r = lambda a: np.round(a.astype(float), digits).tolist()  # noqa: E731
+        first_token, seed, length, sequences, loss_first_copy, loss_second_copy, sink_sentences, and (the
+        length sweep) lengths, induction_length ([layer][head]) and by_length ({"L": {induction, previous,
+        duplicate, loss_first_copy, loss_second_copy}})."""
+        r = lambda a: np.round(np.asarray(a).astype(float), digits).tolist()  # noqa: E731
+        lengths = list(self.lengths) or [self.length]
+        ind_len = self.induction_length if self.induction_length is not None else np.full(self.induction.shape,
+                                                                                         self.length)
+        by = self.by_length or {self.length: dict(induction=self.induction, previous=self.previous,
+                                                  duplicate=self.duplicate, loss_first=self.loss_first,
+                                                  loss_second=self.loss_second)}
         return {"layers": self.n_layers, "heads": self.n_heads, "induction": r(self.induction),
                 "previous": r(self.previous), "duplicate": r(self.duplicate), "first_token": r(self.first),
                 "seed": self.seed, "length": self.length, "sequences": self.sequences,
                 "loss_first_copy": round(self.loss_first, digits), "loss_second_copy": round(self.loss_second, digits),
-                "sink_sentences": self.sink_sentences}
+                "sink_sentences": self.sink_sentences, "lengths": lengths,
+                "induction_length": np.asarray(ind_len).astype(int).tolist(),
+                "by_length": {str(L): {"induction": r(v["induction"]), "previous": r(v["previous"]),
+                                       "duplicate": r(v["duplicate"]),
+                                       "loss_first_copy": round(float(v["loss_first"]), digits),
+                                       "loss_second_copy": round(float(v["loss_second"]), digits)}
+                              for L, v in by.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -217,17 +245,45 @@ def sink_share(bundle: ModelBundle, sentences: list[str], max_tokens: int = 64) 
     return (total / max(1, count)).numpy()
 
 
-def head_scores(bundle: ModelBundle, *, seed: int = 0, length: int = DEFAULT_LENGTH,
-                sequences: int = DEFAULT_SEQUENCES, sink_sentences: list[str] | None = None) -> HeadScores:
-    """All four scores of every head of a decoder. `sink_sentences` default: the first 64 bundled sample
-    sentences (data/sample_sentences.txt)."""
-    if seed < 0 or length < 2 or sequences < 1:
+def sweep_lengths(bundle: ModelBundle, lengths=DEFAULT_LENGTHS) -> tuple[int, ...]:
+    """The lengths of `lengths` this decoder can be scored at (1 + 2 L tokens within its positions, L ordinary
+    tokens in its vocabulary); where none fits, the longest that does. Raises when not even L = 2 fits."""
+    prefix = len(prefix_ids(bundle.tokenizer))
+    vocab = getattr(bundle.config, "vocab_size", None) or len(bundle.tokenizer)
+    longest = min((bundle.max_tokens - prefix) // 2, len(ordinary_ids(bundle.tokenizer, vocab)))
+    if longest < 2:
+        raise HeadScoreError(f"{bundle.name} takes too few tokens to repeat even 2 random tokens once.")
+    fit = tuple(sorted({int(L) for L in lengths if 2 <= L <= longest}))
+    return fit or (longest,)
+
+
+def head_scores(bundle: ModelBundle, *, seed: int = 0, length: int | None = None, sequences: int = DEFAULT_SEQUENCES,
+                sink_sentences: list[str] | None = None, lengths=None) -> HeadScores:
+    """All four scores of every head of a decoder. `length`: score at that one copy length (what the scores were
+    before the sweep; the CLI's --length). Otherwise each of `lengths` (default DEFAULT_LENGTHS, cut to what the
+    model takes: `sweep_lengths`) and each head's best (module docstring). `sink_sentences` default: the first
+    64 bundled sample sentences (data/sample_sentences.txt)."""
+    if length is not None:
+        todo = (int(length),)
+    else:
+        _check_decoder(bundle)
+        todo = sweep_lengths(bundle, lengths or DEFAULT_LENGTHS)
+    if seed < 0 or min(todo) < 2 or sequences < 1:
         raise HeadScoreError("seed must be >= 0, length >= 2 and sequences >= 1")
-    scores, l1, l2, example, tokens = repeat_scores(bundle, seed=seed, length=length, sequences=sequences)
+    runs = {L: repeat_scores(bundle, seed=seed, length=L, sequences=sequences) for L in todo}
+    keys = ("induction", "previous", "duplicate")
+    stack = {k: np.stack([runs[L][0][k] for L in todo]) for k in keys}  # [lengths, layer, head]
+    best = {k: v.max(axis=0) for k, v in stack.items()}
+    ind_len = np.asarray(todo)[stack["induction"].argmax(axis=0)]  # the first (shortest) length on a tie
+    li, hi = np.unravel_index(int(np.argmax(best["induction"])), best["induction"].shape)
+    shown = int(ind_len[li, hi])  # the best induction head's length: its losses and its example
+    _, l1, l2, example, tokens = runs[shown]
     if sink_sentences is None:
         from viz.tasks.corpus import sample_corpus
 
         sink_sentences = sample_corpus().sentences[:DEFAULT_SINK_SENTENCES]
     first = sink_share(bundle, sink_sentences)
-    return HeadScores(bundle.name, scores["induction"], scores["previous"], scores["duplicate"], first, seed, length,
-                      sequences, l1, l2, len(sink_sentences), example, tokens)
+    by = {L: dict(runs[L][0], loss_first=runs[L][1], loss_second=runs[L][2]) for L in todo}
+    return HeadScores(bundle.name, best["induction"], best["previous"], best["duplicate"], first, seed, shown,
+                      sequences, l1, l2, len(sink_sentences), example, tokens, lengths=todo, by_length=by,
+                      induction_length=ind_len)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from viz.core.checks import non_negative_int, positive_float, positive_int, probability
+from viz.train import copying
+from viz.train.copying import CopyMix
 from viz.train.mlm import _bf16_default, lr_factor, read_sentences, run_device, save_state, start_state
 
 SEP = "<|endoftext|>"  # begins every sentence: BOS for a typed prompt, the separator inside a packed window
@@ -60,7 +62,7 @@ def encode_sentences(tokenizer, sentences: list[str]) -> list[list[int]]:
 
 # ----------------------------------------------------------------------------------------------- packing
 def pack(encoded: list[list[int]], order: list[int], window: int = WINDOW, repeat_frac: float = 0.0,
-         seed: int = 0) -> torch.Tensor:
+         seed: int = 0, mix: CopyMix | None = None, counts: dict | None = None) -> torch.Tensor:
     """Whole sentences, taken in `order`, laid end to end into windows of exactly `window` tokens -> [N, W] long.
 
     Every window starts at a sentence's <|endoftext|> (as a typed prompt does); the sentence that does not fit
@@ -73,24 +75,33 @@ def pack(encoded: list[list[int]], order: list[int], window: int = WINDOW, repea
     here: atlas-lm (trained without repeats) formed no induction head (best score 0.015), and 200 warm-started
     steps with repeat_frac 0.2 or 0.5 (lr 1e-3 / 1.5e-3) formed none either: copying from context is learned
     far later on text than on the studio's repeated random tokens.
+
+    mix (viz.train.copying.CopyMix): after each original sentence, span copies and random-token repeats too,
+    drawn from the same generator after the sentence copy. counts: if given, filled with the tokens placed
+    per kind (copying.KINDS), what the card reports as the mixture's shares.
     """
     rng = random.Random(seed)
     out, cur, placed = [], [], []
     queue = list(order)[::-1]
     while queue:
-        i = queue.pop()
-        ids = encoded[i if i >= 0 else ~i][:window]
-        room = window - len(cur)
+        i = queue.pop()  # an index (an original), ~index (its copy) or (kind, ids) (an insert of `mix`)
+        kind, ids = i if isinstance(i, tuple) else ("sentence" if i >= 0 else "sentence_copy",
+                                                    encoded[i if i >= 0 else ~i])
+        ids, room = ids[:window], window - len(cur)
+        if counts is not None:
+            counts[kind] = counts.get(kind, 0) + min(len(ids), room)
         if len(ids) >= room:
             cur += ids[:room]
             out.append(cur)
             cur, placed = [], []
             continue
         cur += ids
-        if i >= 0:  # an original (a copy, marked by ~index, never triggers another copy)
+        if kind == "sentence":  # an original (a copy or an insert never triggers another)
             placed.append(i)
             if repeat_frac and rng.random() < repeat_frac:
                 queue.append(~placed[rng.randrange(len(placed))])
+            if mix is not None and mix.active:
+                queue += mix.after(rng, [encoded[j] for j in placed])[::-1]  # popped in the order drawn
     return torch.tensor(out, dtype=torch.long) if out else torch.zeros(0, window, dtype=torch.long)
 
 
@@ -99,9 +110,9 @@ class Windows:
     function of (seed, k), so a resumed run sees exactly the batches an uninterrupted one would."""
 
     def __init__(self, encoded: list[list[int]], batch_size: int, seed: int, window: int = WINDOW,
-                 repeat_frac: float = 0.0):
+                 repeat_frac: float = 0.0, mix: CopyMix | None = None):
         self.encoded, self.batch_size, self.seed, self.window = encoded, batch_size, seed, window
-        self.repeat_frac = repeat_frac
+        self.repeat_frac, self.mix, self.counts = repeat_frac, mix, {}  # counts: tokens per kind, epoch 0
         self._epoch: tuple[int, torch.Tensor] | None = None
         self.per_epoch = len(self._windows(0)) // batch_size
         if self.per_epoch == 0:
@@ -112,7 +123,8 @@ class Windows:
         if self._epoch is None or self._epoch[0] != epoch:
             g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
             order = torch.randperm(len(self.encoded), generator=g).tolist()
-            self._epoch = (epoch, pack(self.encoded, order, self.window, self.repeat_frac, self.seed * 7919 + epoch))
+            self._epoch = (epoch, pack(self.encoded, order, self.window, self.repeat_frac, self.seed * 7919 + epoch,
+                                       self.mix, self.counts if epoch == 0 else None))
         return self._epoch[1]
 
     def batch(self, step: int) -> torch.Tensor:
@@ -284,6 +296,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-frac", type=probability, default=0.0,
                         help="after each training sentence, the chance that a copy of a sentence already in its "
                              "window follows (0: none); gives the model repeats to learn copying from")
+    parser.add_argument("--span-frac", type=probability, default=0.0,
+                        help="after each training sentence, the chance that <|endoftext|> and a span of 3-16 tokens "
+                             "cut from a sentence already in its window follow (a recurring name or phrase)")
+    parser.add_argument("--random-frac", type=probability, default=0.0,
+                        help="after each training sentence, the chance that <|endoftext|> and L random tokens "
+                             "repeated once follow (L uniform in 5-60): the studio's induction-head task, mixed in")
+    parser.add_argument("--random-pool", type=non_negative_int, default=0,
+                        help="draw the random tokens from the first N ordinary ids only (byte-level BPE orders them "
+                             "bytes first, then merges by frequency); 0: every ordinary id")
     parser.add_argument("--init", default=None,
                         help="warm start from this saved model folder (its weights and tokenizer) with a fresh "
                              "optimizer and schedule; the size options are ignored")
@@ -329,7 +350,10 @@ def main(args: argparse.Namespace) -> int:
             model = build_decoder(len(tok), d_model=args.d_model, layers=args.layers, heads=args.heads,
                                   kv_heads=args.kv_heads, ffn=args.ffn, max_len=args.window,
                                   bos_id=tok.bos_token_id, pad_id=tok.pad_token_id, seed=args.seed)
-        stream = Windows(enc, args.batch_size, args.seed, args.window, args.repeat_frac)
+        lo = 1 + max(tok.all_special_ids)
+        pool_hi = min(len(tok), lo + args.random_pool) if getattr(args, "random_pool", 0) else len(tok)
+        mix = CopyMix(args.span_frac, args.random_frac, pool_lo=lo, pool_hi=pool_hi, sep=tok.bos_token_id)
+        stream = Windows(enc, args.batch_size, args.seed, args.window, args.repeat_frac, mix)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -341,23 +365,34 @@ def main(args: argparse.Namespace) -> int:
     def progress(p: dict) -> None:
         ev = p["eval"]
         if ev or p["step"] % 10 == 0 or p["step"] == p["steps"]:
-            tail = f" | held-out loss {ev['loss']:.3f} ppl {ev['ppl']:.1f} top1 {ev['top1']:.3f}" if ev else ""
+            tail = (f" | held-out loss {ev['loss']:.3f} ppl {ev['ppl']:.1f} top1 {ev['top1']:.3f} induction "
+                    f"{ev['induction']:.2f} text copy gap {ev['text_copy_gap']:.2f}") if ev else ""
             print(f"step {p['step']}/{p['steps']} loss {p['loss_ema']:.3f} lr {p['lr']:.2e} "
                   f"{p['elapsed_s'] / 60:.1f} min {p['tokens_per_s']:.0f} tok/s{tail}", file=sys.stderr, flush=True)
 
+    pool, sep = torch.arange(mix.pool_lo, mix.pool_hi), tok.bos_token_id
+    probe_text = copying.passages(encode_sentences(tok, test))
+
+    def evaluate(m) -> dict:  # held-out figures, and how well the model copies (the phase change shows here)
+        gaps = copying.text_repeat_losses(m, probe_text, sep)
+        return dict(evaluate_clm(m, curve_windows), **copying.copy_probe(m, pool, sep),
+                    text_copy_gap=sum(a - b for a, b in gaps) / max(1, len(gaps)))
+
+    model.set_attn_implementation("sdpa")  # same numbers as eager, 25% faster on a CPU; probes switch back
     cpu0 = time.process_time()
     state = train_clm(model, stream.batch, steps=args.steps, lr=args.lr, warmup=args.warmup, out_dir=args.out,
-                      resume=not args.no_resume, evaluate_fn=lambda m: evaluate_clm(m, curve_windows),
+                      resume=not args.no_resume, evaluate_fn=evaluate,
                       eval_every=args.eval_every, on_progress=progress,
                       should_stop=(lambda: time.monotonic() > deadline) if deadline else None,
                       bf16=False if args.no_bf16 else None, threads=args.threads, device=device,
                       fit_minutes=args.minutes if args.steps == 0 else None)
     model.to("cpu").float()
+    model.set_attn_implementation("eager")
     final = evaluate_clm(model, test_windows)
     base = ngram_baselines(enc, test_windows, len(tok))
     recipe = {k: v for k, v in vars(args).items() if k != "func"}
     info = dict(recipe=dict(recipe, params=n_params, train_tokens=sum(map(len, enc)),
-                            steps_per_epoch=stream.per_epoch, device=device),
+                            steps_per_epoch=stream.per_epoch, device=device, mix_tokens=stream.counts),
                 steps_done=state["step"], steps=state["steps"], train_minutes=round(state["elapsed_s"] / 60, 2),
                 process_cpu_minutes_this_call=round((time.process_time() - cpu0) / 60, 2),
                 tokens_seen=state["tokens"], curve=state["curve"], heldout=final, baselines=base,
