@@ -8,23 +8,31 @@ serving.setup()  # once per process: malloc tuning, one torch thread per forward
 
 st.set_page_config(page_title="Attention Atlas", page_icon="🔭", layout="wide")
 
-PAGES = [
-    st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
-    st.Page("pages/inside.py", title="Inside a layer", icon="🔬"),
-    st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
-    st.Page("pages/routes.py", title="Routes", icon="🛤️"),
-    st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
-    st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
-    st.Page("pages/match.py", title="Compare models", icon="🆚"),
-    st.Page("pages/patching.py", title="Patching", icon="🩹"),
-    st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
-    st.Page("pages/generate.py", title="Generate", icon="✍️"),
-    st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
-    st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
-    st.Page("pages/attribution.py", title="Does attention explain?", icon="🧭"),
-]
+# Grouped by the question a page answers. Every page stays listed: Streamlit folds a long list behind
+# "View more" unless expanded (13 pages did fold, and a link below the fold could not be clicked).
+PAGES = {
+    "Where heads look": [
+        st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
+        st.Page("pages/inside.py", title="Inside a layer", icon="🔬"),
+        st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
+        st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
+        st.Page("pages/match.py", title="Compare models", icon="🆚"),
+    ],
+    "What they cause": [
+        st.Page("pages/routes.py", title="Routes", icon="🛤️"),
+        st.Page("pages/patching.py", title="Patching", icon="🩹"),
+        st.Page("pages/attribution.py", title="Does attention explain?", icon="🧭"),
+        st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
+    ],
+    "What the model says": [
+        st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
+        st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
+        st.Page("pages/generate.py", title="Generate", icon="✍️"),
+        st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
+    ],
+}
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, expanded=True)
 links.start(page)  # a shared link's view -> session state (bad values: one line); "Copy link" atop the sidebar
 ui.sidebar()
 try:
