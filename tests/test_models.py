@@ -104,3 +104,13 @@ def test_shipped_checkpoints_are_present_and_listed(name):
         if f.endswith(".safetensors"):
             assert path.read_bytes()[:7] != b"version", f"{path} is a Git LFS pointer, not the weights"
     assert name in builtin_names()
+
+
+def test_device_and_dtype_follow_the_model_when_it_moves():
+    """The bundle finds its first parameter once; `model.to(...)` changes that parameter in place."""
+    import torch
+
+    bundle = load_model("tiny-bert")
+    assert bundle.dtype == torch.float32 and bundle.device.type == "cpu"
+    bundle.model.to(torch.bfloat16)
+    assert bundle.dtype == torch.bfloat16 == next(bundle.model.parameters()).dtype
