@@ -271,10 +271,49 @@ class Server:
 
 
 # ----------------------------------------------------------------------------- one browser session
+SCRIPT_FINISHED = None  # ForwardMsg.script_finished's FINISHED_SUCCESSFULLY (read from streamlit's proto on first use)
+
+
+def script_finished(payload) -> bool:
+    """Whether a websocket frame from the server is a ForwardMsg saying a script run finished successfully.
+    Only small frames are parsed (that message is a few bytes; figures are hundreds of kB): the bench process
+    must not compete with the server for the CPU."""
+    global SCRIPT_FINISHED
+    if not isinstance(payload, (bytes, bytearray)) or len(payload) > 256:
+        return False
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    if SCRIPT_FINISHED is None:
+        SCRIPT_FINISHED = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_SUCCESSFULLY")
+    try:
+        msg = ForwardMsg.FromString(bytes(payload))
+    except Exception:  # noqa: BLE001 - not a ForwardMsg
+        return False
+    return msg.WhichOneof("type") == "script_finished" and msg.script_finished == SCRIPT_FINISHED
+
+
 class Session:
     def __init__(self, index: int, page) -> None:
         self.index, self.page = index, page
         self.own_tokens: list[list[str]] = []  # every token list this session may legitimately show
+        self.finished: list[float] = []  # perf_counter() of every script_finished this session's websocket got
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+
+    def _frame(self, payload) -> None:
+        if script_finished(payload):
+            self.finished.append(time.perf_counter())
+
+    async def server_time(self, t0: float, timeout: float = 60.0) -> float:
+        """Seconds from `t0` (the submit, perf_counter) to the last script_finished this session's server
+        sent after it: the server's own time for the submit (its work, queueing behind other sessions included;
+        the browser's drawing excluded). Waits until the page is idle and a finish has arrived."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            after = [t for t in self.finished if t > t0]
+            if after and not (await self.state())["running"]:
+                return max(after) - t0
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"session {self.index}: no script_finished after the submit")
 
     async def state(self) -> dict:
         return await self.page.evaluate(STATE_JS)
@@ -282,8 +321,9 @@ class Session:
     async def foreign(self) -> list[str]:
         return await self.page.evaluate("() => window.__foreign || []")
 
-    async def submit(self, text: str, expect: Expect, timeout: float = 180.0) -> float:
-        """Type `text`, commit it; seconds (page clock) until this session's own model view is drawn."""
+    async def submit(self, text: str, expect: Expect, timeout: float = 180.0) -> tuple[float, float]:
+        """Type `text`, commit it; (seconds (page clock) until this session's own model view is drawn,
+        seconds (bench clock) until the server sent this session's script_finished)."""
         view, tokens = expect(text)
         self.own_tokens.append(tokens)
         box = self.page.get_by_label("Text")
@@ -293,12 +333,13 @@ class Session:
                        "tol": max(8 * 255, view[2] // 2000)}))
         await asyncio.sleep(0.05)  # let the watcher reach the page before the key does
         t0 = await self.page.evaluate("() => performance.now()")
+        sent = time.perf_counter()
         await box.press("Control+Enter")
         done = await waiting
         if done < 0:
             raise TimeoutError(f"session {self.index}: own model view not drawn after {timeout} s; "
                                f"page shows {await self.state()}")
-        return (done - t0) / 1000
+        return (done - t0) / 1000, await self.server_time(sent)
 
 
 async def open_sessions(browser, url: str, k: int) -> list[Session]:
@@ -308,8 +349,8 @@ async def open_sessions(browser, url: str, k: int) -> list[Session]:
         ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
         page = await ctx.new_page()
         page.set_default_timeout(180_000)
+        s = Session(i, page)  # listens to the page's websocket: before it opens
         await page.goto(url)
-        s = Session(i, page)
         while True:
             st = await s.state()
             if st["view"] is not None and st["tokens"] is not None and not st["running"]:
@@ -318,6 +359,24 @@ async def open_sessions(browser, url: str, k: int) -> list[Session]:
         s.own_tokens.append(st["tokens"])
         sessions.append(s)
     return sessions
+
+
+def renice_renderers(niceness: int) -> int:
+    """Set every Chromium renderer below this process to `niceness` (the page's JavaScript, layout and
+    drawing), so the server's own time is measured with the browsers out of its way. Returns how many."""
+    n = 0
+    for pid in descendants(os.getpid(), -1):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"--type=renderer" in cmd:
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, niceness)
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -330,7 +389,7 @@ def load_avg() -> str:
 
 
 async def run_load(ks: list[int], rounds: int, env: dict[str, str], profile: str | None = None,
-                   app_root: Path = ROOT) -> dict:
+                   app_root: Path = ROOT, nice: int = 19) -> dict:
     from playwright.async_api import async_playwright
 
     expect = Expect()
@@ -343,23 +402,34 @@ async def run_load(ks: list[int], rounds: int, env: dict[str, str], profile: str
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for k in ks:
                 sessions = await open_sessions(browser, server.url, k)
-                times, rss_before = [], server.rss()
+                reniced = renice_renderers(nice) if nice else 0
+                times, server_times, rss_before = [], [], server.rss()
                 cpu0, client0, t0 = server.cpu(), client_cpu(server.proc.pid), time.perf_counter()
                 for r in range(rounds):
                     batch = [next(texts) for _ in sessions]
                     for s, t in zip(sessions, batch):
                         expect(t)  # computed before the clock starts
-                    times += await asyncio.gather(*(s.submit(t, expect) for s, t in zip(sessions, batch)))
+                    load0 = load_avg()
+                    got = await asyncio.gather(*(s.submit(t, expect) for s, t in zip(sessions, batch)))
+                    times += [g[0] for g in got]
+                    server_times += [g[1] for g in got]
+                    print(f"  K={k} round {r + 1}: server max {max(g[1] for g in got):.2f} s, drawn max "
+                          f"{max(g[0] for g in got):.2f} s; load avg {load0} -> {load_avg()}", flush=True)
                 windows[k] = (t0, time.perf_counter())
                 n = len(times)
                 foreign = [f for s in sessions for f in await s.foreign()]
                 results[k] = dict(p50=statistics.median(times), p95=pct(times, 95), max=max(times), n=n,
+                                  server_p50=statistics.median(server_times), server_p95=pct(server_times, 95),
+                                  server_max=max(server_times), nice=nice, reniced=reniced,
                                   rss_before=rss_before, rss_after=server.rss(), cross_talk=len(foreign),
                                   server_cpu_per_submit=(server.cpu() - cpu0) / n,
                                   client_cpu_per_submit=(client_cpu(server.proc.pid) - client0) / n,
                                   load=load_avg())
-                print(f"K={k}: p50 {results[k]['p50']:.2f} s, p95 {results[k]['p95']:.2f} s, "
-                      f"max {results[k]['max']:.2f} s over {n} submits; CPU per submit: server "
+                print(f"K={k}: server (submit -> its script_finished) p50 {results[k]['server_p50']:.2f} s, "
+                      f"p95 {results[k]['server_p95']:.2f} s, max {results[k]['server_max']:.2f} s; "
+                      f"drawn p50 {results[k]['p50']:.2f} s, p95 {results[k]['p95']:.2f} s, "
+                      f"max {results[k]['max']:.2f} s over {n} submits ({reniced} renderers at nice {nice}); "
+                      "CPU per submit: server "
                       f"{results[k]['server_cpu_per_submit']:.3f} s, "
                       f"browser {results[k]['client_cpu_per_submit']:.3f} s; "
                       f"RSS {rss_before:.0f} -> {results[k]['rss_after']:.0f} MB; cross-talk {len(foreign)}; "
@@ -396,7 +466,7 @@ async def run_memory(n: int, words: int, env: dict[str, str]) -> dict:
             base = server.rss()
             print(f"after the first page: RSS {base:.0f} MB", flush=True)
             for i, t in enumerate(texts, 1):
-                secs = await s.submit(t, expect)
+                secs, _ = await s.submit(t, expect)
                 curve.append((i, server.rss()))
                 print(f"text {i:2d} ({len(t.split())} words): drawn in {secs:.2f} s, RSS {curve[-1][1]:.0f} MB "
                       f"(+{curve[-1][1] - base:.0f})", flush=True)
@@ -423,6 +493,9 @@ def main() -> int:
     ap.add_argument("--app-root", type=Path, default=ROOT,
                     help="serve app.py from this checkout instead (before/after comparisons; e.g. a `git archive` "
                          "of an older commit, run with this repository's .venv)")
+    ap.add_argument("--nice", type=int, default=19,
+                    help="niceness given to the Chromium renderers once the sessions are open (default 19: the "
+                         "server's time is then the server's; 0 leaves them as they are)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -437,7 +510,7 @@ def main() -> int:
         res = asyncio.run(run_memory(args.memory, args.words, env))
         bad = res["cross_talk"]
     else:
-        res = asyncio.run(run_load(args.sessions, args.rounds, env, args.profile, args.app_root.resolve()))
+        res = asyncio.run(run_load(args.sessions, args.rounds, env, args.profile, args.app_root.resolve(), args.nice))
         bad = sum(v["cross_talk"] for k, v in res.items() if isinstance(k, int))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
