@@ -194,7 +194,7 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
     """Draw a figure; its camera button saves PNG or SVG (the sidebar's choice), and a popover offers it as
     HTML: small (plotly.js from its CDN) or self-contained (plotly.js inside, ~4.8 MB, opens offline)."""
     config = exports.camera_config(st.session_state.get("export_format", "png"), slug(stem))
-    event = st.plotly_chart(fig, key=key, config=config, **kwargs)
+    event = st.plotly_chart(exports.shipped(fig), key=key, config=config, **kwargs)
     with st.popover("Figure (HTML)"):
         for kind, label, help in exports.html_kinds():
             st.download_button(label, data=lambda kind=kind: exports.figure_html(fig, slug(stem), kind),
