@@ -10,6 +10,7 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.core.capture import CaptureError
+from viz.core.tokens import readable
 from viz.figures.inside import contributions_figure, head_figure, layer_figure
 from viz.inside.walk import KEY_MODES, head_walk, pick_keys, to_arrays
 
@@ -49,7 +50,8 @@ head = int(c3.number_input("Head", 0, n_heads - 1, key="inside_head"))
 tok_key = f"inside_token_{stack}_{zlib.crc32(chr(31).join(q_tokens).encode())}"
 if tok_key not in ss:
     ss[tok_key] = ss.inside_token
-token = int(c4.selectbox("Query token", range(len(q_tokens)), format_func=lambda i: f"{q_tokens[i]} ({i})",
+q_shown, k_shown = readable(q_tokens), readable(k_tokens)
+token = int(c4.selectbox("Query token", range(len(q_tokens)), format_func=lambda i: f"{q_shown[i]} ({i})",
                          key=tok_key))
 ss.inside_token = token
 try:
@@ -62,7 +64,7 @@ if run.cap.truncated:
                f"Showing the first {len(run.cap.tokens)} tokens.", icon="✂️")
 
 # ----------------------------------------------------------------------------- one head
-st.subheader(f"One head: {STACK_LABELS[stack].lower()} · layer {layer} · head {head} · query “{walk.query_token}”")
+st.subheader(f"One head: {STACK_LABELS[stack].lower()} · layer {layer} · head {head} · query “{q_shown[token]}”")
 score = r"q\cdot k_i\cdot s"
 if walk.softcap:
     score = rf"c\,\tanh({score}/c)"
@@ -90,9 +92,9 @@ limit = int(k2.number_input("At most", 4, 128, 24, key="inside_limit"))
 idx, said = pick_keys(walk.weights, None if stack == "cross" else token, mode, limit)
 st.caption(said + " Strips: blue negative, red positive; the query's own position is marked ▶.")
 row = [int(i) for i in idx].index(token) if stack != "cross" and token in idx else None
-fig = head_figure([f"{k_tokens[i]} ({i})" for i in idx], walk.query_token, walk.query, walk.keys[idx],
+fig = head_figure([f"{k_shown[i]} ({i})" for i in idx], q_shown[token], walk.query, walk.keys[idx],
                   walk.scores[idx], walk.mask[idx], walk.weights[idx], walk.values[idx], walk.head_output,
-                  title=f"“{walk.query_token}” ({token}) reads {len(k_tokens)} keys", query_row=row)
+                  title=f"“{q_shown[token]}” ({token}) reads {len(k_tokens)} keys", query_row=row)
 stem = f"inside-{stack}-L{layer}-H{head}-T{token}"
 ui.plot(fig, key="inside_head_fig", stem=stem)
 table = pd.DataFrame({"position": np.arange(len(k_tokens)), "token": k_tokens, "q·k·s": walk.raw_scores,
@@ -117,7 +119,7 @@ else:
         steps = lw.steps
         ui.plot(layer_figure([s.label for s in steps], [s.kind for s in steps], [s.sublayer for s in steps],
                              [s.detail for s in steps], [s.norm for s in steps], lw.parallel,
-                             title=f"Layer {layer} at “{walk.query_token}” ({lw.recipe}"
+                             title=f"Layer {layer} at “{q_shown[token]}” ({lw.recipe}"
                                    f"{', parallel residual' if lw.parallel else ''})"),
                 key="inside_layer_fig", stem=f"{stem}-layer")
     with right:
@@ -140,6 +142,6 @@ else:
         ui.table_download(steps_df, key="inside_steps_csv", stem=f"{stem}-layer", label="Every step's vector (CSV)")
 if run.contributions is not None:
     norms = np.linalg.norm(run.contributions, axis=1)
-    ui.plot(contributions_figure(norms, head, f"What each head of layer {layer} wrote at “{walk.query_token}”: "
+    ui.plot(contributions_figure(norms, head, f"What each head of layer {layer} wrote at “{q_shown[token]}”: "
                                               "‖head output · W_O[head]‖"), key="inside_contrib_fig",
             stem=f"{stem}-heads")

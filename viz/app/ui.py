@@ -23,6 +23,7 @@ from viz.app import cache, exports
 from viz.core.capture import Capture, CaptureError
 from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
 from viz.core.names import CONVENTION
+from viz.core.tokens import readable
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
     """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
@@ -260,6 +261,7 @@ def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str
     options = [i for i, t in enumerate(ids) if t not in special]
     if key in st.session_state:  # drop choices that no longer exist after the text changed
         st.session_state[key] = [p for p in st.session_state[key] if p in options]
+    tokens = readable(tokens)
     chosen = st.multiselect(label, options, format_func=lambda i: f"{tokens[i]} ({i})", key=key, help=help)
     return tuple(sorted(chosen))
 

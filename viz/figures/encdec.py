@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, shown, title as _title, token_axis, token_labels
 from viz.figures.attention import heatmap_height
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
@@ -126,7 +126,7 @@ def beams_figure(beams: list, length_penalty: float = 1.0, title: str = "Beam se
     text = [[""] * n for _ in beams]
     for r, b in enumerate(beams):
         z[r, : len(b.tokens)] = np.exp(b.token_logprobs)
-        text[r][: len(b.tokens)] = [escape(t) for t in b.tokens]
+        text[r][: len(b.tokens)] = shown(b.tokens)
     rows = [f"#{r + 1} · score {b.score:.3f} · log p {b.log_prob:.2f}" for r, b in enumerate(beams)]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(n)), y=rows, text=text, texttemplate="%{text}", textfont=dict(size=11), colorscale="Greens",

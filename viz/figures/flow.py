@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from plotly.subplots import make_subplots
 
-from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, shown, title as _title
 from viz.figures.axes import token_axis as _axis, token_labels as _labels
 from viz.core.names import levels
 
@@ -67,7 +67,7 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
         x=lvl.ravel(), y=tok.ravel(), mode="markers", showlegend=False, name="tokens",
         marker=dict(size=9, color="white", line=dict(width=1.5, color="#1f77b4")),
         customdata=np.stack([lvl.ravel(), tok.ravel()], axis=1),
-        text=[f"{escape(tokens[t])} ({t}) · {names[lv]}" for lv, t in zip(lvl.ravel(), tok.ravel())],
+        text=[f"{escape(tokens[t])} ({t}) · {names[lv]}" for lv, t in zip(lvl.ravel(), tok.ravel())],  # raw in hover
         hovertemplate="%{text}<br>click to follow this token<extra></extra>"))
     if selected is not None:
         x_sel = L if selected_level is None else selected_level
@@ -82,7 +82,7 @@ def flow_view(mats: np.ndarray, tokens: list[str], threshold: float = 0.05, top_
         dragmode=False, plot_bgcolor="white",
         xaxis=dict(tickmode="array", tickvals=list(range(L + 1)), ticktext=names, side="top",
                    showgrid=False, zeroline=False, range=[-0.4, L + 0.4]),
-        yaxis=dict(tickmode="array", tickvals=list(range(0, T, step)), ticktext=[escape(t) for t in tokens[::step]],
+        yaxis=dict(tickmode="array", tickvals=list(range(0, T, step)), ticktext=shown(tokens)[::step],
                    autorange="reversed", showgrid=False, zeroline=False),
     )
     return fig
@@ -148,7 +148,7 @@ def pca_paths_figure(paths: np.ndarray, tokens: list[str], ratio: np.ndarray, ti
                                colorbar=colorbar("level", tickvals=list(range(n_levels)), ticktext=names)),
                    text=[f"{escape(tokens[t])} ({t}) · {names[l_]}" for l_ in range(n_levels) for t in range(T)],
                    hovertemplate="%{text}<extra></extra>"),
-        go.Scatter(x=paths[-1, :, 0], y=paths[-1, :, 1], mode="text", text=[escape(t) for t in tokens],
+        go.Scatter(x=paths[-1, :, 0], y=paths[-1, :, 1], mode="text", text=shown(tokens),
                    textposition="top center", showlegend=False, hoverinfo="skip"),
     ])
     fig.update_layout(title=_title(title), height=560, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),

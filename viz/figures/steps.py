@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import COLORSCALE, escape, token_axis, token_labels
+from viz.figures.attention import COLORSCALE, token_axis, token_labels
+from viz.figures.axes import shown
 
 
 def levels(n: int) -> list[str]:
@@ -75,9 +76,9 @@ def lens_table(layer_top: list[list[tuple[str, float]]], chosen: str, rank: np.n
     k = len(layer_top[0])
     n = len(layer_top)
     probs = np.array([[p for _, p in row] + [float(prob[i])] for i, row in enumerate(layer_top)], dtype=np.float32)
-    text = [[f"<b>{escape(t)}</b>" if t == chosen else escape(t) for t, _ in row]
+    text = [[f"<b>{shown([t])[0]}</b>" if t == chosen else shown([t])[0] for t, _ in row]
             + [f"<b>#{int(rank[i])}</b> · {float(prob[i]):.1%}"] for i, row in enumerate(layer_top)]
-    cols = [f"#{j + 1}" for j in range(k)] + [f"'{escape(chosen)}'"]
+    cols = [f"#{j + 1}" for j in range(k)] + [f"'{shown([chosen])[0]}'"]
     ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(probs, 4), x=cols, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=13),
@@ -95,7 +96,7 @@ def rank_map(ranks: np.ndarray, tokens: list[str], current: int | None = None, t
     colour log10 of the rank, 1 darkest): where in the depth each prediction forms. `current`: a step outlined."""
     ranks = np.asarray(ranks)
     S, n = ranks.shape
-    xs = [f"{s}: {escape(t)}" for s, t in enumerate(tokens)]
+    xs = [f"{s}: {t}" for s, t in enumerate(shown(tokens))]
     ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(np.log10(ranks.T), 3), x=xs, y=ys, text=ranks.T, texttemplate="%{text}" if S * n <= 400 else None,
@@ -126,5 +127,5 @@ def next_token_bars(top_k: list[tuple[str, float]], chosen: str, title: str = ""
     fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(title="probability", tickformat=".0%", range=[0, max(probs + [1e-3]) * 1.15]),
                       yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks),
-                                 ticktext=[escape(t) for t in toks]))
+                                 ticktext=[shown([t])[0] for t in toks]))
     return fig
