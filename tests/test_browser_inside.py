@@ -85,3 +85,35 @@ def test_cross_attention_of_the_dates_model(app_url, browser_page):
     assert page.locator('[data-testid="stException"]').count() == 0
     if SHOTS:
         page.screenshot(path=str(SHOTS / "inside-dates-cross.png"), full_page=True)
+
+
+LONG = ("The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passing the rocky "
+        "coast relied on its beam to find the harbour. One stormy night the lamp failed, and he carried a lantern "
+        "to the top of the tower, waving it until dawn so that no sailor would be lost on the rocks below.")
+
+
+def test_inside_keeps_the_model_and_the_typed_text(app_url, browser_page):
+    """'Inside L0 H1 →' switches page from the server: Streamlit dropped every widget's value on such a switch,
+    so Inside opened MiniLM on the default sentence while the sidebar still showed atlas-lm (4 tries of 4)."""
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    choose_model(page, "atlas-lm")
+    box = page.get_by_label("Text", exact=True)
+    box.fill(LONG)
+    box.press("Control+Enter")
+    page.get_by_text("atlas-lm · decoder").wait_for()
+    settle(page)
+    page.locator('[data-testid="stNumberInput"] input').nth(1).fill("1")  # Head
+    page.locator('[data-testid="stNumberInput"] input').nth(1).press("Enter")
+    page.get_by_role("button", name="Inside L0 H1 →").click()
+    page.get_by_role("heading", name="One head: decoder masked self-attention · layer 0 · head 1").wait_for()
+    settle(page)
+    assert page.get_by_label("Text", exact=True).input_value() == LONG
+    wait_for_tick(page, "▁")  # key rows in atlas-lm's byte-level tokens (a space shown as ▁), not MiniLM's
+    rows = page.locator('[data-testid="stPlotlyChart"]').first.locator(".yaxislayer-above text").all_text_contents()
+    words = [r.split(" (")[0].strip("▁▶ ") for r in rows]
+    assert sum(len(w) > 2 and w in LONG for w in words) >= 5, rows  # ... of the typed text
+    assert "(llama" in page.locator(".gtitle").all_text_contents()[1]  # the layer diagram is atlas-lm's recipe
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "inside-atlas-lm-long.png"), full_page=True)

@@ -84,20 +84,30 @@ def release_page_data(min_bytes: int = 1 << 20) -> None:
             del page[name]
 
 
+# The sidebar's widgets keep their values for the whole session. Without it a page switch made by the app
+# (st.switch_page: the Attention page's "Inside L3 H0 →") dropped every widget's value, the model and the typed
+# text with them: Streamlit 1.67 clears the widget state of a page change to the widgets the frontend reported,
+# and a switch made on the server reports none (the next click brought the model back from the browser, not the
+# text).
+KEEP = "session"
+
+
 def sidebar() -> None:
     """Model picker and text input shared by every page (state in `st.session_state`)."""
     st.session_state.setdefault("text", EXAMPLES[0])
     with st.sidebar:
         names = builtin_names()
         choice = st.selectbox("Model", names + [OTHER], index=names.index(DEFAULT_MODEL), key="model_choice",
-                              help="Bundled models work offline. Hub ids need the network or a local HF cache.")
+                              persist_state=KEEP, help="Bundled models work offline. Hub ids need the network or a local HF cache.")
         if choice == OTHER:
-            st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model")
+            st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model",
+                          persist_state=KEEP)
         device_picker()
-        st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example)
-        st.text_area("Text", key="text", height=110)
+        st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example,
+                     persist_state=KEEP)
+        st.text_area("Text", key="text", height=110, persist_state=KEEP)
         st.radio("Camera button 📷 saves", ["png", "svg"], format_func=str.upper, horizontal=True,
-                 key="export_format", help="What the camera button above each figure downloads: PNG (twice the "
+                 key="export_format", persist_state=KEEP, help="What the camera button above each figure downloads: PNG (twice the "
                                            "screen resolution) or SVG (vector; heatmaps stay images inside it).")
         st.caption(CONVENTION)
 
@@ -111,9 +121,10 @@ def device_picker() -> None:
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
         (["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
     with st.expander("Device and precision", expanded=False):
-        device = st.selectbox("Device", devices, key="model_device",
+        device = st.selectbox("Device", devices, key="model_device", persist_state=KEEP,
                               help="auto: CUDA (or Apple MPS) where present, else the CPU.")
         dtype = st.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="model_dtype",
+                             persist_state=KEEP,
                              help="auto: bfloat16 on a GPU, float32 on the CPU. Captured numbers are shown in "
                                   "float32 whatever the model computes in.")
     dev = resolve_device(device)
