@@ -153,8 +153,8 @@ if sentences is not None:
 
 st.subheader("One head" + (": where its pattern is strongest" if sentences is not None else ""))
 h1, h2, h3 = st.columns(3)
-layer = h1.number_input("Layer", 0, result.n_layers - 1, 0, key="atlas_layer")
-head = h2.number_input("Head", 0, result.n_heads - 1, 0, key="atlas_head")
+layer = h1.number_input("Layer", 0, result.n_layers - 1, key="atlas_layer")  # a click sets it
+head = h2.number_input("Head", 0, result.n_heads - 1, key="atlas_head")
 top_stat = h3.selectbox("Strongest by", STATS, format_func=STAT_LABELS.get, key="atlas_top_stat") \
     if sentences is not None else None
 st.caption(f"L{layer} H{head}: **{roles[layer, head]}** · " + " · ".join(

@@ -87,8 +87,8 @@ left, right = st.columns([1, 1])
 with left:
     st.subheader("One head")
     s1, s2 = st.columns(2)
-    layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
-    head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
+    layer = s1.number_input("Layer", 0, L - 1, key="attn_layer")  # no default: a click sets it (ui.pick)
+    head = s2.number_input("Head", 0, H - 1, key="attn_head")
     if st.button(f"Inside L{layer} H{head} →", key="attn_inside", help="Open the Inside a layer page for this "
                  "head: q, k, v, scores, mask, softmax and the whole layer, with the real numbers."):
         ui.open_inside(stack, int(layer), int(head))

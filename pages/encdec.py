@@ -138,8 +138,10 @@ with tab_attn:
     A = cap.attentions[stack]  # [layer, head, query, key]
     q_lab, k_lab = cap.axis_tokens(stack)
     a1, a2 = st.columns(2)
-    layer = a1.number_input("Layer", 0, A.shape[0] - 1, A.shape[0] - 1, key="ed_layer")
-    head = a2.number_input("Head", 0, A.shape[1] - 1, 0, key="ed_head")
+    if st.session_state.get("ed_layer") not in range(A.shape[0]):  # the last layer first; a click sets it
+        st.session_state.ed_layer = A.shape[0] - 1
+    layer = a1.number_input("Layer", 0, A.shape[0] - 1, key="ed_layer")
+    head = a2.number_input("Head", 0, A.shape[1] - 1, key="ed_head")
     M = A[layer, head]
     left, right = st.columns(2)
     with left:

@@ -67,7 +67,7 @@ elif method == "beam":
     beams = s1.number_input("Beams", 2, MAX_BEAMS, 4, key="gen_beams")
     if st.session_state.get("gen_beam", 0) >= beams:  # fewer beams than the one being shown
         st.session_state.gen_beam = int(beams) - 1
-    beam = s2.number_input("Step through beam", 0, int(beams) - 1, 0, key="gen_beam", help="0 = the best beam")
+    beam = s2.number_input("Step through beam", 0, int(beams) - 1, key="gen_beam", help="0 = the best beam")
 try:
     gen = cache.get_lm_generation(name, prompt, method, int(max_new), int(top_k), float(temperature), float(top_p),
                                   int(seed), int(beams), int(beam))
@@ -111,7 +111,9 @@ ui.plot(head_grid(step.attention, context, f"Step {t}: every layer × head, from
 st.caption(f"The query of the last context token ('{step.query_token}'), whose output predicted '{step.token}', "
            "over the context. Each row is scaled to its own maximum; click a row to open that head below.")
 a1, a2, _ = st.columns([1, 1, 3])
-layer = a1.selectbox("Layer", list(range(L)), index=L - 1, key="gen_layer")
+if st.session_state.get("gen_layer") not in range(L):  # the last layer first (or after another model); a click sets it
+    st.session_state.gen_layer = L - 1
+layer = a1.selectbox("Layer", list(range(L)), key="gen_layer")
 head = a2.selectbox("Head", ["mean"] + list(range(H)), key="gen_head",
                     format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}")
 w = step.attention[layer].mean(0) if head == "mean" else step.attention[layer, head]

@@ -4,7 +4,7 @@
 import os
 from pathlib import Path
 
-from conftest import wait_for_chart
+from conftest import SERVER_LOGS, wait_for_chart
 from layout import settle
 from test_browser_mlm import choose_model
 
@@ -43,6 +43,9 @@ def test_click_a_head_then_open_it_inside(app_url, browser_page):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     button = page.get_by_role("button", name="Inside L2 H5 →")
     button.wait_for()
+    # the click set attn_layer/attn_head through session state: their widgets must not also pass a default
+    log = SERVER_LOGS[app_url].read_text()
+    assert "created with a default value but also had its value set" not in log, log[-2000:]
     button.click()
     page.get_by_role("heading", name="Inside a layer").wait_for()
     page.get_by_text("layer 2 · head 5").first.wait_for()

@@ -95,9 +95,10 @@ KEEP = "session"
 def sidebar() -> None:
     """Model picker and text input shared by every page (state in `st.session_state`)."""
     st.session_state.setdefault("text", EXAMPLES[0])
+    st.session_state.setdefault("model_choice", DEFAULT_MODEL)  # no index below: buttons set it (`_set_model`)
     with st.sidebar:
         names = builtin_names()
-        choice = st.selectbox("Model", names + [OTHER], index=names.index(DEFAULT_MODEL), key="model_choice",
+        choice = st.selectbox("Model", names + [OTHER], key="model_choice",
                               persist_state=KEEP, help="Bundled models work offline. Hub ids need the network or a local HF cache.")
         if choice == OTHER:
             st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model",
