@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
 ]
 
+st.set_option("client.showSidebarNavigation", True)  # off in .streamlit/config.toml until this point
 page = st.navigation(PAGES)
 ui.sidebar()
 try:

@@ -60,3 +60,28 @@ def test_cold_deep_link_gets_navigation_and_sidebar(tmp_path, browser_page):
         nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
         assert "Compare masking" in nav and "Masked LM" in nav and "app" not in nav.split()
         page.get_by_role("heading", name="Compare masking").wait_for()
+
+
+def test_a_fresh_server_never_shows_the_file_name_navigation(tmp_path, browser_page):
+    """The first visitor of a fresh server saw the pages/ folder's file names ('app, atlas, attention, ...')
+    as navigation for the seconds app.py's imports take, then the real one."""
+    from conftest import streamlit_server
+
+    page = browser_page
+    with streamlit_server(tmp_path, tmp_path / "models") as url:
+        page.goto(url)
+        # every navigation the sidebar shows, recorded in the page on each DOM change, until the real one is there
+        seen = page.evaluate("""() => new Promise((resolve) => {
+            const seen = [];
+            const look = () => {
+              const links = [...document.querySelectorAll('[data-testid="stSidebar"] a')].map(a => a.textContent.trim());
+              const key = links.join(',');
+              if (key && seen[seen.length - 1] !== key) seen.push(key);
+              if (links.some(l => l.includes('Inside a layer'))) { observer.disconnect(); resolve(seen); }
+            };
+            const observer = new MutationObserver(look);
+            observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+            look();
+        })""")
+    assert not any("attention,compare" in s for s in seen), seen
+    assert "Attention" in seen[-1]
