@@ -161,9 +161,13 @@ def test_step_lens_ends_at_the_models_own_distribution(load, name):
 
 
 def test_prompt_drops_a_trailing_separator_but_keeps_the_start(load):
-    bundle = load("tiny-llama")  # MiniLM's WordPiece tokenizer: [CLS] ... [SEP]
+    import dataclasses
+
+    bundle = dataclasses.replace(load("tiny-llama"), tokenizer=load("minilm").tokenizer)  # BERT's: [CLS] ... [SEP]
     ids = prompt_ids(bundle, "the cat")
     assert bundle.tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "the", "cat"]
+    tiny = load("tiny-llama")  # its own tokenizer reads a text as a decoder does: <s> text
+    assert tiny.tokenizer.convert_ids_to_tokens(prompt_ids(tiny, "the cat")) == ["<s>", "the", "cat"]
 
 
 def test_bad_input_messages(load):

@@ -21,7 +21,7 @@ import streamlit as st
 
 from viz.app import cache, exports
 from viz.core.capture import Capture, CaptureError
-from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
+from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names, random_weights
 from viz.core.names import CONVENTION
 from viz.core.tokens import readable
 
@@ -104,6 +104,11 @@ def sidebar() -> None:
             st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model",
                           persist_state=KEEP)
         device_picker()
+        if random_weights(model_name()):
+            st.warning(f"**{model_name().split('@')[0]} has random weights** (a tiny model built from a config, "
+                       "never trained): its heads attend almost uniformly or by chance. It is here to try every "
+                       "family's plumbing; to read real attention pick minilm, atlas-lm or a trained model.",
+                       icon="🎲")
         st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example,
                      persist_state=KEEP)
         st.text_area("Text", key="text", height=110, persist_state=KEEP)
