@@ -6,7 +6,7 @@ import streamlit as st
 from viz.app import atlas_view as view
 from viz.app import cache, ui
 from viz.analysis.head_map import head_map
-from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
+from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, SHARES, STATS
 from viz.atlas.chunks import run_atlas
 from viz.atlas.core import frame
 from viz.atlas.importance import head_importance
@@ -113,7 +113,8 @@ def open_head(fig_key):
 left, right = st.columns(2)
 with left:
     stat = st.selectbox("Statistic", STATS, format_func=STAT_LABELS.get, key="atlas_stat")
-    ui.plot(stat_grid(stats[stat], STAT_LABELS[stat], roles), key="atlas_stat_fig", stem=f"atlas-{stat}",
+    ui.plot(stat_grid(stats[stat], STAT_LABELS[stat], roles, share=stat in SHARES), key="atlas_stat_fig",
+            stem=f"atlas-{stat}",
             on_select=lambda: open_head("atlas_stat_fig"), selection_mode="points")
 with right:
     ui.plot(role_grid(roles), key="atlas_roles_fig", stem="atlas-roles", on_select=lambda: open_head("atlas_roles_fig"),

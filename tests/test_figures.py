@@ -196,3 +196,16 @@ def test_unvalidated_figures_send_what_validated_ones_send(name, monkeypatch):
     monkeypatch.setattr(axes, "VALIDATE", True)
     checked = _sent(FAST_FIGURES[name](A, toks))
     assert fast == checked
+
+
+def test_head_atlas_names_heads_as_the_app_does():
+    """PCA point labels read '0.2' (a number) for layer 0 head 2, and grid axes counted 0-11: L0 H2 and L/H."""
+    from viz.figures.atlas import head_scatter, stat_grid
+
+    L, H = 2, 3
+    fig = head_scatter(np.random.default_rng(0).random((L * H, 2)), np.zeros(L * H, dtype=int), L, H,
+                       np.full((L, H), "mixed"))
+    assert list(fig.data[0].text)[:3] == ["L0 H0", "L0 H1", "L0 H2"]
+    grid = stat_grid(np.full((L, H), 0.01), "share", share=True)
+    assert list(grid.layout.xaxis.ticktext) == ["H0", "H1", "H2"] and list(grid.layout.yaxis.ticktext) == ["L0", "L1"]
+    assert (grid.data[0].zmin, grid.data[0].zmax) == (0, 1)
