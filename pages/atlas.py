@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from viz.app import atlas_view as view
+from viz.app import qk_view
 from viz.app import cache, ui
 from viz.analysis.head_map import head_map
 from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, SHARES, STATS
@@ -174,6 +175,9 @@ if top:  # the strongest sentences as a list beside one wide heatmap (three in a
         A = cap.attentions[result.stack][layer, head]
         ui.plot(head_heatmap(A, cap.tokens, cap.tokens, f"L{layer} H{head} · {top_stat} {score:.2f}"),
                 key="atlas_top_fig", stem=f"atlas-L{layer}-H{head}-{sid}")
+
+if sentences is not None:  # queries and keys of the chosen head over the same corpus (viz/app/qk_view.py)
+    qk_view.section(name, bundle, sentences, int(max_tokens), int(layer), int(head), key[1])
 
 st.subheader("Table")
 df = frame(result).set_index(["layer", "head"])

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import wait_for_chart
 
-PAGES = [("Attention", "Attention"), ("Layer flow", "Layer flow"), ("Masked LM", "Masked LM"),
+PAGES = [("Attention", "Attention"), ("Layer flow", "Layer flow"), ("Routes", "Routes"), ("Masked LM", "Masked LM"),
          ("Compare masking", "Compare masking"), ("Encoder–decoder", "Encoder–decoder"),
          ("Training studio", "Training studio"), ("Head atlas", "Head atlas")]
 

@@ -107,6 +107,9 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
             w.choose("Follow token", 3)
             w.check("flow-follow", 10)
 
+        w.nav("Routes")
+        w.check("routes", 1)
+
         w.model("minilm-mlm")
         w.nav("Masked LM")
         w.choose("Tokens to mask", 1)  # a masked real token: its probability and rank through the levels
@@ -121,6 +124,10 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         w.click_text("Full model vs heads ablated")
         w.choose("Heads to ablate (their output is zeroed)", 5)
         w.check("compare-ablate", 3)
+
+        w.nav("Compare models")  # minilm-mlm (the sidebar's) against minilm: both model views, the matching, a pair
+        w.page.get_by_text("Matched pair · similarity").first.wait_for()
+        w.check("match", 5)
 
         w.model("seq2seq-reverse")
         w.nav("Encoder–decoder")
@@ -147,6 +154,9 @@ def test_every_page_reads(app_url, _browser, tmp_path, label, text):
         page.get_by_role("button", name="Run atlas").click()
         page.get_by_text("3 sentences ·").wait_for()
         w.check("atlas", 4)
+        page.get_by_role("button", name="Gather layer 0's q and k").click()  # queries and keys of L0 H0
+        page.get_by_text("scores = q·k").wait_for()
+        w.check("atlas-qk", 6)
     finally:
         context.close()
         assert not w.found, "\n".join(w.found)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from viz.core.models import TINY_FAMILIES  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["attention", "inside", "flow", "mlm", "compare", "encdec", "generate", "atlas", "studio"]
+PAGES = ["attention", "inside", "flow", "routes", "mlm", "compare", "match", "encdec", "generate", "atlas", "studio"]
 TEXT = "The cat sat on the mat because it was tired."
 
 

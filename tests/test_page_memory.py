@@ -61,7 +61,9 @@ def test_a_session_keeps_nothing_the_cache_let_go(monkeypatch, spy_captures):
 
 @pytest.mark.parametrize("path,state", [
     ("pages/flow.py", {"flow_token": 2}),  # a click callback defined in the page, and every NPZ of a stack
+    ("pages/routes.py", {"routes_token": 2}),  # click callbacks (ui.pick) and the NPZ of every contribution
     ("pages/compare.py", {"model_choice": "minilm-mlm", "cmp_variant": "causal"}),
+    ("pages/match.py", {}),  # two captures (both model views), the matching, a pair's click callbacks
 ])
 def test_other_pages_keep_nothing_either(monkeypatch, spy_captures, path, state):
     """app.py drops a finished page's data (>= 1 MB a value) from its globals (ui.release_page_data), so a

@@ -226,3 +226,36 @@ def store_atlas(name: str, corpus_key: str, options: tuple, result) -> None:
 def stats() -> dict:
     """Entries, bytes, budget, hits, misses and evictions of both caches (for the bench and tests)."""
     return {"models": MODELS.stats(), "results": RESULTS.stats()}
+
+
+# ----------------------------------------------------------------------------- compare models, queries and keys
+def get_match(name_a: str, name_b: str, text: str, max_tokens: int, level: str = "auto"):
+    """viz.atlas.match.match_models of two models over one text (corpus runs are stored by the page: store_job)."""
+    from viz.atlas.match import match_models
+
+    return _cached(RESULTS, ("match", name_a, name_b, text, max_tokens, level),
+                   lambda: match_models(get_bundle(name_a), get_bundle(name_b), [text], max_tokens=max_tokens,
+                                        level=level), "Running both models…")
+
+
+def get_sentence_views(name_a: str, name_b: str, text: str, level: str, max_tokens: int):
+    """viz.atlas.match.sentence_views: one sentence's attention of every head of both models at `level`."""
+    from viz.atlas.match import sentence_views
+
+    return _cached(RESULTS, ("sentence_views", name_a, name_b, text, level, max_tokens),
+                   lambda: sentence_views(get_bundle(name_a), get_bundle(name_b), text, level, max_tokens), None)
+
+
+def cached_job(kind: str, *key):
+    """A stored result of a page-run job (a corpus match, a q/k gathering, a t-SNE), or None."""
+    return RESULTS.get((kind, *key))
+
+
+def store_job(kind: str, *key_and_result) -> None:
+    *key, result = key_and_result
+    RESULTS.put((kind, *key), result)
+
+
+def get_computed(kind: str, key: tuple, compute, spinner: str | None = None):
+    """A cheap derived result (a PCA, a word view), memoised under (kind, *key)."""
+    return _cached(RESULTS, (kind, *key), compute, spinner)

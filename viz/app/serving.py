@@ -99,3 +99,14 @@ def poll_config_slowly(seconds: float = CONFIG_POLL_SECONDS) -> bool:
         return False
     polling_path_watcher._POLLING_PERIOD_SECS = seconds  # read by each poll as it is scheduled
     return True
+
+
+def run_server(streamlit_args: list[str], prog: str = "attention-atlas") -> int:
+    """`streamlit run <app.py> ARGS` in this process (the `attention-atlas` command, viz/cli/serve.py): every
+    Streamlit flag, STREAMLIT_* variable and config file works as it does there; the packaged app's own
+    .streamlit/config.toml (loopback, headless, no file watcher) sits beside app.py, below all of them."""
+    from streamlit.web import cli as streamlit_cli
+
+    from viz.core.paths import APP
+
+    return streamlit_cli.main.main(args=["run", str(APP), *streamlit_args], prog_name=prog)

@@ -11,7 +11,6 @@ import runpy
 import sys
 import threading
 import types
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -24,6 +23,7 @@ from viz.core.capture import Capture, CaptureError
 from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names, random_weights
 from viz.core.names import CONVENTION
 from viz.core.tokens import readable
+from viz.core import paths
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
     """Show why the page cannot go on, then end this run (the sidebar and navigation stay)."""
@@ -31,7 +31,6 @@ def stop(message: str, kind: str = "error", icon: str = "🚫"):
     st.stop()
 
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
 OTHER = "Other: Hugging Face id or local folder…"
 EXAMPLES = [
     "The cat sat on the mat because it was tired.",
@@ -55,7 +54,7 @@ def through_app() -> None:
         _this_run.page_globals = sys._getframe(1).f_globals  # for release_page_data() once the page ends
         return
     PagesManager.uses_pages_directory = False  # what st.navigation itself sets on its first call
-    runpy.run_path(str(APP), run_name="__main__")
+    runpy.run_path(str(paths.APP), run_name="__main__")
     st.stop()
 
 
@@ -287,6 +286,12 @@ def open_inside(stack: str, layer: int, head: int) -> None:
     """Switch to the Inside a layer page on this head (its widgets read these keys when they are created)."""
     st.session_state.inside_stack, st.session_state.inside_layer, st.session_state.inside_head = stack, layer, head
     st.switch_page("pages/inside.py")
+
+
+def open_attention(stack: str, layer: int, head: int) -> None:
+    """Switch to the Attention page with this head open (its widgets read these keys when they are created)."""
+    st.session_state.attn_stack, st.session_state.attn_layer, st.session_state.attn_head = stack, layer, head
+    st.switch_page("pages/attention.py")
 
 
 def mlm_or_stop(bundle: ModelBundle) -> None:

@@ -31,8 +31,8 @@ from urllib.parse import urlparse
 from viz.atlas.chunks import Partial
 from viz.atlas.job import JobError, JobSpec
 from viz.atlas.stream import Chunk
+from viz.core import paths
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RESTARTS = 3  # a killed worker comes back (model reloaded) this many times
 RETRIES = 3  # ... and re-runs the chunk it had (and those queued on it)
 RESEND = 3  # a chunk whose actor is gone for good goes to another one at most this often
@@ -41,6 +41,14 @@ START_TIMEOUT_S = 600.0  # workers load the model; a cluster short of resources 
 AUTH_HINT = (" If the cluster uses token authentication, set RAY_AUTH_MODE=token (token in ~/.ray/auth_token "
              "or RAY_AUTH_TOKEN), as for `ray job submit`.")
 CLIENT_EXCLUDES = [".git", ".venv", "tests", "bench", "**/__pycache__", "*.parts"]
+
+
+def client_runtime_env() -> dict:
+    """What a Ray Client ships to the cluster: the checkout (its root is the workers' working directory), or,
+    when installed from a wheel, the `viz` package itself (its _bundle holds the shipped models and data)."""
+    if paths.INSTALLED:
+        return {"py_modules": [str(paths.PACKAGE)], "excludes": ["**/__pycache__"]}
+    return {"working_dir": str(paths.ROOT), "excludes": CLIENT_EXCLUDES}
 
 
 def import_ray():
@@ -168,7 +176,7 @@ class RayExecutor:
             elif self.address:
                 env = None
                 if self.address.startswith("ray://"):  # a client: ship this project to the cluster
-                    env = {"working_dir": str(REPO_ROOT), "excludes": CLIENT_EXCLUDES}
+                    env = client_runtime_env()
                 ray.init(address=self.address, runtime_env=env, **common)
                 self.started_here = True
             else:

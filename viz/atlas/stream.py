@@ -177,3 +177,15 @@ def file_size(path: str | Path) -> int:
         return Path(path).stat().st_size
     except OSError:
         return 0
+
+
+def first_sentences(path: str | Path, column: str | None = None, limit: int | None = None) -> list[str]:
+    """The first `limit` sentences of a corpus file (all when None), read as a stream; CorpusError when none."""
+    out: list[str] = []
+    for s, _ in iter_sentences(path, column):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(s)
+    if not out:
+        raise CorpusError(f"'{path}' has no sentences: it is empty or blank. Put one sentence per line (or row).")
+    return out

@@ -16,9 +16,10 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+from viz.core.paths import MODELS
+
 FORMAT = "attention-atlas/minilm-mlm-delta/1"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_DELTA = os.path.join(REPO, "models", "minilm-mlm", "delta.safetensors")
+DEFAULT_DELTA = str(MODELS / "minilm-mlm" / "delta.safetensors")
 
 
 def minilm_dir() -> str:

@@ -25,10 +25,10 @@ from viz.core.arch import Arch, arch_for
 # re-exported: callers take the registry's names from here
 from viz.core.devices import DEVICES, DTYPES, model_key, resolve_device, resolve_dtype, split_key  # noqa: F401
 from viz.core.errors import ModelLoadError  # noqa: F401
+from viz.core.paths import ROOT as REPO_ROOT  # holds models/ and data/: the checkout, or viz/_bundle when installed
 from viz.core.recorder import install, supports_interface
 from viz.core.tiny import DECODER_FAMILIES, TINY_FAMILIES, TINY_MLM, tiny_config  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "minilm"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 

@@ -20,8 +20,10 @@ threads (Streamlit sessions) sharing one model never see each other's tensors, a
 exits — normally or by an exception inside the forward — leaves nothing behind. No forward hooks.
 
 Edits (`Edit`, used by `viz.core.interventions` and `viz.atlas.importance`) ride the same function: a causal
-look-ahead mask added to an encoder's self-attention, and a per-head scale on each head's output
-just before the output projection (0 ablates a head; a tensor with grad gives importance gates).
+look-ahead mask added to an encoder's self-attention, a per-head scale on each head's output
+just before the output projection (0 ablates a head; a tensor with grad gives importance gates), and a
+per-key scale on the value vectors of every head (0 zeroes one token's values: value zeroing,
+`viz.causal.attribution_vz`).
 
 Layer index = order of calls per stack within a context, modulo the stack's layer count (ALBERT
 calls one shared module for every layer).
@@ -92,6 +94,8 @@ class Edit:
     n_layers: dict[str, int]
     causal: frozenset[str] = frozenset()  # stacks given a look-ahead mask
     scales: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (stack, layer) -> [head]
+    # (stack, layer) -> [batch, key]: multiplies every head's value vector of each key, per batch row
+    values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -202,6 +206,9 @@ def atlas_attention(module, query, key, value, attention_mask, **kwargs):
         if stack in edit.causal:
             attention_mask = with_look_ahead(attention_mask, query, key)
         scale = edit.scales.get((stack, layer))
+        vscale = edit.values.get((stack, layer))
+        if vscale is not None:  # value [batch, kv_head, key, head_dim]
+            value = value * vscale.to(device=value.device, dtype=value.dtype)[:, None, :, None]
     keep = False
     if rec is not None:
         layer = _next_layer(rec, stack)

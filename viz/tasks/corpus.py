@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_PATH = REPO_ROOT / "data" / "sample_sentences.txt"  # VIZ_SAMPLE_CORPUS overrides it (tests, demos)
+from viz.core.paths import DATA
+
+SAMPLE_PATH = DATA / "sample_sentences.txt"  # VIZ_SAMPLE_CORPUS overrides it (tests, demos)
 MAX_SENTENCES = 10_000
 MAX_BYTES = 20 * 1024 * 1024
 MAX_CHARS = 1_000

@@ -252,10 +252,11 @@ def load_tokenizer(path: str | Path):
 # ----------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `python -m viz train clm`."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from viz.core.paths import CORPUS
+
     pos_int, pos_float = positive_int, positive_float
-    parser.add_argument("--train", default=os.path.join(here, "data/corpus/train.txt.gz"))
-    parser.add_argument("--test", default=os.path.join(here, "data/corpus/test.txt"))
+    parser.add_argument("--train", default=str(CORPUS / "train.txt.gz"))
+    parser.add_argument("--test", default=str(CORPUS / "test.txt"))
     parser.add_argument("--steps", type=non_negative_int, default=2000,
                         help="schedule length (cosine decay ends here); 0 with --minutes: fit it to the minutes")
     parser.add_argument("--minutes", type=pos_float, default=None, help="stop (resumably) after this much training")

@@ -355,9 +355,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from viz.core.checks import (device, input_file, non_negative_float, non_negative_int, output_dir,
                                  positive_float, positive_int, probability)
 
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    parser.add_argument("--train", type=input_file, default=os.path.join(here, "data/corpus/train.txt.gz"))
-    parser.add_argument("--test", type=input_file, default=os.path.join(here, "data/corpus/test.txt"))
+    from viz.core.paths import CORPUS
+
+    parser.add_argument("--train", type=input_file, default=str(CORPUS / "train.txt.gz"))
+    parser.add_argument("--test", type=input_file, default=str(CORPUS / "test.txt"))
     parser.add_argument("--steps", type=non_negative_int, default=3000,
                         help="schedule length (cosine decay ends here); 0 with --minutes: fit it to the minutes")
     parser.add_argument("--minutes", type=positive_float, default=None,

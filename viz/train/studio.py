@@ -48,7 +48,7 @@ from viz.train import studio_decoder as decoder
 from viz.train.snapshots import (head_keys, head_stats, load_snapshots, snapshot_arrays,  # noqa: F401
                                  special_ids, take_snapshot, take_snapshot_encdec, target_ids)
 from viz.train.studio_setup import (CORPUS_TEST, CORPUS_TRAIN, DECODER, ENCODER_DECODER, INITS,  # noqa: F401
-                                    MAX_SNAPSHOTS, PROBE_SENTENCE, REPO, SCALARS, SCORES, STAT_LABELS, STATS,
+                                    MAX_SNAPSHOTS, PROBE_SENTENCE, SCALARS, SCORES, STAT_LABELS, STATS,
                                     SYNTHETIC, SYNTHETIC_EVAL_SEED, TASKS, StudioConfig, build_model,
                                     bundled_corpus, run_name, seq2seq_batches, seq2seq_eval_batch, split_corpus,
                                     synthetic_data, synthetic_probes, training_kwargs)

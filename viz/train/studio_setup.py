@@ -8,10 +8,10 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from viz.core.paths import CORPUS
 from viz.train import denoise, mlm, seq2seq
 from viz.train import studio_decoder as decoder
 
@@ -19,9 +19,8 @@ STATS = ("entropy", "prev", "next", "cls", "sep")  # the subset of viz.analysis.
 STAT_LABELS = {"entropy": "entropy (nats)", "prev": "previous-token share", "next": "next-token share",
                "cls": "[CLS] share", "sep": "[SEP] share"}
 PROBE_SENTENCE = "The cat sat on the mat because it was tired."
-REPO = Path(__file__).resolve().parent.parent.parent
-CORPUS_TRAIN = REPO / "data" / "corpus" / "train.txt.gz"
-CORPUS_TEST = REPO / "data" / "corpus" / "test.txt"
+CORPUS_TRAIN = CORPUS / "train.txt.gz"
+CORPUS_TEST = CORPUS / "test.txt"
 TASKS = {"mlm": "Masked LM (BERT: 15% of tokens, 80/10/10)",
          "denoise": "Denoising (BART text infilling: Poisson(3) spans -> one [MASK], 30%; encoder–decoder)",
          "dates": "Synthetic seq2seq: dates -> YYYY - MM - DD (encoder–decoder, word-level)",

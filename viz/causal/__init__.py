@@ -1,0 +1,1 @@
+"""Causal analyses: components, patching, routes, attributions."""
