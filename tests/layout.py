@@ -217,3 +217,10 @@ def cut_texts(page) -> list[str]:
                           if (s.textOverflow === 'ellipsis' && n.scrollWidth > n.clientWidth + 1) return true; }
                         return false; })
         .map(e => e.textContent.trim())""")
+
+
+def tables_scrolling_sideways(page) -> int:
+    """How many visible tables scroll horizontally: columns hidden beyond their box's right edge."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .filter(t => t.getBoundingClientRect().height > 0)
+        .filter(t => [...t.querySelectorAll('.dvn-scroller')].some(s => s.scrollWidth > s.clientWidth + 2)).length""")

@@ -200,7 +200,7 @@ def test_random_models_say_so():
     from apptest import open_page
 
     at = open_page("attention", model_choice="tiny-llama")
-    assert any("random weights" in w.value for w in at.sidebar.warning)
+    assert any("has random weights" in w.value for w in at.sidebar.caption)
     assert any("tiny-llama (random weights)" in c.value for c in at.caption)
     at = open_page("attention")  # minilm: trained
-    assert not any("random weights" in w.value for w in at.sidebar.warning)
+    assert not any("random weights" in w.value for w in at.sidebar.caption)

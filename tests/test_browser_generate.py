@@ -55,3 +55,30 @@ def test_generate_and_step_to_a_later_token(app_url, browser_page):
     if SHOTS:
         page.screenshot(path=str(SHOTS / "generate-step-2.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_beam_table_shows_its_scores(app_url, browser_page):
+    """The beam table's score column was off-screen, right of the beams' texts."""
+    from layout import tables_scrolling_sideways
+    from test_browser_mlm import choose_model
+
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    choose_model(page, DECODER)
+    box = page.get_by_label("Text", exact=True)
+    box.fill("The old lighthouse keeper climbed the stairs every evening to light the lamp, and the ships "
+             "passing the rocky coast relied on its beam to find the harbour on the darkest winter nights")
+    box.press("Control+Enter")
+    page.get_by_text(f"{DECODER} · decoder").wait_for()
+    page.get_by_role("link", name="Generate").click()
+    page.get_by_text("Beam search").click()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    settle(page)
+    assert tables_scrolling_sideways(page) == 0
+    # the header row, as the grid drew it: score second, right after the beam number
+    headers = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] [role="columnheader"]')]
+        .map(h => h.textContent.trim())""")
+    assert headers[:3] == ["beam", "score", "log p"], headers
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "generate-beams.png"), full_page=True)

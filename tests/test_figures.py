@@ -209,3 +209,14 @@ def test_head_atlas_names_heads_as_the_app_does():
     grid = stat_grid(np.full((L, H), 0.01), "share", share=True)
     assert list(grid.layout.xaxis.ticktext) == ["H0", "H1", "H2"] and list(grid.layout.yaxis.ticktext) == ["L0", "L1"]
     assert (grid.data[0].zmin, grid.data[0].zmax) == (0, 1)
+
+
+def test_the_most_attended_bar_is_a_darker_shade_and_the_title_says_so():
+    """Generate's attention bars drew the largest one black, with no legend."""
+    from viz.figures.encdec import COLORS, attention_bars, darker
+
+    fig = attention_bars(np.array([0.1, 0.7, 0.2]), ["<s>", "cat", "sat"], "Layer 0", COLORS["decoder"], highlight=1)
+    colors = list(fig.data[0].marker.color)
+    assert colors[1] == darker(COLORS["decoder"]) != "#222222" and colors[0] == colors[2] == COLORS["decoder"]
+    assert "darker: the most attended (“cat”, 0.70)" in fig.layout.title.text
+    assert list(fig.data[0].text) == ["0.10", "0.70", "0.20"]

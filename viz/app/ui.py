@@ -104,10 +104,10 @@ def sidebar() -> None:
                           persist_state=KEEP)
         device_picker()
         if random_weights(model_name()):
-            st.warning(f"**{model_name().split('@')[0]} has random weights** (a tiny model built from a config, "
-                       "never trained): its heads attend almost uniformly or by chance. It is here to try every "
-                       "family's plumbing; to read real attention pick minilm, atlas-lm or a trained model.",
-                       icon="🎲")
+            # a caption, not st.warning: pages and tests read warnings as something gone wrong with the input
+            st.caption(f":orange[🎲 **{model_name().split('@')[0]} has random weights** (a tiny model built from a "
+                       "config, never trained): its heads attend almost uniformly or by chance. It is here to try "
+                       "every family's plumbing; to read real attention pick minilm, atlas-lm or a trained model.]")
         st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example,
                      persist_state=KEEP)
         st.text_area("Text", key="text", height=110, persist_state=KEEP)

@@ -38,16 +38,26 @@ def mask_figure(tokens: list[str], title: str = "Look-ahead mask") -> go.Figure:
 
 def attention_bars(weights: np.ndarray, tokens: list[str], title: str, color: str = COLORS["cross"],
                    highlight: int | None = None, x_title: str | None = None) -> go.Figure:
-    """One query's attention `[key]` as bars over the key tokens (`highlight`: a key drawn darker)."""
+    """One query's attention `[key]` as bars over the key tokens, each with its weight written on it when they
+    fit. `highlight`: a key drawn in a darker shade of the same colour, and the title says so (it was black,
+    with nothing saying why)."""
     w = np.round(np.asarray(weights, dtype=np.float32), 4)
     colors = [color] * len(w)
     if highlight is not None and 0 <= highlight < len(w):
-        colors[highlight] = "#222222"
+        colors[highlight] = darker(color)
+        title = f"{title} · darker: the most attended (“{shown([tokens[highlight]])[0]}”, {w[highlight]:.2f})"
     fig = go.Figure(go.Bar(x=token_labels(tokens), y=w, marker_color=colors,
-                           hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
+                           text=[f"{x:.2f}" for x in w] if len(w) <= 30 else None, textposition="outside",
+                           cliponaxis=False, hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
     fig.update_layout(title=_title(title), height=340, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
                       yaxis=dict(title="weight", range=[0, 1]), xaxis=token_axis(tokens, title=x_title), bargap=0.15)
     return fig
+
+
+def darker(color: str, factor: float = 0.55) -> str:
+    """`#rrggbb` scaled towards black: the same hue, read as a stronger bar of the same series."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c * factor):02x}" for c in (r, g, b))
 
 
 def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-token probabilities") -> go.Figure:
