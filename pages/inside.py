@@ -10,6 +10,7 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.core.capture import CaptureError
+from viz.core.names import level
 from viz.core.tokens import readable
 from viz.figures.inside import contributions_figure, head_figure, layer_figure
 from viz.inside.walk import KEY_MODES, head_walk, pick_keys, to_arrays
@@ -89,7 +90,7 @@ k1, k2 = st.columns([3, 1])
 mode = k1.radio("Keys shown", KEY_MODES, index=1, horizontal=True, key="inside_keys",
                 help="A long input is legible one screenful at a time; the exports hold every key.")
 limit = int(k2.number_input("At most", 4, 128, 24, key="inside_limit"))
-idx, said = pick_keys(walk.weights, None if stack == "cross" else token, mode, limit)
+idx, said = pick_keys(walk.weights, None if stack == "cross" else token, mode, limit, masked=~np.isfinite(walk.mask))
 st.caption(said + " Strips: blue negative, red positive; the query's own position is marked ▶.")
 row = [int(i) for i in idx].index(token) if stack != "cross" and token in idx else None
 fig = head_figure([f"{k_shown[i]} ({i})" for i in idx], q_shown[token], walk.query, walk.keys[idx],
@@ -131,14 +132,15 @@ else:
         else:
             st.warning(f"Off by {err:.2g}: beyond float32 rounding (a bfloat16 model, or a recipe to fix).", icon="⚠️")
         if lw.final:
-            st.caption(f"Last layer: the model reports hidden_states[-1] after {', '.join(lw.final)}; "
-                       "the walk applies it too.")
+            st.caption(f"Last layer: the model reports its last hidden state ({level(layer + 1)}) after "
+                       f"{', '.join(lw.final)}; the walk applies it too.")
         steps_df = pd.DataFrame([s.vector for s in lw.steps])
         steps_df.insert(0, "‖v‖", [s.norm for s in lw.steps])
         steps_df.insert(0, "modules", [s.detail for s in lw.steps])
         steps_df.insert(0, "step", [s.label for s in lw.steps])
-        st.dataframe(steps_df[["step", "modules", "‖v‖"]], hide_index=True, height=min(460, 36 * len(lw.steps) + 40),
-                     column_config={"‖v‖": st.column_config.NumberColumn(format="%.4g", width="small")})
+        # an HTML table that wraps (a data grid cut its ‖v‖ column and "masked self-att…" in this narrow column)
+        st.table(steps_df[["step", "‖v‖", "modules"]].assign(**{"‖v‖": [f"{v:.4g}" for v in steps_df["‖v‖"]]})
+                 .set_index("step"))
         ui.table_download(steps_df, key="inside_steps_csv", stem=f"{stem}-layer", label="Every step's vector (CSV)")
 if run.contributions is not None:
     norms = np.linalg.norm(run.contributions, axis=1)

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from conftest import SERVER_LOGS, wait_for_chart
-from layout import settle
+from layout import cut_texts, settle
 from test_browser_mlm import choose_model
 
 SHOTS = Path(os.environ["VIZ_SCREENSHOTS"]) if os.environ.get("VIZ_SCREENSHOTS") else None  # for looking, not asserting
@@ -118,5 +118,20 @@ def test_inside_keeps_the_model_and_the_typed_text(app_url, browser_page):
     words = [r.split(" (")[0].strip("▁▶ ") for r in rows]
     assert sum(len(w) > 2 and w in LONG for w in words) >= 5, rows  # ... of the typed text
     assert "(llama" in page.locator(".gtitle").all_text_contents()[1]  # the layer diagram is atlas-lm's recipe
+    # the step table beside the diagram: every step and ‖v‖ whole (a data grid cut "masked self-att…" and ‖v‖)
+    table = page.locator('[data-testid="stTable"]').first
+    table.wait_for()
+    assert not cut_texts(page), cut_texts(page)
+    cells = table.locator("th, td").all_text_contents()
+    assert "masked self-attention" in " ".join(cells) and "‖v‖" in cells
+    box, col = table.bounding_box(), table.locator("xpath=ancestor::*[@data-testid='stColumn'][1]").bounding_box()
+    assert box["x"] + box["width"] <= col["x"] + col["width"] + 1
+    # the head figure: scores written on their bars, a colour scale under each strip
+    head = page.locator('[data-testid="stPlotlyChart"]').first
+    assert head.locator(".colorbar").count() == 4
+    assert any(t in ("−∞",) or t.replace("-", "").replace(".", "").isdigit()
+               for t in head.locator(".bartext").all_text_contents())
+    assert not any("hidden_states" in t for t in page.locator('[data-testid="stPlotlyChart"]').nth(1)
+                   .locator("text").all_text_contents())
     if SHOTS:
         page.screenshot(path=str(SHOTS / "inside-atlas-lm-long.png"), full_page=True)
