@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/mlm.py", title="Masked LM", icon="🎭"),
     st.Page("pages/compare.py", title="Compare masking", icon="⚖️"),
     st.Page("pages/match.py", title="Compare models", icon="🆚"),
+    st.Page("pages/patching.py", title="Patching", icon="🩹"),
     st.Page("pages/encdec.py", title="Encoder–decoder", icon="🔁"),
     st.Page("pages/generate.py", title="Generate", icon="✍️"),
     st.Page("pages/studio.py", title="Training studio", icon="🏋️"),

@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from viz.core.models import TINY_FAMILIES  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["attention", "inside", "flow", "routes", "mlm", "compare", "match", "encdec", "generate", "atlas", "studio"]
+PAGES = ["attention", "inside", "flow", "routes", "mlm", "compare", "match", "encdec", "generate", "atlas", "studio",
+         "patching"]
 TEXT = "The cat sat on the mat because it was tired."
 
 

@@ -190,6 +190,28 @@ def test_head_ranking_by_contribution_follows_head_patching(load):
     assert rho > 0.3
 
 
+def test_head_ranking_by_contribution_follows_exact_activation_patching(load):
+    """The same comparison against issue 22's exact activation patching (viz.causal.patching, itself tested against
+    TransformerLens): each head's share in the answer token's residual on the clean input vs |normalised effect| of
+    patching that head's clean output into the corrupted run, on the Patching page's first shipped atlas-lm example."""
+    from viz.causal.examples import SHIPPED
+    from viz.causal.patching import sweep
+    from viz.causal.task import make_task
+
+    bundle = load("atlas-lm")
+    ex = SHIPPED["atlas-lm"][0]
+    task = make_task(bundle, ex.clean, ex.corrupt, ex.target, ex.foil)
+    effect = sweep(bundle, task, "head").effect  # [L, H]
+    cap, parts = parts_of(bundle, ex.clean)
+    p, t = parts["decoder"], task.answer_position
+    share = np.stack([block_contributions(p, l, [t])[0].attention["attention"][0].sum(0).numpy()
+                      for l in range(p.n_layers)])
+    rho = spearmanr(share.ravel(), np.abs(effect).ravel())[0]
+    print(f"\nSpearman correlation, head contribution vs |exact patching effect| ({ex.label}, "
+          f"{effect.size} heads of atlas-lm): {rho:.3f}")
+    assert rho > 0.15
+
+
 # ----------------------------------------------------------------------------------------------- writes
 def _zeroed_logits(bundle, cap, module, token: int, column: int | None = None) -> torch.Tensor:
     """The model's own logits at `token` with `module`'s output at that token zeroed (column: zero only that

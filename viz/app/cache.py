@@ -260,3 +260,31 @@ def store_job(kind: str, *key_and_result) -> None:
 def get_computed(kind: str, key: tuple, compute, spinner: str | None = None):
     """A cheap derived result (a PCA, a word view), memoised under (kind, *key)."""
     return _cached(RESULTS, (kind, *key), compute, spinner)
+
+
+# ----------------------------------------------------------------------------- patching (viz.causal)
+# A patching sweep runs in the page (progress bar, Cancel), like the head atlas: the page stores each finished
+# sweep under the task's key. `task_key` = (model, clean, corrupt, target, foil, prefix).
+def get_patch_task(name: str, clean: str, corrupt: str, target: str | None, foil: str | None, prefix: str | None):
+    """viz.causal.task.make_task (tokenized, checked, both inputs measured); raises PatchError."""
+    from viz.causal.task import make_task
+
+    return _cached(RESULTS, ("patch_task", name, clean, corrupt, target, foil, prefix),
+                   lambda: make_task(get_bundle(name), clean, corrupt, target, foil, prefix), "Running both inputs…")
+
+
+def cached_patch(task_key: tuple, what: tuple):
+    """A stored sweep (what = (site, stack)) or path patching result (what = ("path", component, receivers))."""
+    return RESULTS.get(("patch", *task_key, *what))
+
+
+def store_patch(task_key: tuple, what: tuple, result) -> None:
+    RESULTS.put(("patch", *task_key, *what), result)
+
+
+def get_attribution(task_key: tuple) -> dict:
+    """viz.causal.atp.attribution: (stack, site) -> AtP of every component, one forward + backward."""
+    from viz.causal.atp import attribution
+
+    return _cached(RESULTS, ("patch_atp", *task_key),
+                   lambda: attribution(get_bundle(task_key[0]), get_patch_task(*task_key)), "Attribution patching…")

@@ -58,6 +58,9 @@ PAGES = {
                    k="int", layer="int", head="int", top_stat="str", top_pick="int", heads_seed="int",
                    heads_length="int", heads_pick="pair"),
     "match": _page("match", mode="str", model_b="str", over="str", level="str", layer="int", head="int"),
+    "patching": _page("patch", example="str", clean="text", mode="str", corrupt="text", word="int", new="str",
+                      target="str", foil="str", stream_stack="str", head_stack="str", path_comp="str")
+    | {"prefix": ("patch_prefix", "text")},  # `prefix` is _page's own argument
     "attribution": _page("attr", mode="str", steps="int", seeds="int", position="int", target="text", foil="text",
                          faithful="bool", token="int", source="str", limit="int", max_tokens="int", seed="int"),
 }

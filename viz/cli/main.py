@@ -16,13 +16,14 @@ from viz.cli.heads import add_heads
 from viz.cli.inside import add_inside
 from viz.cli.mask import add_mask
 from viz.cli.match import add_match
+from viz.cli.patch import add_patch
 from viz.cli.qk import add_qk
 from viz.cli.routes import add_routes
 from viz.cli.serve import add_serve, is_serve, serve
 from viz.cli.train import add_train
 
 COMMANDS = [add_capture, add_mask, add_train, add_generate, add_atlas, add_heads, add_inside, add_match, add_qk,
-            add_routes, add_serve, add_attribute]
+            add_routes, add_serve, add_attribute, add_patch]
 
 
 def build_parser(prog: str = "python -m viz") -> argparse.ArgumentParser:
