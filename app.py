@@ -32,6 +32,7 @@ PAGES = {
     ],
 }
 
+st.set_option("client.showSidebarNavigation", True)  # off in .streamlit/config.toml until this point
 page = st.navigation(PAGES, expanded=True)
 links.start(page)  # a shared link's view -> session state (bad values: one line); "Copy link" atop the sidebar
 ui.sidebar()

@@ -1,14 +1,18 @@
 """Benchmark (not a test): capture overhead and model-view payload, measured in one run.
 
-1. MiniLM: `capture()` (hooks + q/k/v + hidden states + numpy) over transformers' plain eager
-   forward with `output_attentions=True` (tokenisation included in both), at 16/128/512 tokens,
-   each call in a fresh thread as Streamlit runs a page; with the app's malloc tuning
-   (viz/app/memory.py) and, in a child process, with glibc's defaults.
+1. MiniLM: `capture()` (recorded attention + q/k/v + hidden states + numpy) over transformers' plain
+   eager forward with `output_attentions=True` (tokenisation included in both), at 14/122/512 tokens,
+   interleaved, each call in a fresh thread as Streamlit runs a page; with the app's malloc tuning
+   (viz/app/memory.py) and, in a child process, with glibc's defaults. The baseline is a second copy
+   of MiniLM loaded with `attn_implementation="eager"` and never given our attention function: a
+   loaded bundle runs SDPA when nothing records, and SDPA returns no weights (`output_attentions`
+   then gives `()`), so the bundle itself cannot be the baseline. Its SDPA forward (no weights) is
+   printed beside, for scale.
 2. Model view of a random bert-base-shaped model (12 layers x 12 heads) at 512 tokens:
    figure JSON size and build time, beside what sending every weight would cost.
 
 Ratios, not absolute times, are the result: timings on a shared 2-core machine are noisy.
-Run: .venv/bin/python bench/bench_capture.py
+Run: .venv/bin/python bench/bench_capture.py          (or `... bench_capture.py 14 122`: those lengths only)
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from viz.figures.attention import figure_json_bytes, model_view  # noqa: E402
 from viz.core.models import ModelBundle, load_model  # noqa: E402
 from viz.core.arch import arch_for  # noqa: E402
 
-REPEATS = 15
+REPEATS = 31
+TOKENS = (14, 122, 512)  # 14 and 122: a short and a long sentence as the pages see them
 
 
 def text_of(tokens: int, tok) -> str:
@@ -46,20 +51,35 @@ def text_of(tokens: int, tok) -> str:
     return " ".join(words[:lo])
 
 
-def plain(bundle: ModelBundle, text: str):
+def plain(bundle: ModelBundle, text: str, model=None):
+    """A plain forward with `output_attentions=True`: of `model` (the eager baseline) or of the bundle's own
+    model (SDPA when nothing records: no weights)."""
     with bundle.lock, torch.inference_mode():
         inputs = bundle.tokenizer(text, return_tensors="pt", truncation=True, max_length=bundle.max_tokens)
-        return bundle.model(**inputs, output_attentions=True)
+        return (model or bundle.model)(**inputs, output_attentions=True)
 
 
-def timed(fn, *args) -> float:
-    """Seconds `fn(*args)` takes in a new thread (a Streamlit script run is one)."""
+def eager_copy():
+    """MiniLM as transformers loads it with eager attention, untouched by viz (no `atlas` function)."""
+    from transformers import AutoModel
+
+    from viz.core.models import minilm_dir
+
+    return AutoModel.from_pretrained(minilm_dir(), attn_implementation="eager", use_safetensors=True).eval()
+
+
+def timed(fn, *args, cpu: list | None = None) -> float:
+    """Seconds `fn(*args)` takes in a new thread (a Streamlit script run is one); with `cpu`, the thread's own
+    CPU seconds are appended to it (with one torch thread the forward runs in the calling thread, so this is
+    the work itself, and moves far less than the wall clock when other jobs share the cores)."""
     out = []
 
     def run():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         fn(*args)
         out.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.thread_time() - c)
 
     th = threading.Thread(target=run)
     th.start()
@@ -67,25 +87,31 @@ def timed(fn, *args) -> float:
     return out[0]
 
 
-def bench_capture() -> None:
+def bench_capture(tokens=TOKENS, repeats: int = REPEATS) -> None:
     from viz.app.memory import keep_freed_memory
 
     tuned = keep_freed_memory()
     bundle = load_model("minilm")
-    print("capture vs plain eager forward with output_attentions (MiniLM, 1 torch thread, median of "
-          f"{REPEATS}, interleaved, each call in a new thread; malloc tuning "
-          f"{'on' if tuned else 'off (glibc defaults)'})")
-    print(f"{'tokens':>6} {'plain ms':>9} {'capture ms':>11} {'ratio':>6}")
-    for n in (16, 128, 512):
+    eager = eager_copy()
+    probe = plain(bundle, "a b c", eager)
+    assert len(probe.attentions) == 6 and probe.attentions[0].shape[1] == 12, "the baseline returns no weights"
+    print("capture vs a plain eager forward with output_attentions (MiniLM, 1 torch thread, median of "
+          f"{repeats}, interleaved, each call in a new thread; malloc tuning "
+          f"{'on' if tuned else 'off (glibc defaults)'}; load avg {open('/proc/loadavg').read().split()[0]})")
+    print(f"{'tokens':>6} {'eager ms':>9} {'capture ms':>11} {'ratio':>6} {'sdpa ms':>8}   thread CPU: "
+          f"{'eager ms':>9} {'capture ms':>11} {'ratio':>6}")
+    for n in tokens:
         text = text_of(n, bundle.tokenizer)
-        for _ in range(3):  # warm up both paths
-            plain(bundle, text), capture(bundle, text)
-        a, b = [], []
-        for _ in range(REPEATS):
-            a.append(timed(plain, bundle, text))
-            b.append(timed(capture, bundle, text))
-        pa, pb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
-        print(f"{n:>6} {pa:>9.1f} {pb:>11.1f} {pb / pa:>6.2f}x")
+        for _ in range(3):  # warm up every path
+            plain(bundle, text, eager), capture(bundle, text), plain(bundle, text)
+        a, b, c, ca, cb = [], [], [], [], []
+        for _ in range(repeats):
+            a.append(timed(plain, bundle, text, eager, cpu=ca))
+            b.append(timed(capture, bundle, text, cpu=cb))
+            c.append(timed(plain, bundle, text))
+        pa, pb, pc, qa, qb = (statistics.median(x) * 1e3 for x in (a, b, c, ca, cb))
+        print(f"{n:>6} {pa:>9.1f} {pb:>11.1f} {pb / pa:>6.2f}x {pc:>8.1f}   thread CPU: {qa:>9.1f} {qb:>11.1f} "
+              f"{qb / qa:>6.2f}x", flush=True)
 
 
 def bench_model_view() -> None:
@@ -110,8 +136,9 @@ def bench_model_view() -> None:
 if __name__ == "__main__":
     quiet()
     torch.set_num_threads(1)
-    bench_capture()
-    if "--capture-only" not in sys.argv:
+    only = [int(a) for a in sys.argv[1:] if a.isdigit()]  # e.g. `bench_capture.py 14 122`: those lengths only
+    bench_capture(tuple(only) or TOKENS)
+    if "--capture-only" not in sys.argv and not only:
         print()
         subprocess.run([sys.executable, __file__, "--capture-only"], check=True,
                        env={**os.environ, "VIZ_MALLOC_TUNING": "0"})

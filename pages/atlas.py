@@ -7,7 +7,7 @@ from viz.app import atlas_view as view
 from viz.app import qk_view
 from viz.app import cache, ui
 from viz.analysis.head_map import head_map
-from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, STATS
+from viz.analysis.head_stats import BROAD_FRACTION, ROLE_NAMES, ROLE_THRESHOLDS, SHARES, STATS
 from viz.atlas.chunks import run_atlas
 from viz.atlas.core import frame
 from viz.atlas.importance import head_importance
@@ -114,7 +114,8 @@ def open_head(fig_key):
 left, right = st.columns(2)
 with left:
     stat = st.selectbox("Statistic", STATS, format_func=STAT_LABELS.get, key="atlas_stat")
-    ui.plot(stat_grid(stats[stat], STAT_LABELS[stat], roles), key="atlas_stat_fig", stem=f"atlas-{stat}",
+    ui.plot(stat_grid(stats[stat], STAT_LABELS[stat], roles, share=stat in SHARES), key="atlas_stat_fig",
+            stem=f"atlas-{stat}",
             on_select=lambda: open_head("atlas_stat_fig"), selection_mode="points")
 with right:
     ui.plot(role_grid(roles), key="atlas_roles_fig", stem="atlas-roles", on_select=lambda: open_head("atlas_roles_fig"),
@@ -154,8 +155,8 @@ if sentences is not None:
 
 st.subheader("One head" + (": where its pattern is strongest" if sentences is not None else ""))
 h1, h2, h3 = st.columns(3)
-layer = h1.number_input("Layer", 0, result.n_layers - 1, 0, key="atlas_layer")
-head = h2.number_input("Head", 0, result.n_heads - 1, 0, key="atlas_head")
+layer = h1.number_input("Layer", 0, result.n_layers - 1, key="atlas_layer")  # a click sets it
+head = h2.number_input("Head", 0, result.n_heads - 1, key="atlas_head")
 top_stat = h3.selectbox("Strongest by", STATS, format_func=STAT_LABELS.get, key="atlas_top_stat") \
     if sentences is not None else None
 st.caption(f"L{layer} H{head}: **{roles[layer, head]}** · " + " · ".join(

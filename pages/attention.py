@@ -7,6 +7,7 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.analysis.words import aggregate
+from viz.core.models import random_weights
 from viz.figures.attention import head_heatmap, model_view, sink_heatmap
 
 STACK_LABELS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
@@ -52,7 +53,7 @@ def counted(n_raw: int, n_shown: int) -> str:
 raw_q, raw_k = cap.axis_tokens(stack)
 shown = counted(len(raw_q), len(q_lab)) if stack != "cross" else \
     f"rows: {counted(len(raw_q), len(q_lab))} · columns: {counted(len(raw_k), len(k_lab))}"
-st.caption(f"{bundle.name} · {bundle.kind} · {L} layers × {H} heads"
+st.caption(f"{bundle.name}{' (random weights)' if random_weights(name) else ''} · {bundle.kind} · {L} layers × {H} heads"
            + (f" ({len(set(kv.tolist()))} key/value heads, grouped-query attention)" if grouped else "")
            + f" · {shown}")
 
@@ -87,8 +88,8 @@ left, right = st.columns([1, 1])
 with left:
     st.subheader("One head")
     s1, s2 = st.columns(2)
-    layer = s1.number_input("Layer", 0, L - 1, 0, key="attn_layer")
-    head = s2.number_input("Head", 0, H - 1, 0, key="attn_head")
+    layer = s1.number_input("Layer", 0, L - 1, key="attn_layer")  # no default: a click sets it (ui.pick)
+    head = s2.number_input("Head", 0, H - 1, key="attn_head")
     if st.button(f"Inside L{layer} H{head} →", key="attn_inside", help="Open the Inside a layer page for this "
                  "head: q, k, v, scores, mask, softmax and the whole layer, with the real numbers."):
         ui.open_inside(stack, int(layer), int(head))

@@ -58,6 +58,12 @@ c1, c2 = st.columns([3, 2])
 source = c1.text_area("Source text (encoder input)", key="ed_source", height=90)
 if shipped_task(name) in TASK_HINTS:
     c1.caption(TASK_HINTS[shipped_task(name)])
+sidebar_text = st.session_state.get("text", "")
+if sidebar_text.strip() and sidebar_text.strip() != source.strip():  # it was ignored without a word
+    c1.caption("This page reads the source box above, not the sidebar's **Text**" +
+               (" (this model was trained on its task's inputs only)." if shipped_task(name) in TASK_HINTS else "."))
+    c1.button("Use the sidebar's text as the source", key="ed_use_text",
+              on_click=lambda: st.session_state.update(ed_source=st.session_state.get("text", "")))
 mode = c2.radio("Decoder input", list(MODES), format_func=MODES.get, key="ed_mode", horizontal=True)
 target, beams, limit = None, 1, max_new_tokens_limit(bundle)
 max_new = min(20, limit)
@@ -138,8 +144,10 @@ with tab_attn:
     A = cap.attentions[stack]  # [layer, head, query, key]
     q_lab, k_lab = cap.axis_tokens(stack)
     a1, a2 = st.columns(2)
-    layer = a1.number_input("Layer", 0, A.shape[0] - 1, A.shape[0] - 1, key="ed_layer")
-    head = a2.number_input("Head", 0, A.shape[1] - 1, 0, key="ed_head")
+    if st.session_state.get("ed_layer") not in range(A.shape[0]):  # the last layer first; a click sets it
+        st.session_state.ed_layer = A.shape[0] - 1
+    layer = a1.number_input("Layer", 0, A.shape[0] - 1, key="ed_layer")
+    head = a2.number_input("Head", 0, A.shape[1] - 1, key="ed_head")
     M = A[layer, head]
     left, right = st.columns(2)
     with left:

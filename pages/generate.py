@@ -16,8 +16,21 @@ from viz.figures.encdec import COLORS, attention_bars
 from viz.figures.steps import head_grid, lens_table, levels, next_token_bars, rank_map
 from viz.tasks.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
 from viz.core.models import builtin_names
+from viz.core.tokens import readable
 
 METHODS = {"greedy": "Greedy", "sample": "Sampling", "beam": "Beam search"}
+
+
+def generated_text(gen, tok) -> str:
+    """The new tokens as text, a special token (end-of-text between two texts) shown where it fell: ⟨…⟩."""
+    out, run = [], []
+    for s in gen.steps:
+        if s.token_id in gen.special_ids:
+            out += [tok.convert_tokens_to_string(run), f" ⟨{s.token}⟩ "]
+            run = []
+        else:
+            run.append(s.token)
+    return "".join(out + [tok.convert_tokens_to_string(run)]).strip()
 
 
 def move_step(delta: int, n: int):
@@ -55,6 +68,10 @@ method = c2.radio("Method", list(METHODS), format_func=METHODS.get, key="gen_met
 limit = max(1, max_new_tokens_limit(bundle, 1))
 max_new = c2.number_input("Max new tokens", 1, min(limit, 200), min(20, limit), key="gen_max_new")
 top_k = c2.slider("Top-k shown per step", 1, 10, 5, key="gen_topk")
+stop = c2.toggle("Stop at end-of-text", False, key="gen_stop", disabled=method == "beam",
+                 help="Off: generation goes on past the end-of-text token, as a model trained on texts packed one "
+                      "after another behind it (atlas-lm) starts the next one; a long prompt often gave '.' and the "
+                      "end. On: it stops there, as model.generate does (beam search always does).")
 temperature, top_p, seed, beams, beam = 1.0, 1.0, 0, 4, 0
 if method == "sample":
     s1, s2, s3 = c1.columns(3)
@@ -66,23 +83,28 @@ elif method == "beam":
     beams = s1.number_input("Beams", 2, MAX_BEAMS, 4, key="gen_beams")
     if st.session_state.get("gen_beam", 0) >= beams:  # fewer beams than the one being shown
         st.session_state.gen_beam = int(beams) - 1
-    beam = s2.number_input("Step through beam", 0, int(beams) - 1, 0, key="gen_beam", help="0 = the best beam")
+    beam = s2.number_input("Step through beam", 0, int(beams) - 1, key="gen_beam", help="0 = the best beam")
 try:
     gen = cache.get_lm_generation(name, prompt, method, int(max_new), int(top_k), float(temperature), float(top_p),
-                                  int(seed), int(beams), int(beam))
+                                  int(seed), int(beams), int(beam), bool(stop))
 except CaptureError as e:
     ui.stop(str(e), "warning", "✍️")
 
 tok = bundle.tokenizer
-new_text = tok.convert_tokens_to_string([s.token for s in gen.steps if s.token_id not in gen.special_ids])
+new_text = generated_text(gen, tok)
 st.markdown(f"**Prompt:** `{tok.convert_tokens_to_string(gen.prompt_tokens)}`  \n**Generated:** "
             f"`{new_text or '(only special tokens)'}`")
 rules = ", ".join(gen.settings.get("rules", [])) or "none"
+ends = sum(s.token_id in gen.special_ids for s in gen.steps)
 st.caption(f"{bundle.name} · {len(gen.steps)} new tokens · "
-           f"{'ended on end-of-sequence' if gen.finished else 'stopped at the length limit'} · "
+           f"{'ended on end-of-sequence' if gen.finished else 'stopped at the length limit'}"
+           + (f" (went on past {ends} end-of-text token{'s' * (ends > 1)}, shown ⟨…⟩)" if ends and not gen.finished
+              else "") + " · "
            f"rules applied to the logits, as model.generate does: {rules}")
 if gen.beams:
-    st.dataframe(pd.DataFrame(beam_table(gen, tok)).set_index("beam"), width="stretch")
+    st.dataframe(pd.DataFrame(beam_table(gen, tok)).set_index("beam"), width="stretch",
+                 column_config={"ending": st.column_config.TextColumn(width="medium"),  # cut to the table's width
+                                "text": st.column_config.TextColumn(width="large")})
     st.caption("Beams best first, as beam search ranks them: score = log p / length^length_penalty "
                f"(length_penalty {gen.settings.get('length_penalty', 1.0):g}); log p is the model's own; 'ending' "
                f"is what follows the start all beams share. Stepping through beam {gen.settings.get('beam', 0)}.")
@@ -95,12 +117,13 @@ if n > 1:
     p1, p2, p3 = st.columns([1, 8, 1], vertical_alignment="bottom")
     p1.button("◀", key="gen_prev", on_click=move_step, args=(-1, n), help="previous token")
     p3.button("▶", key="gen_next", on_click=move_step, args=(1, n), help="next token")
-    t = p2.select_slider("Step", list(range(n)), key="gen_step", format_func=lambda i: f"{i}: {gen.steps[i].token}")
+    t = p2.select_slider("Step", list(range(n)), key="gen_step",
+                         format_func=lambda i: f"{i}: {readable([gen.steps[i].token])[0]}")
 step = gen.steps[t]
 context = gen.tokens[: step.position]
 L, H = step.attention.shape[:2]
-shown = context if len(context) <= 24 else ["…"] + context[-23:]
-st.markdown("Context: " + " ".join(f"`{x}`" for x in shown) + f" → **`{step.token}`**"
+shown = readable(context) if len(context) <= 24 else ["…"] + readable(context)[-23:]
+st.markdown("Context: " + " ".join(f"`{x}`" for x in shown) + f" → **`{readable([step.token])[0]}`**"
             + f" (p = {step.prob:.3g}" + (", forced by a generation rule" if step.forced else "") + ")")
 
 st.subheader("What it looked at")
@@ -109,7 +132,9 @@ ui.plot(head_grid(step.attention, context, f"Step {t}: every layer × head, from
 st.caption(f"The query of the last context token ('{step.query_token}'), whose output predicted '{step.token}', "
            "over the context. Each row is scaled to its own maximum; click a row to open that head below.")
 a1, a2, _ = st.columns([1, 1, 3])
-layer = a1.selectbox("Layer", list(range(L)), index=L - 1, key="gen_layer")
+if st.session_state.get("gen_layer") not in range(L):  # the last layer first (or after another model); a click sets it
+    st.session_state.gen_layer = L - 1
+layer = a1.selectbox("Layer", list(range(L)), key="gen_layer")
 head = a2.selectbox("Head", ["mean"] + list(range(H)), key="gen_head",
                     format_func=lambda h: "mean over heads" if h == "mean" else f"head {h}")
 w = step.attention[layer].mean(0) if head == "mean" else step.attention[layer, head]

@@ -10,6 +10,8 @@ import streamlit as st
 
 from viz.app import cache, ui
 from viz.core.capture import CaptureError
+from viz.core.names import level
+from viz.core.tokens import readable
 from viz.figures.inside import contributions_figure, head_figure, layer_figure
 from viz.inside.walk import KEY_MODES, head_walk, pick_keys, to_arrays
 
@@ -49,7 +51,8 @@ head = int(c3.number_input("Head", 0, n_heads - 1, key="inside_head"))
 tok_key = f"inside_token_{stack}_{zlib.crc32(chr(31).join(q_tokens).encode())}"
 if tok_key not in ss:
     ss[tok_key] = ss.inside_token
-token = int(c4.selectbox("Query token", range(len(q_tokens)), format_func=lambda i: f"{q_tokens[i]} ({i})",
+q_shown, k_shown = readable(q_tokens), readable(k_tokens)
+token = int(c4.selectbox("Query token", range(len(q_tokens)), format_func=lambda i: f"{q_shown[i]} ({i})",
                          key=tok_key))
 ss.inside_token = token
 try:
@@ -62,7 +65,7 @@ if run.cap.truncated:
                f"Showing the first {len(run.cap.tokens)} tokens.", icon="✂️")
 
 # ----------------------------------------------------------------------------- one head
-st.subheader(f"One head: {STACK_LABELS[stack].lower()} · layer {layer} · head {head} · query “{walk.query_token}”")
+st.subheader(f"One head: {STACK_LABELS[stack].lower()} · layer {layer} · head {head} · query “{q_shown[token]}”")
 score = r"q\cdot k_i\cdot s"
 if walk.softcap:
     score = rf"c\,\tanh({score}/c)"
@@ -87,12 +90,12 @@ k1, k2 = st.columns([3, 1])
 mode = k1.radio("Keys shown", KEY_MODES, index=1, horizontal=True, key="inside_keys",
                 help="A long input is legible one screenful at a time; the exports hold every key.")
 limit = int(k2.number_input("At most", 4, 128, 24, key="inside_limit"))
-idx, said = pick_keys(walk.weights, None if stack == "cross" else token, mode, limit)
+idx, said = pick_keys(walk.weights, None if stack == "cross" else token, mode, limit, masked=~np.isfinite(walk.mask))
 st.caption(said + " Strips: blue negative, red positive; the query's own position is marked ▶.")
 row = [int(i) for i in idx].index(token) if stack != "cross" and token in idx else None
-fig = head_figure([f"{k_tokens[i]} ({i})" for i in idx], walk.query_token, walk.query, walk.keys[idx],
+fig = head_figure([f"{k_shown[i]} ({i})" for i in idx], q_shown[token], walk.query, walk.keys[idx],
                   walk.scores[idx], walk.mask[idx], walk.weights[idx], walk.values[idx], walk.head_output,
-                  title=f"“{walk.query_token}” ({token}) reads {len(k_tokens)} keys", query_row=row)
+                  title=f"“{q_shown[token]}” ({token}) reads {len(k_tokens)} keys", query_row=row)
 stem = f"inside-{stack}-L{layer}-H{head}-T{token}"
 ui.plot(fig, key="inside_head_fig", stem=stem)
 table = pd.DataFrame({"position": np.arange(len(k_tokens)), "token": k_tokens, "q·k·s": walk.raw_scores,
@@ -117,7 +120,7 @@ else:
         steps = lw.steps
         ui.plot(layer_figure([s.label for s in steps], [s.kind for s in steps], [s.sublayer for s in steps],
                              [s.detail for s in steps], [s.norm for s in steps], lw.parallel,
-                             title=f"Layer {layer} at “{walk.query_token}” ({lw.recipe}"
+                             title=f"Layer {layer} at “{q_shown[token]}” ({lw.recipe}"
                                    f"{', parallel residual' if lw.parallel else ''})"),
                 key="inside_layer_fig", stem=f"{stem}-layer")
     with right:
@@ -129,17 +132,18 @@ else:
         else:
             st.warning(f"Off by {err:.2g}: beyond float32 rounding (a bfloat16 model, or a recipe to fix).", icon="⚠️")
         if lw.final:
-            st.caption(f"Last layer: the model reports hidden_states[-1] after {', '.join(lw.final)}; "
-                       "the walk applies it too.")
+            st.caption(f"Last layer: the model reports its last hidden state ({level(layer + 1)}) after "
+                       f"{', '.join(lw.final)}; the walk applies it too.")
         steps_df = pd.DataFrame([s.vector for s in lw.steps])
         steps_df.insert(0, "‖v‖", [s.norm for s in lw.steps])
         steps_df.insert(0, "modules", [s.detail for s in lw.steps])
         steps_df.insert(0, "step", [s.label for s in lw.steps])
-        st.dataframe(steps_df[["step", "modules", "‖v‖"]], hide_index=True, height=min(460, 36 * len(lw.steps) + 40),
-                     column_config={"‖v‖": st.column_config.NumberColumn(format="%.4g", width="small")})
+        # an HTML table that wraps (a data grid cut its ‖v‖ column and "masked self-att…" in this narrow column)
+        st.table(steps_df[["step", "‖v‖", "modules"]].assign(**{"‖v‖": [f"{v:.4g}" for v in steps_df["‖v‖"]]})
+                 .set_index("step"))
         ui.table_download(steps_df, key="inside_steps_csv", stem=f"{stem}-layer", label="Every step's vector (CSV)")
 if run.contributions is not None:
     norms = np.linalg.norm(run.contributions, axis=1)
-    ui.plot(contributions_figure(norms, head, f"What each head of layer {layer} wrote at “{walk.query_token}”: "
+    ui.plot(contributions_figure(norms, head, f"What each head of layer {layer} wrote at “{q_shown[token]}”: "
                                               "‖head output · W_O[head]‖"), key="inside_contrib_fig",
             stem=f"{stem}-heads")

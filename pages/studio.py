@@ -43,7 +43,10 @@ with st.expander("New training run" + (" (when this one has ended)" if running e
     task = c1.selectbox("Pretext task", list(S.TASKS), format_func=S.TASKS.get, key="studio_task",
                         on_change=decoder_defaults)
     encdec, synthetic, dec = task in S.ENCODER_DECODER, task in S.SYNTHETIC, task in S.DECODER
-    init = c2.radio("Start from", list(S.INITS), format_func=S.INITS.get, key="studio_init", horizontal=True,
+    # the random model is a BERT, a BART or a Llama by task (the greyed choice said "a small BERT" for the Llama)
+    arch = "Llama" if dec else "BART" if encdec else "BERT"
+    init = c2.radio("Start from", list(S.INITS), key="studio_init", horizontal=True,
+                    format_func=lambda k: f"Random weights (a small {arch})" if k == "scratch" else S.INITS[k],
                     disabled=encdec or dec, help="Encoder–decoder and decoder tasks start from random weights "
                                                  "(MiniLM is an encoder).")
     if dec:

@@ -56,6 +56,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_LOGS: dict[str, Path] = {}  # url -> the server's log (what Streamlit printed: warnings included)
+
+
 @contextlib.contextmanager
 def streamlit_server(log_dir: Path, user_models: Path):
     """A real `streamlit run app.py` on loopback; yields its base URL and stops it afterwards."""
@@ -69,6 +72,7 @@ def streamlit_server(log_dir: Path, user_models: Path):
              "--server.address", "127.0.0.1", "--server.headless", "true"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVER_LOGS[url] = log
     try:
         deadline = time.time() + 90
         while time.time() < deadline:

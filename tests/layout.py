@@ -13,7 +13,15 @@ complaints; an empty list means the page reads. What counts as broken, and why:
 - an axis title or a tick label that overlaps the chart title;
 - a tick label drawn empty where its text is not (Plotly eats `</s>` as markup);
 - two ticks of one numeric axis that read the same ("0%", "0%": the format is too coarse);
-- a title, axis title or tick label that runs past the chart's edge (the SVG cuts it off).
+- a title, axis title or tick label that runs past the chart's edge (the SVG cuts it off);
+- an annotation (a subplot title, a note) that overlaps a tick label, or is drawn across or within
+  LINE_CLEARANCE px of a thin line (a marker line such as "induction ≥ 0.5 at step 140" written against its own
+  line);
+- a tick label drawn over a plot area (a subplot's labels over the heatmap to its left);
+- two text labels of a scatter (PCA paths' token names) that overlap.
+
+`draw_figure(page, fig)` draws one figure alone in the browser (plotly.js, no server) for these checks; `ink(page,
+box)` is the share of a box Chromium painted (a view painted solid reads as nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ MIN_PLOT_HEIGHT = 80
 MAX_HEIGHT = 2200
 MIN_FILL = 0.8
 MIN_CELL_FONT = 8  # px: plotly shrinks text in heatmap cells to fit them; below this it reads as dashes
+LINE_CLEARANCE = 4  # px an annotation keeps from a thin line: a note touching its line reads as crossed out
 OVERLAP_PX = 1.0  # boxes may touch; anti-aliasing and glyph side bearings are not overlaps
 
 _MEASURE = """() => {
@@ -55,6 +64,12 @@ _MEASURE = """() => {
       title_box: title && title.textContent ? rect(title) : null,
       axis_titles: [...c.querySelectorAll('.g-xtitle text, .g-ytitle text, [class^="g-x"][class$="title"] text, [class^="g-y"][class$="title"] text')]
         .filter(t => t.textContent).map(t => ({text: t.textContent, box: rect(t)})),
+      annotations: [...c.querySelectorAll('g.annotation text.annotation-text')]
+        .filter(t => t.textContent && visible(t)).map(t => ({text: t.textContent, box: rect(t)})),
+      lines: [...c.querySelectorAll('.shapelayer path')].map(rect)
+        .filter(r => (r[2] <= 3 && r[3] >= 20) || (r[3] <= 3 && r[2] >= 20)),
+      point_texts: [...c.querySelectorAll('.scatterlayer .textpoint text')]
+        .filter(t => t.textContent && visible(t)).map(t => ({text: t.textContent, box: rect(t)})),
       axes: Object.entries(axes).map(([k, ticks]) => ({key: k, ticks})),
     };
   });
@@ -170,6 +185,22 @@ def problems(charts: list[dict]) -> list[str]:
             for t in c["axis_titles"]:
                 if _box_overlap(t["box"], c["title_box"]):
                     out.append(f"{name}: axis title '{t['text']}' overlaps the chart title")
+        ticks = [t for a in c["axes"] for t in a["ticks"] if t["text"].strip()]
+        for a in c.get("annotations", []):
+            hit = [t["text"] for t in ticks if _box_overlap(_corners_box(t["corners"]), a["box"])]
+            if hit:
+                out.append(f"{name}: annotation '{a['text'][:40]}' overlaps tick labels {hit[:3]}")
+            if any(_box_overlap(a["box"], [ln[0] - LINE_CLEARANCE, ln[1] - LINE_CLEARANCE, ln[2] + 2 * LINE_CLEARANCE,
+                                           ln[3] + 2 * LINE_CLEARANCE]) for ln in c.get("lines", [])):
+                out.append(f"{name}: annotation '{a['text'][:40]}' is drawn across (or against) a line")
+        plots = [[[p[0], p[1]], [p[0] + p[2], p[1]], [p[0] + p[2], p[1] + p[3]], [p[0], p[1] + p[3]]] for p in c["plots"]]
+        over = [t["text"] for t in ticks if any(not _separated(t["corners"], q) for q in plots)]
+        if over:
+            out.append(f"{name}: tick labels {over[:3]} drawn over a plot area (a neighbouring subplot's)")
+        pts = c.get("point_texts", [])
+        clashes = [(p["text"], q["text"]) for j, p in enumerate(pts) for q in pts[j + 1:] if _box_overlap(p["box"], q["box"])]
+        if clashes:
+            out.append(f"{name}: {len(clashes)} overlapping point labels, e.g. {clashes[:3]}")
         texts = ([("title", c["title"], c["title_box"])] if c["title_box"] else []) + \
             [("axis title", t["text"], t["box"]) for t in c["axis_titles"]] + \
             [("tick", t["text"], _corners_box(t["corners"])) for a in c["axes"] for t in a["ticks"] if t["text"].strip()]
@@ -217,3 +248,39 @@ def cut_texts(page) -> list[str]:
                           if (s.textOverflow === 'ellipsis' && n.scrollWidth > n.clientWidth + 1) return true; }
                         return false; })
         .map(e => e.textContent.trim())""")
+
+
+def tables_scrolling_sideways(page) -> int:
+    """How many visible tables scroll horizontally: columns hidden beyond their box's right edge."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .filter(t => t.getBoundingClientRect().height > 0)
+        .filter(t => [...t.querySelectorAll('.dvn-scroller')].some(s => s.scrollWidth > s.clientWidth + 2)).length""")
+
+
+def draw_figure(page, fig, width: int = 700) -> None:
+    """Draw one plotly figure alone in the page (plotly.js from the installed plotly, no server), inside a box
+    marked like Streamlit's chart so that `measure` reads it."""
+    import json
+
+    from plotly.offline import get_plotlyjs
+
+    height = fig.layout.height or 450  # plotly.js's default; the box is as tall as the figure, as in Streamlit
+    page.set_content(f"<div data-testid='stPlotlyChart' style='width:{width}px;height:{height}px'>"
+                     f"<div id='fig' style='height:{height}px'></div></div>")
+    page.add_script_tag(content=get_plotlyjs())
+    page.evaluate("spec => Plotly.newPlot('fig', spec.data, spec.layout)", json.loads(fig.to_json()))
+    page.wait_for_selector("#fig .main-svg")
+
+
+def ink(page, box: list[float], background: int = 235) -> float:
+    """The share of a box's pixels (page px, as `measure` gives plot areas) that Chromium painted darker than
+    `background` in any channel: ~1 for a view painted solid, ~0 for an empty one."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x, y, w, h = box
+    png = page.screenshot(clip=dict(x=x, y=y, width=w, height=h))
+    px = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return float((px.min(axis=-1) < background).mean())

@@ -98,9 +98,15 @@ def test_decoder_pages_open_on_atlas_lm(page):
     assert len(at.get("plotly_chart")) > 0
     if page == "atlas":  # the decoder section: four score grids and one head's pattern
         # atlas-lm formed no induction head (its card says so): the page must not claim it copies
-        assert any("Best induction head" in c.value and "does not copy from its context" in c.value
-                   for c in at.caption)
+        assert any("best induction head" in c.value and "at this length the model does not copy" in c.value
+                   and "try the length it was trained on" in c.value for c in at.caption)
         assert len(at.get("plotly_chart")) == 5
+        from conftest import chart_spec
+
+        for grid in ("induction", "previous", "duplicate", "first"):  # scores on one fixed scale, not each its own
+            spec = chart_spec(at, f"atlas_heads_{grid}")
+            assert (spec["data"][0]["zmin"], spec["data"][0]["zmax"]) == (0, 1), grid
+            assert spec["layout"]["xaxis"]["ticktext"][0] == "H0" and spec["layout"]["yaxis"]["ticktext"][0] == "L0"
 
 
 def test_models_loading_at_once_in_two_threads_stay_whole():

@@ -193,3 +193,14 @@ def test_the_open_head_is_framed_in_the_model_view(app):
     i = cells.index([2, 5])
     x, y = plotly_array(marker["x"])[i], plotly_array(marker["y"])[i]
     assert frame["x0"] < x < frame["x1"] and frame["y0"] < y < frame["y1"]
+
+
+def test_random_models_say_so():
+    """A tiny model's near-uniform heads puzzled a student: the sidebar and the caption say the weights are random."""
+    from apptest import open_page
+
+    at = open_page("attention", model_choice="tiny-llama")
+    assert any("has random weights" in w.value for w in at.sidebar.caption)
+    assert any("tiny-llama (random weights)" in c.value for c in at.caption)
+    at = open_page("attention")  # minilm: trained
+    assert not any("random weights" in w.value for w in at.sidebar.caption)

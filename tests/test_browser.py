@@ -81,3 +81,28 @@ def test_every_page_is_listed_in_the_sidebar_without_a_fold(app_url, browser_pag
     assert nav.get_by_text("View more").count() == 0 and nav.get_by_text("View less").count() == 0
     for heading in ("Where heads look", "What they cause", "What the model says"):
         assert nav.get_by_text(heading).is_visible()
+
+
+def test_a_fresh_server_never_shows_the_file_name_navigation(tmp_path, browser_page):
+    """The first visitor of a fresh server saw the pages/ folder's file names ('app, atlas, attention, ...')
+    as navigation for the seconds app.py's imports take, then the real one."""
+    from conftest import streamlit_server
+
+    page = browser_page
+    with streamlit_server(tmp_path, tmp_path / "models") as url:
+        page.goto(url)
+        # every navigation the sidebar shows, recorded in the page on each DOM change, until the real one is there
+        seen = page.evaluate("""() => new Promise((resolve) => {
+            const seen = [];
+            const look = () => {
+              const links = [...document.querySelectorAll('[data-testid="stSidebar"] a')].map(a => a.textContent.trim());
+              const key = links.join(',');
+              if (key && seen[seen.length - 1] !== key) seen.push(key);
+              if (links.some(l => l.includes('Inside a layer'))) { observer.disconnect(); resolve(seen); }
+            };
+            const observer = new MutationObserver(look);
+            observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+            look();
+        })""")
+    assert not any("attention,compare" in s for s in seen), seen
+    assert "Attention" in seen[-1]

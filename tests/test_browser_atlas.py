@@ -40,3 +40,27 @@ def test_atlas_in_browser(app_url, browser_page, tmp_path):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.get_by_text("L3 H5:").first.wait_for(timeout=120_000)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_weak_decoder_heads_are_drawn_pale(app_url, browser_page):
+    """atlas-lm's best induction score is 0.015: scaled to its own maximum the grid drew it as the darkest red
+    and it read as a strong induction head. What Chromium drew for that cell must be near white."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from test_browser_mlm import choose_model
+
+    page = browser_page
+    page.goto(f"{app_url}/atlas")
+    page.get_by_label("Text").wait_for()
+    choose_model(page, "atlas-lm")
+    chart = page.locator(".st-key-atlas_heads_induction [data-testid='stPlotlyChart']")
+    chart.locator(".heatmaplayer image").wait_for(timeout=180_000)
+    href = chart.locator(".heatmaplayer image").get_attribute("href")
+    px = np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB"), dtype=int)
+    assert px.min() >= 225, px.min()  # Reds at 0.015 of 0..1 is rgb(255, 243, 237); at its own maximum rgb(103, 0, 13)
+    ticks = chart.locator(".xtick text").all_text_contents()
+    assert ticks[:2] == ["H0", "H1"]

@@ -4,8 +4,8 @@
 import os
 from pathlib import Path
 
-from conftest import wait_for_chart
-from layout import settle
+from conftest import SERVER_LOGS, wait_for_chart
+from layout import cut_texts, settle
 from test_browser_mlm import choose_model
 
 SHOTS = Path(os.environ["VIZ_SCREENSHOTS"]) if os.environ.get("VIZ_SCREENSHOTS") else None  # for looking, not asserting
@@ -43,6 +43,9 @@ def test_click_a_head_then_open_it_inside(app_url, browser_page):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     button = page.get_by_role("button", name="Inside L2 H5 →")
     button.wait_for()
+    # the click set attn_layer/attn_head through session state: their widgets must not also pass a default
+    log = SERVER_LOGS[app_url].read_text()
+    assert "created with a default value but also had its value set" not in log, log[-2000:]
     button.click()
     page.get_by_role("heading", name="Inside a layer").wait_for()
     page.get_by_text("layer 2 · head 5").first.wait_for()
@@ -85,3 +88,50 @@ def test_cross_attention_of_the_dates_model(app_url, browser_page):
     assert page.locator('[data-testid="stException"]').count() == 0
     if SHOTS:
         page.screenshot(path=str(SHOTS / "inside-dates-cross.png"), full_page=True)
+
+
+LONG = ("The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passing the rocky "
+        "coast relied on its beam to find the harbour. One stormy night the lamp failed, and he carried a lantern "
+        "to the top of the tower, waving it until dawn so that no sailor would be lost on the rocks below.")
+
+
+def test_inside_keeps_the_model_and_the_typed_text(app_url, browser_page):
+    """'Inside L0 H1 →' switches page from the server: Streamlit dropped every widget's value on such a switch,
+    so Inside opened MiniLM on the default sentence while the sidebar still showed atlas-lm (4 tries of 4)."""
+    page = browser_page
+    page.goto(app_url)
+    wait_for_chart(page)
+    choose_model(page, "atlas-lm")
+    box = page.get_by_label("Text", exact=True)
+    box.fill(LONG)
+    box.press("Control+Enter")
+    page.get_by_text("atlas-lm · decoder").wait_for()
+    settle(page)
+    page.locator('[data-testid="stNumberInput"] input').nth(1).fill("1")  # Head
+    page.locator('[data-testid="stNumberInput"] input').nth(1).press("Enter")
+    page.get_by_role("button", name="Inside L0 H1 →").click()
+    page.get_by_role("heading", name="One head: decoder masked self-attention · layer 0 · head 1").wait_for()
+    settle(page)
+    assert page.get_by_label("Text", exact=True).input_value() == LONG
+    wait_for_tick(page, "▁")  # key rows in atlas-lm's byte-level tokens (a space shown as ▁), not MiniLM's
+    rows = page.locator('[data-testid="stPlotlyChart"]').first.locator(".yaxislayer-above text").all_text_contents()
+    words = [r.split(" (")[0].strip("▁▶ ") for r in rows]
+    assert sum(len(w) > 2 and w in LONG for w in words) >= 5, rows  # ... of the typed text
+    assert "(llama" in page.locator(".gtitle").all_text_contents()[1]  # the layer diagram is atlas-lm's recipe
+    # the step table beside the diagram: every step and ‖v‖ whole (a data grid cut "masked self-att…" and ‖v‖)
+    table = page.locator('[data-testid="stTable"]').first
+    table.wait_for()
+    assert not cut_texts(page), cut_texts(page)
+    cells = table.locator("th, td").all_text_contents()
+    assert "masked self-attention" in " ".join(cells) and "‖v‖" in cells
+    box, col = table.bounding_box(), table.locator("xpath=ancestor::*[@data-testid='stColumn'][1]").bounding_box()
+    assert box["x"] + box["width"] <= col["x"] + col["width"] + 1
+    # the head figure: scores written on their bars, a colour scale under each strip
+    head = page.locator('[data-testid="stPlotlyChart"]').first
+    assert head.locator(".colorbar").count() == 4
+    assert any(t in ("−∞",) or t.replace("-", "").replace(".", "").isdigit()
+               for t in head.locator(".bartext").all_text_contents())
+    assert not any("hidden_states" in t for t in page.locator('[data-testid="stPlotlyChart"]').nth(1)
+                   .locator("text").all_text_contents())
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "inside-atlas-lm-long.png"), full_page=True)

@@ -215,6 +215,7 @@ def test_first_share_and_thumbnails_are_what_the_weights_say(load):
     slim = capture(bundle, TEXT, pool=8, weights=False, qkv=False)
     assert not slim.attentions and not slim.queries
     np.testing.assert_allclose(slim.thumbnails["encoder"], cap.thumbnails["encoder"], atol=1e-6)
+    np.testing.assert_allclose(slim.first_share["encoder"], a[:, :, 1:, 0].mean(-1), atol=1e-6)  # per layer
 
 
 def test_queries_and_keys_reproduce_bert_attention(load):

@@ -103,3 +103,25 @@ def test_wrong_model_kind_links_to_the_right_page_and_offers_encdec(model, kind)
     pick.set_value("tiny-t5")
     at.button(key="ed_use").click().run()  # the button switches the sidebar model and the page draws
     assert not at.exception and at.session_state["model_choice"] == "tiny-t5" and len(charts(at)) == 7
+
+
+def test_the_page_says_it_reads_its_own_source_and_can_take_the_sidebar_text():
+    """The sidebar's Text was ignored without a word: the page says so, and a button makes it the source (the
+    decoding then reads it: its source tokens are the tokenizer's tokens of that text)."""
+    from viz.core.models import load_model
+
+    text = "The cat sat on the mat because it was tired."
+    at = page(model="seq2seq-reverse", text=text)
+    assert not at.exception
+    assert at.text_area(key="ed_source").value != text
+    assert any("not the sidebar's **Text**" in c.value for c in at.caption)
+    at.button(key="ed_use_text").click().run()
+    assert not at.exception and at.text_area(key="ed_source").value == text
+    assert not any("not the sidebar's" in c.value for c in at.caption)  # nothing left to say
+    tok = load_model("seq2seq-reverse").tokenizer
+    expected = tok.convert_ids_to_tokens(tok(text)["input_ids"])
+    encoder = next(json.loads(c.proto.spec) for c in charts(at)
+                   if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Encoder self-attention"))
+    keys = [k.rsplit(" (", 1)[0].replace("&lt;", "<").replace("&gt;", ">")
+            for k in encoder["layout"]["xaxis"]["labelalias"]]
+    assert keys == expected, (keys, expected)

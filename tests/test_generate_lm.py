@@ -161,9 +161,13 @@ def test_step_lens_ends_at_the_models_own_distribution(load, name):
 
 
 def test_prompt_drops_a_trailing_separator_but_keeps_the_start(load):
-    bundle = load("tiny-llama")  # MiniLM's WordPiece tokenizer: [CLS] ... [SEP]
+    import dataclasses
+
+    bundle = dataclasses.replace(load("tiny-llama"), tokenizer=load("minilm").tokenizer)  # BERT's: [CLS] ... [SEP]
     ids = prompt_ids(bundle, "the cat")
     assert bundle.tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "the", "cat"]
+    tiny = load("tiny-llama")  # its own tokenizer reads a text as a decoder does: <s> text
+    assert tiny.tokenizer.convert_ids_to_tokens(prompt_ids(tiny, "the cat")) == ["<s>", "the", "cat"]
 
 
 def test_bad_input_messages(load):
@@ -285,3 +289,28 @@ def test_beam_table_shows_where_each_beam_departs(load):
     rows = glm.beam_table(gen, tok)
     assert [r["ending"] for r in rows] == ["…sat", "…ran"] and rows[1]["text"] == "the cat ran"
     assert rows[1]["ended"] and rows[0]["score"] == -1.0 and rows[1]["log p"] == -4.5
+
+
+LONG = ("The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passing the rocky "
+        "coast relied on its beam to find the harbour. One stormy night the lamp failed, and he carried a lantern "
+        "to the top of the tower, waving it until dawn so that no sailor would be lost on the rocks below")
+
+
+def test_generation_can_go_on_past_end_of_text(load):
+    """atlas-lm read a 60-word prompt and gave '.' then <|endoftext|>: its training packs sentences behind that
+    token, so past it comes the next sentence. Reference: greedy argmax of a full forward per step, no cache."""
+    import torch
+
+    bundle = load("atlas-lm")
+    stopped = generate_lm(bundle, LONG, "greedy", max_new_tokens=12, lens=False)
+    gone_on = generate_lm(bundle, LONG, "greedy", max_new_tokens=12, lens=False, stop_at_eos=False)
+    eos = bundle.config.eos_token_id
+    assert [s.token_id for s in stopped.steps] == [s.token_id for s in gone_on.steps][: len(stopped.steps)]
+    assert stopped.finished and stopped.steps[-1].token_id == eos and len(stopped.steps) < 12  # the defect
+    assert len(gone_on.steps) == 12 and not gone_on.finished and eos in [s.token_id for s in gone_on.steps]
+    ids = prompt_ids(bundle, LONG)
+    with torch.inference_mode():
+        for s in gone_on.steps:
+            logits = bundle.model(input_ids=torch.tensor([ids])).logits[0, -1]
+            assert s.token_id == int(logits.argmax())
+            ids.append(s.token_id)

@@ -126,3 +126,26 @@ def test_prompt_follows_the_sidebar_text_without_its_full_stop():
     assert not at.exception
     said = [m.value for m in at.markdown if m.value.startswith("**Prompt:**")]
     assert said and "**Generated:**" in said[0] and "only special tokens" not in said[0]
+
+
+def test_a_long_prompt_goes_on_past_end_of_text():
+    """A 60-word prompt on atlas-lm generated '.' then end-of-text: by default the page now goes on (the next
+    sentence), shows where the end-of-text fell, and the steps are the library's with stop_at_eos=False."""
+    from test_generate_lm import LONG
+    from viz.core.models import load_model
+    from viz.tasks.generate_lm import generate_lm
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["model_choice"] = DECODER
+    at.session_state["text"] = LONG + "."
+    at.run()
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception and not at.warning
+    want = generate_lm(load_model(DECODER), LONG, "greedy", max_new_tokens=20, lens=False, stop_at_eos=False)
+    shown = [m.value for m in at.markdown if m.value.startswith("**Prompt:**")][0]
+    assert len(want.steps) == 20 and "⟨<|endoftext|>⟩" in shown  # went on past the end of the text
+    caption = [c.value for c in at.caption if "new tokens" in c.value][0]
+    assert "20 new tokens" in caption and "went on past" in caption
+    at.toggle(key="gen_stop").set_value(True).run()  # on: stops there, as model.generate does
+    caption = [c.value for c in at.caption if "new tokens" in c.value][0]
+    assert "ended on end-of-sequence" in caption and "20 new tokens" not in caption

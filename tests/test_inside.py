@@ -191,3 +191,26 @@ def test_pick_keys_keeps_a_long_input_legible():
     assert idx[0] == 0 and "most attended" in said
     assert pick_keys(w[:10] / w[:10].sum(), 3, "highest weights", 24)[0].tolist() == list(range(10))
     assert len(pick_keys(w, 3, "all", 24)[0]) == 64
+
+
+def test_highest_weights_leaves_out_masked_keys(load):
+    """An early decoder token: 'highest weights' listed 22 masked zeros in its 24 rows. On a real walk of
+    tiny-llama's third token over a 30-word text, only the keys it may attend to are listed."""
+    bundle = load("tiny-llama")
+    text = " ".join(["word"] * 30)
+    w = head_walk(inside(bundle, text, layer=0, token=2), 0)
+    masked = ~np.isfinite(w.mask)
+    assert masked.sum() > 24  # look-ahead: every key after position 2
+    idx, said = pick_keys(w.weights, 2, "highest weights", 24, masked=masked)
+    assert sorted(idx.tolist()) == [0, 1, 2] and f"{masked.sum()} masked keys" in said
+    idx, _ = pick_keys(w.weights, 2, "around the query", 24, masked=masked)
+    assert len(idx) == 24  # the window keeps its positions, masked ones included (it shows where the query is)
+
+
+def test_the_layer_diagram_names_hidden_states_as_the_app_does(load):
+    """The diagram said hidden_states[2] where every page and export says emb, L0, L1 (viz.core.names)."""
+    run = inside(load("tiny-llama"), TEXT, layer=1, token=2)
+    details = [s.detail for s in run.layer_walk.steps]
+    assert not any("hidden_states" in d for d in details), details
+    assert details[0] == "L0" and "ours, vs the model's L1" in details
+    assert inside(load("tiny-llama"), TEXT, layer=0, token=2).layer_walk.steps[0].detail.startswith("emb")

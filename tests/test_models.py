@@ -104,3 +104,25 @@ def test_shipped_checkpoints_are_present_and_listed(name):
         if f.endswith(".safetensors"):
             assert path.read_bytes()[:7] != b"version", f"{path} is a Git LFS pointer, not the weights"
     assert name in builtin_names()
+
+
+def test_device_and_dtype_follow_the_model_when_it_moves():
+    """The bundle finds its first parameter once; `model.to(...)` changes that parameter in place."""
+    import torch
+
+    bundle = load_model("tiny-bert")
+    assert bundle.dtype == torch.float32 and bundle.device.type == "cpu"
+    bundle.model.to(torch.bfloat16)
+    assert bundle.dtype == torch.bfloat16 == next(bundle.model.parameters()).dtype
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-qwen2"])
+def test_tiny_decoders_read_text_as_decoders_not_as_bert(name):
+    """They borrow MiniLM's WordPiece: [CLS] ... [SEP] showed around every text. Same ids, decoder names."""
+    bundle = load_model(name)
+    tok = bundle.tokenizer
+    enc = tok("The cat sat.")
+    assert tok.convert_ids_to_tokens(enc["input_ids"]) == ["<s>", "the", "cat", "sat", "."]
+    assert (tok.bos_token_id, tok.eos_token_id) == (bundle.config.bos_token_id, bundle.config.eos_token_id)
+    assert "token_type_ids" not in enc  # GPT-2 would add wte(token_type_ids) to its embeddings
+    assert load_model("tiny-bert").tokenizer.convert_ids_to_tokens(tok("a")["input_ids"])[0] == "[CLS]"

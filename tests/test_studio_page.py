@@ -84,6 +84,17 @@ def test_second_start_is_refused_and_cancel_saves(studio, held_at):
     assert at.selectbox(key="studio_resume_pick").value.name == "long"
 
 
+@pytest.mark.parametrize("task, arch", [("mlm", "BERT"), ("dates", "BART"), ("denoise", "BART"), ("repeat", "Llama"),
+                                        ("clm", "Llama")])
+def test_start_from_names_the_model_the_task_builds(studio, task, arch):
+    """The greyed 'Start from' said 'Random weights (a small BERT)' for the Llama decoder tasks (and the BART
+    encoder–decoders): it names what train_clm / train_seq2seq / the denoiser / the masked LM build."""
+    at = studio
+    at.selectbox(key="studio_task").set_value(task).run()
+    assert not at.exception
+    assert at.radio(key="studio_init").options[0] == f"Random weights (a small {arch})"
+
+
 @pytest.mark.parametrize("task", ["dates", "denoise"])
 def test_encoder_decoder_job_runs_and_draws_cross_attention(studio, tmp_path, task):
     at = studio

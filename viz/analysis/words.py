@@ -20,11 +20,12 @@ def merge_pieces(attn: np.ndarray, q_spans, k_spans) -> np.ndarray:
 
 
 def span_labels(tokens: list[str], spans, tokenizer=None) -> list[str]:
-    """A label per span: the pieces joined back into the word."""
+    """A label per span: the pieces joined back into the word. With the tokenizer every span is decoded, one
+    piece or several (a one-piece word of a byte-level BPE kept its raw `Ġthe` beside decoded words before)."""
     out = []
     for s, e in spans:
         pieces = tokens[s:e]
-        if tokenizer is not None and e - s > 1:
+        if tokenizer is not None:
             out.append(tokenizer.convert_tokens_to_string(pieces).strip() or "".join(pieces))
         else:
             out.append("".join(p[2:] if i and p.startswith("##") else p for i, p in enumerate(pieces)))

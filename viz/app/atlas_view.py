@@ -13,6 +13,7 @@ from viz.core.capture import CaptureError
 from viz.figures.atlas import stat_grid
 from viz.figures.attention import head_heatmap
 from viz.tasks.corpus import CorpusTooLarge, columns, load_corpus, sample_corpus
+from viz.train.studio_decoder import REPEAT_LENGTH, REPEAT_MIN
 
 
 def pick_head(fig_key: str) -> None:
@@ -40,18 +41,21 @@ def decoder_heads(name: str, bundle) -> None:
         return
     li, hi, best = res.best("induction")
     copies = res.loss_second < res.loss_first - 1.0  # a nat better on the repeat: it copies from the context
-    st.caption(f"Best induction head: layer {li}, head {hi} ({best:.2f}). Next-token loss on the first copy "
-               f"{res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: "
-               + ("this model copies from its context (a model without induction heads predicts both copies "
-                  "equally badly)." if copies else
-                  "no better on the repeat, so this model does not copy from its context (an induction head would "
-                  "make the second copy far easier; the Training studio's repeated-tokens task grows one)."))
+    st.caption(f"At {int(length)} random tokens per copy: best induction head L{li} H{hi} ({best:.2f}); next-token "
+               f"loss on the first copy {res.loss_first:.2f} nats, on the repeated copy {res.loss_second:.2f}: "
+               + ("the model copies from its context at this length (a model without induction heads predicts "
+                  "both copies equally badly)." if copies else
+                  "no better on the repeat, so at this length the model does not copy from its context. A head "
+                  "trained on shorter repeats may not reach this far (the Training studio's repeated-tokens task "
+                  f"trains on {REPEAT_MIN} to {REPEAT_LENGTH} tokens per copy): try the length it was trained on "
+                  "before concluding.")
+               + " Every grid is coloured on the same 0 to 1 scale: a pale grid means weak heads.")
     grids = [("induction", "Induction score", "Reds"), ("previous", "Previous-token score", "Blues"),
              ("duplicate", "Duplicate-token score", "Purples"), ("first", "First-token (sink) share", "Greys")]
     for row in (grids[:2], grids[2:]):
         for col, (attr, title, scale) in zip(st.columns(2), row):
             with col:
-                ui.plot(stat_grid(getattr(res, attr), title, colorscale=scale), key=f"atlas_heads_{attr}",
+                ui.plot(stat_grid(getattr(res, attr), title, colorscale=scale, share=True), key=f"atlas_heads_{attr}",
                         stem=f"heads-{attr}", on_select=lambda k=f"atlas_heads_{attr}": pick_head(k),
                         selection_mode="points")
     layer, head = st.session_state.get("atlas_heads_pick") or (li, hi)

@@ -200,15 +200,16 @@ def get_head_scores(name: str, seed: int, length: int):
 
 
 def get_lm_generation(name: str, prompt: str, method: str, max_new_tokens: int = 20, top_k: int = 5,
-                      temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0):
+                      temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4, beam: int = 0,
+                      stop_at_eos: bool = True):
     """Decoder-only step-through generation (viz.tasks.generate_lm), memoised per settings."""
     from viz.tasks.generate_lm import generate_lm
 
     return _cached(RESULTS, ("lm_generation", name, prompt, method, max_new_tokens, top_k, temperature, top_p, seed,
-                             num_beams, beam),
+                             num_beams, beam, stop_at_eos),
                    lambda: generate_lm(get_bundle(name), prompt, method, max_new_tokens=max_new_tokens, top_k=top_k,
                                        temperature=temperature, top_p=top_p, seed=seed, num_beams=num_beams,
-                                       beam=beam), "Generating…")
+                                       beam=beam, stop_at_eos=stop_at_eos), "Generating…")
 
 
 # ----------------------------------------------------------------------------- head atlas

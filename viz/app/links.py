@@ -52,7 +52,7 @@ PAGES = {
     "encdec": _page("ed", source="text", mode="str", target="text", max_new="int", beams="int", topk="int",
                     step="int", step_layer="int", step_head="intstr", stack="str", layer="int", head="int",
                     align_layer="str"),
-    "generate": _page("gen", prompt="text", method="str", max_new="int", topk="int", temperature="float",
+    "generate": _page("gen", prompt="text", method="str", max_new="int", topk="int", stop="bool", temperature="float",
                       top_p="float", seed="int", beams="int", beam="int", step="int", layer="int", head="intstr"),
     "atlas": _page("atlas", source="str", limit="int", max_tokens="int", words="bool", level="str", stat="str",
                    k="int", layer="int", head="int", top_stat="str", top_pick="int", heads_seed="int",

@@ -85,7 +85,8 @@ def live(job: S.TrainingJob | None, running: bool) -> None:
                     key="studio_loss", stem=f"{cfg.name}-loss")
         with cols[1]:
             ui.plot(F.accuracy_curve(snaps, ACCURACY_TITLES.get(cfg.task, ACCURACY_TITLES["mlm"]),
-                                     "top-1, teacher-forced (%)" if cfg.task in S.ENCODER_DECODER else "top-1 (%)"),
+                                     "top-1, teacher-forced (%)" if cfg.task in S.ENCODER_DECODER else "top-1 (%)",
+                                     steps=cfg.steps),
                     key="studio_acc", stem=f"{cfg.name}-accuracy")
         with cols[2]:
             ui.plot(F.throughput_curve(history), key="studio_speed", stem=f"{cfg.name}-tokens-per-s")

@@ -20,8 +20,9 @@ import streamlit as st
 
 from viz.app import cache, exports
 from viz.core.capture import Capture, CaptureError
-from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names
+from viz.core.models import DEFAULT_MODEL, ModelBundle, ModelLoadError, builtin_names, random_weights
 from viz.core.names import CONVENTION
+from viz.core.tokens import readable
 from viz.core import paths
 
 def stop(message: str, kind: str = "error", icon: str = "🚫"):
@@ -82,20 +83,36 @@ def release_page_data(min_bytes: int = 1 << 20) -> None:
             del page[name]
 
 
+# The sidebar's widgets keep their values for the whole session. Without it a page switch made by the app
+# (st.switch_page: the Attention page's "Inside L3 H0 →") dropped every widget's value, the model and the typed
+# text with them: Streamlit 1.67 clears the widget state of a page change to the widgets the frontend reported,
+# and a switch made on the server reports none (the next click brought the model back from the browser, not the
+# text).
+KEEP = "session"
+
+
 def sidebar() -> None:
     """Model picker and text input shared by every page (state in `st.session_state`)."""
     st.session_state.setdefault("text", EXAMPLES[0])
+    st.session_state.setdefault("model_choice", DEFAULT_MODEL)  # no index below: buttons set it (`_set_model`)
     with st.sidebar:
         names = builtin_names()
-        choice = st.selectbox("Model", names + [OTHER], index=names.index(DEFAULT_MODEL), key="model_choice",
-                              help="Bundled models work offline. Hub ids need the network or a local HF cache.")
+        choice = st.selectbox("Model", names + [OTHER], key="model_choice",
+                              persist_state=KEEP, help="Bundled models work offline. Hub ids need the network or a local HF cache.")
         if choice == OTHER:
-            st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model")
+            st.text_input("Model id or folder", key="model_other", placeholder="bert-base-uncased or /path/to/model",
+                          persist_state=KEEP)
         device_picker()
-        st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example)
-        st.text_area("Text", key="text", height=110)
+        if random_weights(model_name()):
+            # a caption, not st.warning: pages and tests read warnings as something gone wrong with the input
+            st.caption(f":orange[🎲 **{model_name().split('@')[0]} has random weights** (a tiny model built from a "
+                       "config, never trained): its heads attend almost uniformly or by chance. It is here to try "
+                       "every family's plumbing; to read real attention pick minilm, atlas-lm or a trained model.]")
+        st.selectbox("Example sentences", ["—"] + EXAMPLES, key="example", on_change=_use_example,
+                     persist_state=KEEP)
+        st.text_area("Text", key="text", height=110, persist_state=KEEP)
         st.radio("Camera button 📷 saves", ["png", "svg"], format_func=str.upper, horizontal=True,
-                 key="export_format", help="What the camera button above each figure downloads: PNG (twice the "
+                 key="export_format", persist_state=KEEP, help="What the camera button above each figure downloads: PNG (twice the "
                                            "screen resolution) or SVG (vector; heatmaps stay images inside it).")
         st.caption(CONVENTION)
 
@@ -109,9 +126,10 @@ def device_picker() -> None:
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
         (["mps"] if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else [])
     with st.expander("Device and precision", expanded=False):
-        device = st.selectbox("Device", devices, key="model_device",
+        device = st.selectbox("Device", devices, key="model_device", persist_state=KEEP,
                               help="auto: CUDA (or Apple MPS) where present, else the CPU.")
         dtype = st.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="model_dtype",
+                             persist_state=KEEP,
                              help="auto: bfloat16 on a GPU, float32 on the CPU. Captured numbers are shown in "
                                   "float32 whatever the model computes in.")
     dev = resolve_device(device)
@@ -193,7 +211,7 @@ def plot(fig: go.Figure, key: str, stem: str, **kwargs):
     """Draw a figure; its camera button saves PNG or SVG (the sidebar's choice), and a popover offers it as
     HTML: small (plotly.js from its CDN) or self-contained (plotly.js inside, ~4.8 MB, opens offline)."""
     config = exports.camera_config(st.session_state.get("export_format", "png"), slug(stem))
-    event = st.plotly_chart(fig, key=key, config=config, **kwargs)
+    event = st.plotly_chart(exports.shipped(fig), key=key, config=config, **kwargs)
     with st.popover("Figure (HTML)"):
         for kind, label, help in exports.html_kinds():
             st.download_button(label, data=lambda kind=kind: exports.figure_html(fig, slug(stem), kind),
@@ -259,6 +277,7 @@ def token_picker(label: str, key: str, bundle: ModelBundle, text: str, help: str
     options = [i for i, t in enumerate(ids) if t not in special]
     if key in st.session_state:  # drop choices that no longer exist after the text changed
         st.session_state[key] = [p for p in st.session_state[key] if p in options]
+    tokens = readable(tokens)
     chosen = st.multiselect(label, options, format_func=lambda i: f"{tokens[i]} ({i})", key=key, help=help)
     return tuple(sorted(chosen))
 

@@ -21,6 +21,7 @@ A full capture (`layers=None, rows=None`) has `[layer, head, token, token]` as b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from viz.core.budget import check_budget
 from viz.core.errors import CaptureError, CaptureTooLarge  # noqa: F401  (re-exported: pages catch CaptureError)
 from viz.core.interventions import Intervention, applied
 from viz.core.models import ModelBundle
-from viz.core.recorder import RECORDER, Recorder, active
+from viz.core.recorder import RECORDER, Recorder, active, first_share
 
 
 def recording(bundle: ModelBundle, **plan):
@@ -254,16 +255,22 @@ def capture(bundle: ModelBundle, text: str, target: str | None = None, *, with_l
     return cap
 
 
-def _logits_kwargs(model, with_logits: bool, picked: dict, kind: str, selective: bool) -> dict:
-    """Decoders compute only the logits shown (`logits_to_keep`): a 128k vocabulary at 4k tokens is ~2 GB."""
+@functools.lru_cache(maxsize=None)
+def _takes_logits_to_keep(model_class) -> bool:
+    """Whether a class's forward has `logits_to_keep` (read once per class: `inspect.signature` is ~0.3 ms)."""
     import inspect
 
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def _logits_kwargs(model, with_logits: bool, picked: dict, kind: str, selective: bool) -> dict:
+    """Decoders compute only the logits shown (`logits_to_keep`): a 128k vocabulary at 4k tokens is ~2 GB."""
+    if not _takes_logits_to_keep(type(model)):
         return {}
     if not with_logits:
         return {"logits_to_keep": 1}
     if selective and kind == "decoder":
-        return {"logits_to_keep": torch.tensor(picked[DECODER], device=next(model.parameters()).device)}
+        return {"logits_to_keep": torch.tensor(picked[DECODER], device=model.device)}
     return {}
 
 
@@ -284,9 +291,12 @@ def _fill(cap: Capture, rec: Recorder, out, bundle: ModelBundle, hidden: bool) -
             continue
         H, KV = bundle.n_heads(stack), bundle.n_kv_heads(stack)
         cap.kv_heads[stack] = np.arange(H) // max(1, H // KV)
-        cap.first_share[stack] = _numpy(rec.data[(stack, "first")])
         if rec.data.get((stack, "attn")):
             cap.attentions[stack] = _numpy(rec.data[(stack, "attn")])
+        if rec.data.get((stack, "first")):
+            cap.first_share[stack] = _numpy(rec.data[(stack, "first")])
+        else:  # every row's weights were kept: one reduction over all layers (viz.core.recorder.first_share)
+            cap.first_share[stack] = first_share(cap.attentions[stack])
         if rec.data.get((stack, "thumb")):
             cap.thumbnails[stack] = _numpy(rec.data[(stack, "thumb")])
         for part, dest in (("q", cap.queries), ("k", cap.keys), ("v", cap.values), ("bias", cap.score_bias)):

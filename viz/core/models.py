@@ -49,11 +49,20 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self._first_parameter().device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return self._first_parameter().dtype
+
+    def _first_parameter(self):
+        """The model's first parameter, found once: `next(model.parameters())` walks the module tree (~0.3 ms on
+        MiniLM, three times a capture). `model.to(...)` swaps a parameter's data in place, so the same Parameter
+        object still tells where the model is now."""
+        p = self.__dict__.get("_param0")
+        if p is None:
+            p = self.__dict__["_param0"] = next(self.model.parameters())
+        return p
 
     @property
     def config(self):
@@ -136,7 +145,35 @@ def _load_tiny(family: str, mlm: bool = False):
     torch.manual_seed(0)
     model = cls.from_config(cfg, attn_implementation="eager")
     tok = AutoTokenizer.from_pretrained(minilm_dir())
+    if arch_for(cfg.model_type, cfg).kind == "decoder":
+        tok = decoder_wordpiece(tok)
     return model, tok
+
+
+def decoder_wordpiece(tok):
+    """MiniLM's WordPiece as a decoder's tokenizer: its [CLS] and [SEP] (ids 101 and 102, the tiny decoders'
+    BOS and EOS) renamed <s> and </s>, and a text read as `<s> text` (no separator appended: a decoder continues
+    the text). A tiny decoder showed BERT's [CLS] ... [SEP] around every text."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    names = {"[CLS]": "<s>", "[SEP]": "</s>"}
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    spec["model"]["vocab"] = {names.get(t, t): i for t, i in spec["model"]["vocab"].items()}
+    for added in spec.get("added_tokens", []):
+        added["content"] = names.get(added["content"], added["content"])
+    bos = tok.cls_token_id
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [bos], "tokens": ["<s>"]}}}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>",
+                                   eos_token="</s>", unk_token=tok.unk_token, pad_token=tok.pad_token,
+                                   mask_token=tok.mask_token, model_input_names=["input_ids", "attention_mask"])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -260,6 +297,12 @@ def _load_minilm_mlm():
 
 
 BUILTIN: dict[str, Callable[[], tuple]] = {"minilm": _load_minilm, "minilm-mlm": _load_minilm_mlm}
+
+
+def random_weights(name: str) -> bool:
+    """Whether a registry name is one of the tiny random models (seeded random weights, never trained)."""
+    base = name.split("@", 1)[0]
+    return base.startswith("tiny-") and (base[5:] in TINY_FAMILIES or base[5:-4] in TINY_MLM and base.endswith("-mlm"))
 
 
 def builtin_names() -> list[str]:

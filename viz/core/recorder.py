@@ -36,7 +36,8 @@ Shapes recorded per layer (torch, model dtype and device):
     mask    [batch, 1|head, row, key]      the additive mask the eager math used (0 / -inf), with `details`
     bias    [batch, head, row, key]        a position bias added to the scores (T5), with `details`
     scaling, softcap (floats per layer, in `Recorder.meta`), with `details`
-    first   [batch, head]                  mean weight on key 0 over rows i >= 1 (the "sink" share)
+    first   [batch, head]                  mean weight on key 0 over rows i >= 1 (the "sink" share), unless every
+                                           row's weights are kept (`first_share` of them then, once)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -236,10 +238,13 @@ def _record(rec: Recorder, stack: str, layer: int, weights, query, key, value, r
     w = weights.detach()
     if rec.weights:
         rec.keep(stack, "attn", w)
-    idx = rows if rows is not None else torch.arange(w.shape[2])
-    later = (idx >= 1).to(w.device)  # row 0 of a causal model has nowhere else to look
-    sel = w[:, :, later] if bool(later.any()) else w
-    rec.keep(stack, "first", sel[..., 0].float().mean(-1))
+    # the sink share over rows i >= 1 (row 0 of a causal model has nowhere else to look); when every row's
+    # weights are kept, the capture computes it once from them afterwards (`first_share`), not per layer here
+    if rows is None and not rec.weights:
+        rec.keep(stack, "first", first_share(w))
+    elif rows is not None:
+        later = (rows >= 1).to(w.device)
+        rec.keep(stack, "first", (w[:, :, later, 0] if bool(later.any()) else w[..., 0]).float().mean(-1))
     if rec.pool and rows is None:
         size = (min(rec.pool, w.shape[-2]), min(rec.pool, w.shape[-1]))
         rec.keep(stack, "thumb", F.adaptive_avg_pool2d(w.float(), size))
@@ -247,6 +252,13 @@ def _record(rec: Recorder, stack: str, layer: int, weights, query, key, value, r
         rec.keep(stack, "q", query if rows is None else query.index_select(2, rows.to(query.device)))
         rec.keep(stack, "k", key)
         rec.keep(stack, "v", value)
+
+
+def first_share(w):
+    """[..., row, key] weights of every row -> [...]: the mean weight on key 0 over rows i >= 1 (all rows when
+    there is one). Torch or numpy."""
+    first = w[..., 1:, 0] if w.shape[-2] > 1 else w[..., 0]
+    return first.float().mean(-1) if torch.is_tensor(first) else first.astype(np.float32).mean(-1)
 
 
 def _record_details(rec: Recorder, stack: str, module, query, key, mask, rows, kwargs) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from viz.core.names import head as head_name, layer as layer_name
 from viz.figures import axes
 
 ROLE_COLORS = {"previous-token": "#1f77b4", "next-token": "#ff7f0e", "self": "#2ca02c", "[CLS]": "#d62728",
@@ -39,19 +40,23 @@ def _axes(fig: go.Figure, L: int, H: int, title: str) -> go.Figure:
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 45, b=10),
                       clickmode="event+select", dragmode=False,
                       xaxis=dict(title="head", tickmode="array", tickvals=list(range(H)), side="top",
-                                 range=[-0.5, H - 0.5]),
-                      yaxis=dict(title="layer", tickmode="array", tickvals=list(range(L)), range=[L - 0.5, -0.5]))
+                                 ticktext=[head_name(h) for h in range(H)], range=[-0.5, H - 0.5]),
+                      yaxis=dict(title="layer", tickmode="array", tickvals=list(range(L)),
+                                 ticktext=[layer_name(i) for i in range(L)], range=[L - 0.5, -0.5]))
     return fig
 
 
 def stat_grid(values: np.ndarray, title: str, roles: np.ndarray | None = None, unit: str = "",
-              colorscale: str = "Viridis") -> go.Figure:
-    """One statistic `[layer, head]` as a layer x head heatmap with the value printed in each cell."""
+              colorscale: str = "Viridis", share: bool = False) -> go.Figure:
+    """One statistic `[layer, head]` as a layer x head heatmap with the value printed in each cell.
+    `share`: a share or score in [0, 1], coloured on that fixed scale. Scaled to its own maximum, a grid whose
+    best head scored 0.01 drew it darkest: it read as a strong induction head."""
     v = np.asarray(values, dtype=np.float32)
     L, H = v.shape
     text = np.vectorize(lambda x: "" if np.isnan(x) else f"{x:.2f}")(v)
+    fixed = dict(zmin=0.0, zmax=1.0) if share else {}
     fig = go.Figure([
-        go.Heatmap(z=np.round(v, 4), x=list(range(H)), y=list(range(L)), colorscale=colorscale,
+        go.Heatmap(z=np.round(v, 4), x=list(range(H)), y=list(range(L)), colorscale=colorscale, **fixed,
                    text=text, texttemplate="%{text}", textfont=dict(size=9), hoverinfo="skip",
                    colorbar=axes.colorbar(unit)),
         click_layer(L, H, roles),
@@ -90,7 +95,7 @@ def head_scatter(coords: np.ndarray, clusters: np.ndarray, L: int, H: int, roles
         sel = clusters == c
         traces.append(go.Scatter(
             x=np.round(coords[sel, 0], 4), y=np.round(coords[sel, 1], 4), mode="markers+text",
-            name=f"cluster {c}", text=[f"{a}.{b}" for a, b in zip(ll[sel], hh[sel])], textposition="top center",
+            name=f"cluster {c}", text=[f"{layer_name(a)} {head_name(b)}" for a, b in zip(ll[sel], hh[sel])], textposition="top center",
             textfont=dict(size=8), marker=dict(size=11, color=CLUSTER_COLORS[int(c) % len(CLUSTER_COLORS)]),
             customdata=np.stack([ll[sel], hh[sel], role[sel]], axis=1).astype(object),
             hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>%{customdata[2]}"

@@ -6,18 +6,36 @@ the browser, which knows the drawn length of the axis, thins them to one label p
 (plotly.js `prepTicks` on category axes) and turns x labels upright only when they would collide
 (`autotickangles`). Server-side thinning cannot do that: it does not know how wide the chart is drawn.
 
+Tick labels show tokens as a reader reads them (`viz.core.tokens.readable`: byte-level BPE's `Ġthe` as `▁the`,
+an emoji split over four byte tokens as `🙂 1/4` ... `🙂 4/4`); the categories, and so the hover, keep the raw
+token. On a long axis (more than LONG_AXIS tokens) the browser can label only every n-th token, and a row of
+every third word read as a sentence that is not there: there each label carries its position ("cat (12)"), so
+the gaps show, and hover or zoom (which relabels the range it shows) give the rest.
+
 Plotly renders text as pseudo-HTML: `<s>` starts a strike-through and `</s>` vanishes, so every
 token is escaped before it reaches a figure.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
+from viz.core.tokens import readable
+
 TICK_FONT = 11
 MAX_LABEL = 14  # characters of a tick label; longer tokens end in "…" (the hover shows them whole)
+LONG_AXIS = 40  # tokens: beyond this a heatmap row is under ~20 px and the browser labels every n-th token
 
 
 def escape(token: str) -> str:
     return str(token).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shown(tokens: list[str]) -> list[str]:
+    """Tokens as tick text or cell text reads them (readable, escaped); one list of a text's tokens at a time,
+    or one token: `shown([t])[0]`."""
+    return [escape(t) for t in readable(tokens)]
 
 
 def token_labels(tokens: list[str]) -> list[str]:
@@ -28,7 +46,11 @@ def token_labels(tokens: list[str]) -> list[str]:
 def token_axis(tokens: list[str], **extra) -> dict:
     """Layout of an axis whose categories are `token_labels(tokens)`; tick labels read as the tokens."""
     labels = token_labels(tokens)
-    short = (escape(t if len(t) <= MAX_LABEL else t[: MAX_LABEL - 1] + "…") for t in map(str, tokens))
+    short = [escape(t if len(t) <= MAX_LABEL else t[: MAX_LABEL - 1] + "…") for t in readable(tokens)]
+    if len(tokens) > LONG_AXIS:
+        short = [f"{t} ({i})" for i, t in enumerate(short)]
+    if isinstance(extra.get("title"), str):  # the form plotly's validator sends (an unvalidated figure too)
+        extra["title"] = dict(text=extra["title"])
     return dict(type="category", tickmode="auto", labelalias=dict(zip(labels, short)),
                 autotickangles=[0, 90], tickfont=dict(size=TICK_FONT), automargin=True, **extra)
 
@@ -52,3 +74,29 @@ def title(text: str) -> dict:
 # d3 format for probabilities: three significant digits, trailing zeros trimmed. ".0%" printed every tick of
 # an axis whose values stay under 0.5 % as "0%".
 PERCENT = ".3~p"
+
+
+# ----------------------------------------------------------------------------- building a figure cheaply
+# Plotly checks every property as it is set: a token heatmap built with go.Heatmap + update_layout took 25 ms of
+# CPU (20 of them parsing the token axis' label aliases as property paths), the model view 30 ms, with the GIL
+# held; the server builds five such figures per submit per session, so a class of eight waited on each other's
+# validation (bench/bench_load.py). `figure` builds from plain dicts in one step without that check (1.2 ms).
+# What it sends is what the validated figure sends (tests/test_figures.py compares the two JSONs for every figure
+# built here); VIZ_VALIDATE_FIGURES=1 checks every property again.
+VALIDATE = os.environ.get("VIZ_VALIDATE_FIGURES", "").strip() not in ("", "0")
+
+
+def figure(data: list[dict], layout: dict):
+    """A plotly Figure from trace dicts (each with its `type`) and a layout dict, unvalidated unless VALIDATE."""
+    import plotly.graph_objects as go
+
+    return go.Figure(data=data, layout=layout, _validate=VALIDATE)
+
+
+@functools.lru_cache(maxsize=None)
+def colorscale(name: str) -> tuple:
+    """A named plotly.py colour scale as the [position, colour] pairs its validator sends (plotly.js has its own
+    scales under some of the same names, e.g. a different 'Blues': an unvalidated name would change colours)."""
+    import plotly.graph_objects as go
+
+    return tuple(tuple(step) for step in go.Heatmap(colorscale=name).colorscale)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.axes import TITLE_MARGIN, colorbar, escape, title as _title, token_axis, token_labels
+from viz.figures.axes import TITLE_MARGIN, colorbar, escape, shown, title as _title, token_axis, token_labels
 from viz.figures.attention import heatmap_height
 
 COLORS = {"encoder": "#4C78A8", "decoder": "#F58518", "cross": "#54A24B", None: "#BAB0AC"}
@@ -38,16 +38,26 @@ def mask_figure(tokens: list[str], title: str = "Look-ahead mask") -> go.Figure:
 
 def attention_bars(weights: np.ndarray, tokens: list[str], title: str, color: str = COLORS["cross"],
                    highlight: int | None = None, x_title: str | None = None) -> go.Figure:
-    """One query's attention `[key]` as bars over the key tokens (`highlight`: a key drawn darker)."""
+    """One query's attention `[key]` as bars over the key tokens, each with its weight written on it when they
+    fit. `highlight`: a key drawn in a darker shade of the same colour, and the title says so (it was black,
+    with nothing saying why)."""
     w = np.round(np.asarray(weights, dtype=np.float32), 4)
     colors = [color] * len(w)
     if highlight is not None and 0 <= highlight < len(w):
-        colors[highlight] = "#222222"
+        colors[highlight] = darker(color)
+        title = f"{title} · darker: the most attended (“{shown([tokens[highlight]])[0]}”, {w[highlight]:.2f})"
     fig = go.Figure(go.Bar(x=token_labels(tokens), y=w, marker_color=colors,
-                           hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
+                           text=[f"{x:.2f}" for x in w] if len(w) <= 30 else None, textposition="outside",
+                           cliponaxis=False, hovertemplate="%{x}<br>weight %{y:.3f}<extra></extra>"))
     fig.update_layout(title=_title(title), height=340, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
                       yaxis=dict(title="weight", range=[0, 1]), xaxis=token_axis(tokens, title=x_title), bargap=0.15)
     return fig
+
+
+def darker(color: str, factor: float = 0.55) -> str:
+    """`#rrggbb` scaled towards black: the same hue, read as a stronger bar of the same series."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c * factor):02x}" for c in (r, g, b))
 
 
 def topk_figure(top_k: list[tuple[str, float]], chosen: str, title: str = "Next-token probabilities") -> go.Figure:
@@ -126,7 +136,7 @@ def beams_figure(beams: list, length_penalty: float = 1.0, title: str = "Beam se
     text = [[""] * n for _ in beams]
     for r, b in enumerate(beams):
         z[r, : len(b.tokens)] = np.exp(b.token_logprobs)
-        text[r][: len(b.tokens)] = [escape(t) for t in b.tokens]
+        text[r][: len(b.tokens)] = shown(b.tokens)
     rows = [f"#{r + 1} · score {b.score:.3f} · log p {b.log_prob:.2f}" for r, b in enumerate(beams)]
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(n)), y=rows, text=text, texttemplate="%{text}", textfont=dict(size=11), colorscale="Greens",

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from viz.figures.attention import escape
+from viz.figures.axes import shown
 from viz.figures.encdec import INK
 
 DIVERGING = "RdBu_r"  # blue negative, red positive, white zero
@@ -47,7 +48,7 @@ def head_figure(labels: list[str], query_label: str, query: np.ndarray, keys: np
     """
     n = len(labels)
     height = int(ROW_PX * (max(n, 3) + 1.6) + 150)
-    y = [f"{escape(t)}" for t in labels]
+    y = shown(labels)
     if query_row is not None and 0 <= query_row < n:
         y[query_row] = f"<b>▶ {y[query_row]}</b>"
     products = query[None, :] * keys
@@ -55,10 +56,10 @@ def head_figure(labels: list[str], query_label: str, query: np.ndarray, keys: np
     masked = ~np.isfinite(mask)
     fig = make_subplots(
         rows=2, cols=7, horizontal_spacing=0.012, vertical_spacing=34 / height,
-        column_widths=[0.2, 0.2, 0.08, 0.04, 0.09, 0.2, 0.2],
+        column_widths=[0.19, 0.19, 0.1, 0.04, 0.09, 0.19, 0.2],
         row_heights=[ROW_PX * 1.6, ROW_PX * max(n, 3)],
         specs=[[{}, None, None, None, None, None, {}], [{}] * 7],
-        subplot_titles=[f"query q · “{escape(query_label)}”", "head output Σ wᵢ·vᵢ (all keys)",
+        subplot_titles=[f"query q · “{shown([query_label])[0]}”", "head output Σ wᵢ·vᵢ (all keys)",
                         "keys kᵢ", "q ⊙ kᵢ", "score", "mask", "weight", "values vᵢ", "wᵢ · vᵢ"])
     qk = _span(query, keys)
     vv = _span(values)
@@ -66,8 +67,10 @@ def head_figure(labels: list[str], query_label: str, query: np.ndarray, keys: np
     fig.add_trace(_strip(head_output[None], ["Σ"], _span(head_output), "head output"), row=1, col=7)
     fig.add_trace(_strip(keys, y, qk, "k"), row=2, col=1)
     fig.add_trace(_strip(products, y, _span(products), "q⊙k"), row=2, col=2)
-    shown = np.where(masked, 0.0, scores)
-    fig.add_trace(go.Bar(x=_r(shown), y=y, orientation="h", marker_color=np.where(masked, "#cccccc", "#4C78A8"),
+    bars = np.where(masked, 0.0, scores)
+    fig.add_trace(go.Bar(x=_r(bars), y=y, orientation="h", marker_color=np.where(masked, "#cccccc", "#4C78A8"),
+                         text=["−∞" if m else f"{s:.2f}" for s, m in zip(scores, masked)], textposition="auto",
+                         insidetextanchor="middle", textfont=dict(size=9), cliponaxis=False,
                          customdata=_r(scores), hovertemplate="%{y}<br>score %{customdata:.4f}<extra></extra>"),
                   row=2, col=3)
     fig.add_trace(go.Heatmap(z=masked.astype(np.int8)[:, None], y=y, x=[0], zmin=0, zmax=1, showscale=False,
@@ -93,8 +96,15 @@ def head_figure(labels: list[str], query_label: str, query: np.ndarray, keys: np
     fig.update_xaxes(row=2, col=5, range=[0, 1.25 * max(float(weights.max()), 0.05)], showticklabels=False)
     fig.update_xaxes(row=2, col=3, zeroline=True, zerolinecolor="#888", tickfont=dict(size=9), nticks=3)
     fig.update_annotations(font=dict(size=12))
+    # each strip's colour scale under its panel (blue negative, red positive; q shares the keys' scale)
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.name in ("k", "q⊙k", "v", "w·v"):
+            dom = fig.layout[trace.xaxis.replace("x", "xaxis")].domain
+            trace.update(showscale=True, colorbar=dict(
+                orientation="h", x=(dom[0] + dom[1]) / 2, xanchor="center", len=dom[1] - dom[0] - 0.01,
+                y=0, yanchor="top", ypad=4, thickness=8, tickfont=dict(size=9), nticks=5, outlinewidth=0))
     fig.update_layout(title=dict(text=title, y=0.995, yanchor="top"), showlegend=False, bargap=0.15,
-                      height=height, margin=dict(l=10, r=10, t=64, b=10),
+                      height=height + 40, margin=dict(l=10, r=10, t=64, b=50),
                       plot_bgcolor="white")
     return fig
 

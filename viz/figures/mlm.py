@@ -29,7 +29,7 @@ def layer_rank_heatmap(layer_top: list[list[tuple[str, float]]], title: str = ""
     the predicted token, its colour the probability. Ranks run down the rows so that a top-20 table grows
     taller, not narrower: twenty columns squeezed each cell to a dash."""
     probs = np.array([[p for _, p in row] for row in layer_top], dtype=np.float32).T  # [rank, level]
-    text = [[axes.escape(row[k][0]) for row in layer_top] for k in range(probs.shape[0])]
+    text = [[axes.shown([row[k][0]])[0] for row in layer_top] for k in range(probs.shape[0])]
     names = levels(len(layer_top))
     ranks = [f"#{k + 1}" for k in range(probs.shape[0])]
     fig = go.Figure(go.Heatmap(z=probs, x=names, y=ranks, text=text, texttemplate="%{text}", textfont=dict(size=11),
@@ -62,7 +62,7 @@ def original_by_layer(prob: list[float], rank: list[int], token: str) -> go.Figu
         go.Scatter(x=names, y=r, name="rank", mode="lines+markers", yaxis="y2", line=dict(color="#d0543a"),
                    hovertemplate="%{x}: rank %{y:,}<extra></extra>"),
     ])
-    fig.update_layout(title=axes.title(f"'{axes.escape(token)}' through the levels"), height=340,
+    fig.update_layout(title=axes.title(f"'{axes.shown([token])[0]}' through the levels"), height=340,
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10),
                       xaxis=dict(type="category"),
                       yaxis=dict(title="probability", tickformat=axes.PERCENT, rangemode="tozero"),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.attention import COLORSCALE, escape, token_axis, token_labels
+from viz.figures.attention import COLORSCALE, token_axis, token_labels
+from viz.figures.axes import shown
 
 
 def levels(n: int) -> list[str]:
@@ -34,8 +35,10 @@ def _pool_keys(rows: np.ndarray, tokens: list[str], max_keys: int) -> tuple[np.n
 def head_grid(rows: np.ndarray, tokens: list[str], title: str = "", max_keys: int = 160) -> go.Figure:
     """Every layer x head's attention from one query `[layer, head, key]` as one heatmap: a row per head,
     grouped by layer, a column per context token. Each row is scaled to its own maximum (the pattern,
-    not its size, is what the eye compares); hover gives the real weight. A click on a row selects that
-    head: every cell and an invisible marker at the start of each row carry `customdata = [layer, head, ...]`."""
+    not its size, is what the eye compares); hover gives the real weight. A click anywhere on a row selects
+    that head: heatmap cells cannot be selected in Streamlit, so invisible markers tile every cell (several per
+    cell on a short context, whose cells are wide), each with `customdata = [layer, head, weight]`. One marker at
+    the start of each row only made the leftmost column clickable."""
     L, H, _ = rows.shape
     w, keys = _pool_keys(np.asarray(rows, dtype=np.float32), tokens, max_keys)
     flat = w.reshape(L * H, -1)
@@ -45,15 +48,29 @@ def head_grid(rows: np.ndarray, tokens: list[str], title: str = "", max_keys: in
     heads = [f"L{i} H{j}" for i in range(L) for j in range(H)]
     who = np.array([[i, j] for i in range(L) for j in range(H)], dtype=np.float32)  # [row, 2]
     cells = np.concatenate([np.broadcast_to(who[:, None, :], flat.shape + (2,)), np.round(flat, 4)[..., None]], -1)
-    fig = go.Figure([
-        go.Heatmap(z=z, x=labels, y=heads, customdata=cells, colorscale=COLORSCALE, zmin=0, zmax=1,
-                   colorbar=dict(title="share of<br>row max", thickness=12),
-                   hovertemplate="%{y} → %{x}<br>weight %{customdata[2]:.4f}<extra></extra>"),
-        go.Scatter(x=[labels[0]] * (L * H), y=heads, mode="markers", name="heads", cliponaxis=False,
-                   marker=dict(size=10, symbol="square", color="rgba(0,0,0,0)"), customdata=who.astype(int),
-                   hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>click to open<extra></extra>"),
-    ])
+    K = flat.shape[1]
+    per = int(min(6, max(1, np.ceil(40 / K))))  # markers per cell: ~40 across a row whatever the context
+    offsets = (np.arange(per) + 0.5) / per - 0.5
+    xs = (np.arange(K)[:, None] + offsets[None, :]).ravel()  # category axes take numeric positions
+    px = np.broadcast_to(xs, (L * H, xs.size))
+    py = np.broadcast_to(np.arange(L * H)[:, None], px.shape)
+    pc = np.concatenate([np.repeat(cells, per, axis=1),  # [row, K * per, 4]: layer, head, weight, key position
+                         np.broadcast_to(np.repeat(np.arange(K), per)[None, :, None], (L * H, K * per, 1))], -1)
+    named = px.size <= 6000  # the key's token in the hover (one string per marker) while that stays small
     row_px = max(3, min(22, 900 // (L * H)))
+    fig = go.Figure([
+        go.Heatmap(z=z, x=labels, y=heads, colorscale=COLORSCALE, zmin=0, zmax=1, hoverinfo="skip",
+                   colorbar=dict(title="share of<br>row max", thickness=12)),
+        # on hidden linear axes laid over the heatmap's category axes (a number on a category axis is a new category)
+        go.Scatter(x=px.ravel().astype(np.float32), y=py.ravel().astype(np.float32), mode="markers", name="heads",
+                   xaxis="x2", yaxis="y2",
+                   marker=dict(size=row_px + 2, symbol="square", color="rgba(0,0,0,0)"),
+                   customdata=pc.reshape(-1, 4).astype(np.float32),
+                   text=np.repeat(labels, per).tolist() * (L * H) if named else None,
+                   hovertemplate="L%{customdata[0]} H%{customdata[1]} → "
+                                 + ("%{text}" if named else "key %{customdata[3]}")
+                                 + "<br>weight %{customdata[2]:.4f}<br>click to open this head<extra></extra>"),
+    ])
     shapes = [dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=i * H - 0.5, y1=i * H - 0.5,
                    line=dict(color="white", width=2)) for i in range(1, L)]
     every = L * H <= 48
@@ -63,7 +80,9 @@ def head_grid(rows: np.ndarray, tokens: list[str], title: str = "", max_keys: in
         margin=dict(l=10, r=10, t=120, b=10), clickmode="event+select", dragmode=False,
         xaxis=dict(title="context (attended to)", side="top", **xaxis),
         yaxis=dict(autorange="reversed", type="category", tickmode="array", tickvals=heads if every else heads[::H],
-                   ticktext=heads if every else [f"L{i}" for i in range(L)]))
+                   ticktext=heads if every else [f"L{i}" for i in range(L)]),
+        xaxis2=dict(overlaying="x", range=[-0.5, K - 0.5], visible=False, fixedrange=True),
+        yaxis2=dict(overlaying="y", range=[L * H - 0.5, -0.5], visible=False, fixedrange=True))
     return fig
 
 
@@ -75,9 +94,9 @@ def lens_table(layer_top: list[list[tuple[str, float]]], chosen: str, rank: np.n
     k = len(layer_top[0])
     n = len(layer_top)
     probs = np.array([[p for _, p in row] + [float(prob[i])] for i, row in enumerate(layer_top)], dtype=np.float32)
-    text = [[f"<b>{escape(t)}</b>" if t == chosen else escape(t) for t, _ in row]
+    text = [[f"<b>{shown([t])[0]}</b>" if t == chosen else shown([t])[0] for t, _ in row]
             + [f"<b>#{int(rank[i])}</b> · {float(prob[i]):.1%}"] for i, row in enumerate(layer_top)]
-    cols = [f"#{j + 1}" for j in range(k)] + [f"'{escape(chosen)}'"]
+    cols = [f"#{j + 1}" for j in range(k)] + [f"'{shown([chosen])[0]}'"]
     ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(probs, 4), x=cols, y=ys, text=text, texttemplate="%{text}", textfont=dict(size=13),
@@ -95,7 +114,7 @@ def rank_map(ranks: np.ndarray, tokens: list[str], current: int | None = None, t
     colour log10 of the rank, 1 darkest): where in the depth each prediction forms. `current`: a step outlined."""
     ranks = np.asarray(ranks)
     S, n = ranks.shape
-    xs = [f"{s}: {escape(t)}" for s, t in enumerate(tokens)]
+    xs = [f"{s}: {t}" for s, t in enumerate(shown(tokens))]
     ys = levels(n)
     fig = go.Figure(go.Heatmap(
         z=np.round(np.log10(ranks.T), 3), x=xs, y=ys, text=ranks.T, texttemplate="%{text}" if S * n <= 400 else None,
@@ -126,5 +145,5 @@ def next_token_bars(top_k: list[tuple[str, float]], chosen: str, title: str = ""
     fig.update_layout(title=title, height=max(240, 34 * len(toks) + 90), margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(title="probability", tickformat=".0%", range=[0, max(probs + [1e-3]) * 1.15]),
                       yaxis=dict(type="category", tickmode="array", tickvals=token_labels(toks),
-                                 ticktext=[escape(t) for t in toks]))
+                                 ticktext=[shown([t])[0] for t in toks]))
     return fig

@@ -12,6 +12,7 @@ from viz.figures import axes
 from viz.figures.attention import COLORSCALE, model_view
 
 MAX_POINTS = 600
+TITLE_GAP = 34  # px between rows of the probe grid: a subplot title's height and some air
 GRID_MAX_HEADS = 16  # up to this many heads: one labelled heatmap each; more: the pooled thumbnail grid
 
 
@@ -40,12 +41,21 @@ def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
 
 
 def accuracy_curve(snapshots: list[dict], title: str = "Held-out masked-token accuracy",
-                   ytitle: str = "top-1 accuracy (%)") -> go.Figure:
+                   ytitle: str = "top-1 accuracy (%)", steps: int | None = None) -> go.Figure:
     """Top-1 accuracy on the held-out split at each snapshot (masked tokens for a masked-LM, teacher-forced
-    target tokens for an encoder–decoder)."""
+    target tokens for an encoder–decoder). The x axis spans the run's `steps` and y 0..100 % from the first
+    snapshot, and the latest value is written beside its point: one point on autoscaled axes read as an empty
+    chart beside a metric that showed the value."""
     pts = [(s["step"], s["eval_top1"]) for s in snapshots if s.get("eval_top1") is not None]
-    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=[round(100 * p[1], 2) for p in pts], mode="lines+markers",
-                               name="top-1", line=dict(color="#2ca02c")))
+    ys = [round(100 * p[1], 2) for p in pts]
+    fig = go.Figure(go.Scatter(x=[p[0] for p in pts], y=ys, mode="lines+markers+text", name="top-1",
+                               line=dict(color="#2ca02c"), marker=dict(size=7),
+                               text=[""] * (len(ys) - 1) + [f"{ys[-1]:.1f}%"] if ys else [],
+                               textposition="top center", textfont=dict(color="#2ca02c", size=11),
+                               hovertemplate="step %{x}: %{y:.1f}%<extra></extra>"))
+    fig.update_yaxes(range=[0, 108])  # room above 100 % for the value's label
+    if steps:
+        fig.update_xaxes(range=[0, steps * 1.04])
     return _line_layout(fig, title, ytitle)
 
 
@@ -68,8 +78,14 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float
         fig.update_traces(hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<extra></extra>",
                           selector=dict(type="scatter"))  # no click-to-open here
         return fig
+    # Every head has the same keys and queries: keys are labelled under the bottom row and queries left of the
+    # first column only (shared axes). Labels on every subplot ran under the subplot titles of the row below and
+    # over the heatmap to their left. The gap between rows is the subplot title's (~TITLE_GAP px).
+    side = 230 if H > 2 else 300
+    plot_h = side * L + TITLE_GAP * (L - 1)
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{li} H{h}" for li in range(L) for h in range(H)],
-                        horizontal_spacing=0.06, vertical_spacing=0.12 / max(1, L - 1) if L > 1 else 0.1)
+                        shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.02,
+                        vertical_spacing=TITLE_GAP / plot_h if L > 1 else 0.1)
     row_tokens = tokens if row_tokens is None else row_tokens
     labels, rows = axes.token_labels(tokens), axes.token_labels(row_tokens)  # escaped: a raw </s> collapsed the grid
     for li in range(L):
@@ -81,8 +97,7 @@ def probe_grid(attn: np.ndarray, tokens: list[str], title: str = "", zmax: float
                           row=li + 1, col=h + 1)
     fig.update_xaxes(axes.token_axis(tokens))
     fig.update_yaxes(axes.token_axis(row_tokens, autorange="reversed"))
-    side = 230 if H > 2 else 300
-    fig.update_layout(title=axes.title(title), height=side * L + 120,
+    fig.update_layout(title=axes.title(title), height=plot_h + 120,
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 30, b=10))
     return fig
 
@@ -101,11 +116,18 @@ def stat_over_steps(steps: np.ndarray, values: np.ndarray, label: str, mark_step
     return _line_layout(fig, title or f"{label} per head over training", label, height=380)
 
 
-def _mark_phase(fig: go.Figure, phase_step: int | None, text: str = "induction ≥ 0.5") -> None:
-    if phase_step is not None:
-        fig.add_vline(x=phase_step, line=dict(color="#d62728", width=2),
-                      annotation=dict(text=f"{text} at step {phase_step}", font=dict(color="#d62728", size=11)),
-                      annotation_position="top left")
+def _mark_phase(fig: go.Figure, phase_step: int | None, steps: np.ndarray, text: str = "induction ≥ 0.5") -> None:
+    """A red line at the phase change with its note beside it, never on it: left of the line (where the curves
+    are still low) when the note fits there, else right of it, on a pale background over the curves. The note was anchored at the line
+    itself and its last digit sat on the red line."""
+    if phase_step is None:
+        return
+    lo, hi = float(np.min(steps)), float(np.max(steps))
+    left = hi > lo and (phase_step - lo) / (hi - lo) > 0.45
+    fig.add_vline(x=phase_step, line=dict(color="#d62728", width=2),
+                  annotation=dict(text=f"{text} at step {phase_step}", font=dict(color="#d62728", size=11),
+                                  xshift=-6 if left else 6, bgcolor="rgba(255,255,255,0.8)"),
+                  annotation_position="top left" if left else "top right")
 
 
 def score_curves(steps: np.ndarray, scores: dict[str, np.ndarray], labels: dict[str, str],
@@ -125,7 +147,7 @@ def score_curves(steps: np.ndarray, scores: dict[str, np.ndarray], labels: dict[
             customdata=[f"L{b // H} H{b % H}" for b in best],
             hovertemplate="step %{x}: %{y:.3f} (%{customdata})<extra>" + labels.get(name, name) + "</extra>"))
     fig.add_hline(y=threshold, line=dict(dash="dash", color="grey"))
-    _mark_phase(fig, phase_step)
+    _mark_phase(fig, phase_step, steps)
     if mark_step is not None:
         fig.add_vline(x=mark_step, line=dict(dash="dot", color="grey"))
     fig.update_yaxes(range=[0, 1.05])
@@ -146,5 +168,5 @@ def context_curves(steps: np.ndarray, loss: np.ndarray, icl: np.ndarray, first_h
     fig.add_trace(go.Scatter(x=steps, y=np.round(icl, 4), mode="lines+markers", marker=dict(size=4),
                              name="in-context score (late − early)", line=dict(color="#2ca02c")))
     fig.add_hline(y=0, line=dict(color="lightgrey"))
-    _mark_phase(fig, phase_step)
+    _mark_phase(fig, phase_step, steps)
     return _line_layout(fig, title, "nats", height=340)

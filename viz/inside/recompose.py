@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from viz.core.names import level
 from viz.core.arch import CROSS, DECODER, ENCODER
 from viz.core.capture import Capture
 from viz.core.models import ModelBundle
@@ -128,7 +129,8 @@ def walk_layer(bundle: ModelBundle, cap: Capture, stack: str, layer: int, token:
     mod, parent = layer_module(bundle.model, recipe, layer, n)
     r = _row(cap, hidden, token)
     x = cap.hidden_states[hidden][layer, r].astype(np.float32)
-    steps = [Step("layer input x", "input", "", x, f"hidden_states[{layer}]")]
+    # named as everywhere else in the app (viz.core.names): the hidden state leaving emb, L0, L1, ...
+    steps = [Step("layer input x", "input", "", x, level(layer) + (" (the embeddings)" if layer == 0 else ""))]
     h, branches = x, []
 
     def norm(name: str, v: np.ndarray, sub: str, kind: str) -> np.ndarray:
@@ -160,7 +162,7 @@ def walk_layer(bundle: ModelBundle, cap: Capture, stack: str, layer: int, token:
     if recipe.parallel:
         h = x + np.sum(branches, axis=0)
         steps.append(Step("+ residual", "add", "", h, "x + " + " + ".join(s.name for s in recipe.sublayers)))
-    steps.append(Step("layer output", "output", "", h, f"ours, vs the model's hidden_states[{layer + 1}]"))
+    steps.append(Step("layer output", "output", "", h, f"ours, vs the model's {level(layer + 1)}"))
     final = ()
     if layer == n - 1 and recipe.final:  # hidden_states[-1] is written after the final norm (transformers 5)
         mods = [(name, submodule(parent, name)) for name in recipe.final]
@@ -169,7 +171,7 @@ def walk_layer(bundle: ModelBundle, cap: Capture, stack: str, layer: int, token:
             if m is not None:
                 h = _call(m, h, bundle.model)
                 steps.append(Step(f"final {name}", "final", "", h,
-                                  f"{type(m).__name__}: hidden_states[-1] comes after it"))
+                                  f"{type(m).__name__}: the model's {level(layer + 1)} comes after it"))
     target = cap.hidden_states[hidden][layer + 1, r].astype(np.float64)
     return LayerWalk(recipe_key(bundle.config), recipe.parallel, steps, h, target, final)
 

@@ -202,13 +202,14 @@ KEY_MODES = ("all", "highest weights", "around the query")
 
 
 def pick_keys(weights: np.ndarray, center: int | None = None, mode: str = "highest weights",
-              limit: int = 24) -> tuple[np.ndarray, str]:
+              limit: int = 24, masked: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Which keys a figure shows (indices, in display order) and a sentence saying so. A 60-token input is
-    legible as 24 rows: `highest weights` sorts the keys by weight (largest first); `around the query`
-    keeps the `limit` positions nearest `center` (the query's own position; None: the most attended key),
-    in order; `all` keeps everything, in order."""
+    legible as 24 rows: `highest weights` sorts the keys the query may attend to by weight (largest first;
+    `masked` keys, bool [key], e.g. a decoder's look-ahead, are left out: an early token listed 22 masked zeros
+    in 24 rows); `around the query` keeps the `limit` positions nearest `center` (the query's own position;
+    None: the most attended key), in order; `all` keeps everything, in order."""
     K = len(weights)
-    if mode == "all" or K <= limit:
+    if mode == "all" or K <= limit and (masked is None or mode != "highest weights" or not masked.any()):
         return np.arange(K), f"All {K} keys, in order."
     if mode == "around the query":
         what = "the query" if center is not None else "the most attended key"
@@ -217,9 +218,12 @@ def pick_keys(weights: np.ndarray, center: int | None = None, mode: str = "highe
         idx = np.arange(start, start + limit)
         return idx, (f"Keys {start}–{start + limit - 1} of {K} (the {limit} nearest {what}), in order; "
                      f"together {weights[idx].sum():.0%} of this head's attention.")
-    idx = np.argsort(-weights, kind="stable")[:limit]
-    return idx, (f"The {limit} keys of {K} with the highest weight, largest first; together "
-                 f"{weights[idx].sum():.0%} of this head's attention.")
+    allowed = np.arange(K) if masked is None else np.flatnonzero(~np.asarray(masked, dtype=bool))
+    idx = allowed[np.argsort(-weights[allowed], kind="stable")][:limit]
+    hidden = K - len(allowed)
+    return idx, (f"The {len(idx)} keys of {K} with the highest weight, largest first; together "
+                 f"{weights[idx].sum():.0%} of this head's attention."
+                 + (f" {hidden} masked keys (weight 0) are not listed." if hidden else ""))
 
 
 def _floats(a) -> list:

@@ -201,7 +201,7 @@ Choose = Callable[[int, torch.Tensor, torch.Tensor], int]  # (step, sequence [1,
 
 
 def _steps(bundle: ModelBundle, ids: list[int], max_new: int, choose: Choose, eos: set[int], top_k: int,
-           lens: bool, greedy: bool) -> tuple[list[LMStep], float | None]:
+           lens: bool, greedy: bool, stop: bool = True) -> tuple[list[LMStep], float | None]:
     """Generate up to `max_new` tokens with a KV cache, recording each step's query row and lens.
     `greedy`: flag a token that is not the raw argmax as forced (a generation rule chose it)."""
     model, tok = bundle.model, bundle.tokenizer
@@ -231,7 +231,7 @@ def _steps(bundle: ModelBundle, ids: list[int], max_new: int, choose: Choose, eo
             step.lens_prob = lp[:, nxt].cpu().numpy()
         steps.append(step)
         seq = torch.cat([seq, torch.tensor([[nxt]], device=seq.device)], dim=1)
-        if nxt in eos:
+        if stop and nxt in eos:
             break
     return steps, gap
 
@@ -287,8 +287,12 @@ def max_new_tokens_limit(bundle: ModelBundle, n_prompt: int = 1) -> int:
 
 def generate_lm(bundle: ModelBundle, prompt: str, method: str = "greedy", *, max_new_tokens: int = 20,
                 top_k: int = 5, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, num_beams: int = 4,
-                beam: int = 0, lens: bool = True) -> LMGeneration:
+                beam: int = 0, lens: bool = True, stop_at_eos: bool = True) -> LMGeneration:
     """Generate from `prompt` with `method` (greedy | sample | beam), recording every step.
+
+    `stop_at_eos=False` (greedy, sample) generates past an end-of-sequence token, as a model trained on texts
+    packed one after another behind that token (atlas-lm: `<|endoftext|>` before every sentence) starts the
+    next one; a 60-word prompt otherwise often gave '.' and the end. The token itself stays in the steps.
 
     sample: `temperature`, `top_p` and `seed` (plus whatever the model's generation config adds, as in
     `model.generate`). beam: `num_beams` beams; the steps are those of beam number `beam` (0 = best).
@@ -334,10 +338,12 @@ def generate_lm(bundle: ModelBundle, prompt: str, method: str = "greedy", *, max
             choose = _forced(beams[beam].ids)
             max_new = len(beams[beam].ids)
         settings["rules"] = describe_rules(procs)
-        steps, gap = _steps(bundle, ids, max_new, choose, eos, top_k, lens, method == "greedy")
+        stop = stop_at_eos or method == "beam"
+        settings["stop_at_eos"] = stop
+        steps, gap = _steps(bundle, ids, max_new, choose, eos, top_k, lens, method == "greedy", stop)
     tok = bundle.tokenizer
     return LMGeneration(bundle.name, method, tok.convert_ids_to_tokens(ids), ids, steps,
-                        finished=steps[-1].token_id in eos, settings=settings, beams=beams, lens_gap=gap,
+                        finished=stop and steps[-1].token_id in eos, settings=settings, beams=beams, lens_gap=gap,
                         lens_note=note, special_ids=set(tok.all_special_ids))
 
 
@@ -348,9 +354,10 @@ def beam_table(gen: LMGeneration, tokenizer) -> list[dict]:
     shared = 0
     while ids and all(len(x) > shared for x in ids) and len({x[shared] for x in ids}) == 1:
         shared += 1
-    return [{"beam": i, "ending": ("…" if shared else "") + tokenizer.convert_tokens_to_string(b.tokens[shared:]),
-             "text": tokenizer.convert_tokens_to_string(b.tokens), "tokens": len(b.ids),
-             "log p": round(b.log_prob, 4), "score": round(b.score, 4), "ended": b.finished}
+    # numbers first, texts last: with the texts first the score column was pushed off a half-page table
+    return [{"beam": i, "score": round(b.score, 4), "log p": round(b.log_prob, 4), "tokens": len(b.ids),
+             "ended": b.finished, "ending": ("…" if shared else "") + tokenizer.convert_tokens_to_string(b.tokens[shared:]),
+             "text": tokenizer.convert_tokens_to_string(b.tokens)}
             for i, b in enumerate(gen.beams)]
 
 
