@@ -20,8 +20,8 @@ from viz.causal.path_patching import path_patch
 from viz.causal.task import make_task
 from viz.core.models import ModelBundle, minilm_dir
 
-P = pytest.importorskip("transformer_lens.patching")
-from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
+import transformer_lens.patching as P  # requirements-test.txt: a missing reference fails, it does not skip
+from transformer_lens.model_bridge import TransformerBridge
 
 CONFIGS = {
     "gpt2": (tf.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=128, vocab_size=30522, initializer_range=0.3),
