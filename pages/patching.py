@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from viz.core.tokens import readable
 from viz.app import cache, ui
 from viz.app import patching as job
 from viz.causal.atp import compare
@@ -76,15 +77,19 @@ try:
     task = cache.get_patch_task(*key)
 except PatchError as e:
     ui.stop(str(e), "warning", "✍️")
+def shown(token: str) -> str:
+    return readable([token])[0]
+
+
 what = f"at the [MASK] (position {task.answer_position})" if task.kind == "encoder" else "for the next token"
 st.success(f"Both inputs have {len(task.clean_ids)} tokens. {task.metric_name} {what}: **{task.metric_clean:.2f}** "
-           f"clean, **{task.metric_corrupt:.2f}** corrupted (answer '{task.target_token}', foil '{task.foil_token}').")
+           f"clean, **{task.metric_corrupt:.2f}** corrupted (answer '{shown(task.target_token)}', foil '{shown(task.foil_token)}').")
 for note in task.notes:
     st.info(note, icon="ℹ️")
 prefix_text = bundle.tokenizer.decode(task.decoder_ids, skip_special_tokens=True) if task.decoder_ids else ""
 ss.patch_handover = {"text": clean, "target": prefix_text}
 if task.kind == "encoder-decoder":
-    st.caption(f"The decoder reads “{' '.join(task.decoder_tokens)}” in both runs; the answer is its next token.")
+    st.caption(f"The decoder reads “{' '.join(readable(list(task.decoder_tokens)))}” in both runs; the answer is its next token.")
     s1, s2 = st.columns(2)
     stream_stack = s1.radio("Stream of", ["decoder", "encoder"], format_func=STACKS.get, horizontal=True,
                             key="patch_stream_stack")

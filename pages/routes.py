@@ -5,6 +5,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
+from viz.core.tokens import readable
 from viz.app import cache, routes_cache, ui
 from viz.causal.writes import WritesUnavailable
 from viz.core.errors import CaptureError
@@ -33,6 +34,7 @@ stack = st.radio("Stack", stacks, index=len(stacks) - 1, format_func=STACK_LABEL
                  key="routes_stack") if len(stacks) > 1 else stacks[0]
 tokens, L, H = cap.axis_tokens(stack)[0], bundle.stack_layers(stack), cap.attentions[stack].shape[1]
 T = len(tokens)
+shown = readable(list(tokens))  # byte-level BPE's Ġ as ▁ (viz/core/tokens.py); raw in the exports
 special = (cap.target_special if stack == "decoder" and cap.target_special is not None else cap.special)
 default = T - 1 if stack == "decoder" else max((i for i in range(T) if not special[i]), default=T - 1)
 if st.session_state.get("routes_for", (name, text, target, stack)) != (name, text, target, stack):
@@ -47,7 +49,7 @@ if [st.session_state.get(k) for k in PICK[:3]] == [0, STACKS.index(stack), L] \
     st.session_state.routes_token = int(st.session_state.routes_pick_token)  # a click on a top node
 c1, c2 = st.columns([2, 1])
 token = c1.selectbox("Route to token (or click a token's top node)", list(range(T)),
-                     format_func=lambda i: f"{tokens[i]} ({i})", key="routes_token")
+                     format_func=lambda i: f"{shown[i]} ({i})", key="routes_token")
 threshold = c2.slider("Threshold τ", 0.0, 0.5, 0.04, 0.01, key="routes_threshold",
                       help="Edges whose share is over τ are kept (llm-transparency-tool's default: 0.04).")
 r = routes_cache.get_route(name, text, target, stack, int(token), float(threshold))
@@ -63,8 +65,8 @@ if not (picked[0] in (0, 1) and 0 <= picked[1] < len(STACKS) and STACKS[picked[1
     picked = [-1] * len(PICK)
 sel_node = (STACKS[picked[1]], picked[2], picked[3], SITES[picked[4]]) if picked[0] == 0 and picked[4] < len(SITES) \
     else None
-ui.plot(route_graph(r["edges"], r["tokens"], r["n_layers"], stack, r["token"],
-                    title=f"Route to {tokens[r['token']]!r} ({r['token']}), τ = {threshold:.2f}", selected=sel_node),
+ui.plot(route_graph(r["edges"], {s: readable(list(t)) for s, t in r["tokens"].items()}, r["n_layers"], stack, r["token"],
+                    title=f"Route to {shown[r['token']]!r} ({r['token']}), τ = {threshold:.2f}", selected=sel_node),
         key="routes_graph", stem=f"route-{stack}-{r['token']}", on_select=ui.pick("routes_graph", *PICK),
         selection_mode="points")
 edges_df = pd.DataFrame([{"from_stack": e.get("from_stack", e["stack"]), "from_layer": e["from"][0],
@@ -130,7 +132,7 @@ def node_panel(node: tuple) -> None:
     nstack, layer, tok, site = node
     where = {"in": f"the stream after {'emb' if layer == 0 else f'L{layer - 1}'}", "attn": f"L{layer}'s attention",
              "cross": f"L{layer}'s cross-attention", "ffn": f"L{layer}'s feed-forward"}[site]
-    st.subheader(f"{where} at {cap.axis_tokens(nstack)[0][tok]!r} ({tok})")
+    st.subheader(f"{where} at {readable(list(cap.axis_tokens(nstack)[0]))[tok]!r} ({tok})")
     try:
         w = routes_cache.get_writes(name, text, target, nstack, (layer, tok, site))
     except WritesUnavailable as e:
@@ -140,7 +142,7 @@ def node_panel(node: tuple) -> None:
     st.caption(f"Read through the {w.readout}. The model predicts {w.predicted[0]!r} at this token.")
     a, b = st.columns(2)
     with a:
-        ui.plot(token_bars(w.promoted, w.suppressed, f"What it {verb}",
+        ui.plot(token_bars([(readable([t])[0], v) for t, v in w.promoted], [(readable([t])[0], v) for t, v in w.suppressed], f"What it {verb}",
                            "its logits" if site == "in" else "Δ logit, had it not written"),
                 key="routes_writes_fig", stem=f"writes-{site}-L{layer}-{tok}")
         ui.table_download(pd.DataFrame(w.promoted + w.suppressed, columns=["token", "value"]),

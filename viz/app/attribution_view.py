@@ -42,6 +42,7 @@ def choices(name: str, text: str, bundle: ModelBundle) -> tuple[list[int], dict[
     """(positions the picker offers, their labels, the default, the picker's label) for this model and text."""
     from viz.causal.attribution_target import AttributionError, prepare
     from viz.tasks.generate_lm import prompt_ids
+    from viz.core.tokens import readable
     from viz.tasks.mlm import with_mask_token
 
     def compute():
@@ -51,11 +52,11 @@ def choices(name: str, text: str, bundle: ModelBundle) -> tuple[list[int], dict[
                 out = prepare(bundle, text).output_tokens
             except AttributionError:
                 out = []
-            return list(range(len(out))), {i: f"{i}: {t}" for i, t in enumerate(out)}, 0 if out else None, \
+            return list(range(len(out))), {i: f"{i}: {t}" for i, t in enumerate(readable(list(out)))}, 0 if out else None, \
                 "Output token to explain (the model's greedy output)"
         with bundle.lock:
             ids = prompt_ids(bundle, text) if bundle.kind == "decoder" else tok(with_mask_token(text, tok))["input_ids"]
-            tokens = tok.convert_ids_to_tokens(ids)
+            tokens = readable(tok.convert_ids_to_tokens(ids))  # byte-level Ġ as ▁ (viz/core/tokens.py)
         if bundle.kind == "decoder":
             opts = list(range(len(ids)))
             return opts, {i: f"{i}: {tokens[i]}" for i in opts}, (opts[-1] if opts else None), \

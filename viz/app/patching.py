@@ -29,8 +29,11 @@ def position_tokens(task, stack: str) -> list[str]:
     """Axis tokens of `stack`; where the clean and corrupted inputs differ, 'clean→corrupt'."""
     from viz.figures.patching import position_labels
 
+    from viz.core.tokens import readable
+
     same = task.kind == "encoder-decoder" and stack != "encoder"  # the decoder reads one prefix in both runs
-    return position_labels(list(task.tokens(stack)), list(task.tokens(stack) if same else task.corrupt_tokens))
+    clean = readable(list(task.tokens(stack)))  # each input read as text first: 'Ġkeys→Ġkey' is no byte-level token
+    return position_labels(clean, clean if same else readable(list(task.corrupt_tokens)))
 
 
 def run_sweeps(task_key: tuple, todo: list[tuple[str, str]]) -> bool:
