@@ -106,7 +106,7 @@ def test_a_clicked_token_shows_its_score_under_every_method(load):
 
 
 @pytest.mark.parametrize("model, text, state, says", [
-    ("atlas-lm", "The cat sat on the", {}, "Explaining **Ġ"),
+    ("atlas-lm", "The cat sat on the", {}, "Explaining **▁"),
     ("seq2seq-dates", "3 March 2021", {"attr_position": 2}, "Explaining **03** at position 2 of the output"),
     ("minilm-mlm", "The capital of France is [MASK].", {"attr_target": "paris", "attr_foil": "lyon"},
      "Explaining **paris** against foil **lyon**"),

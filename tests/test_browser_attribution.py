@@ -57,7 +57,7 @@ def test_minilm_mlm_strips_and_a_click_on_a_token(app_url, browser_page):
 
 def test_decoder_and_encoder_decoder_draw_every_chart(app_url, browser_page):
     page = browser_page
-    for model, text, says in (("atlas-lm", "The cat sat on the", r"Explaining Ġ\w+ at position 5"),
+    for model, text, says in (("atlas-lm", "The cat sat on the", r"Explaining ▁\w+ at position 5"),
                               ("seq2seq-dates", "3 March 2021", r"Explaining 2021 at position 0 of the output")):
         _start(page, app_url, model, text)
         page.get_by_text(re.compile(says)).wait_for()

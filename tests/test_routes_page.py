@@ -106,7 +106,7 @@ def test_a_clicked_node_shows_what_it_writes_on_a_decoder():
     top = (0, STACKS.index("decoder"), 4, 2, SITES.index("in"), 0)  # a token's top node: the route goes there
     at = rerun(at, model_choice="atlas-lm", **dict(zip(PICK, top)))
     assert at.selectbox(key="routes_token").value == 2
-    assert "Route to 'Ġcat' (2)" in chart_spec(at, "routes_graph")["layout"]["title"]["text"]
+    assert "Route to '▁cat' (2)" in chart_spec(at, "routes_graph")["layout"]["title"]["text"]
 
 
 def test_minilm_says_what_to_pick_for_writes_and_an_empty_text_warns():

@@ -126,7 +126,7 @@ def scoreboard(labels: list[str], comp: np.ndarray, suff: np.ndarray, random_com
                              showlegend=False, hovertemplate="%{y}: %{x:.4f}<extra></extra>"), row=1, col=col)
         fig.add_vrect(x0=lo, x1=hi, fillcolor=RANDOM_COLOR, line_width=0, layer="below", row=1, col=col)
         fig.add_vline(x=mean, line_dash="dash", line_color="#444", row=1, col=col)
-    fig.update_annotations(font_size=12)
+    fig.update_annotations(font_size=12, yshift=8)  # the titles clear the random band's top edge
     fig.update_layout(title=axes.title(title), height=axes.TITLE_MARGIN + 130 + 28 * len(labels),
                       margin=dict(l=10, r=10, t=axes.TITLE_MARGIN + 45, b=10), bargap=0.25,
                       yaxis=dict(type="category", autorange="reversed"))
