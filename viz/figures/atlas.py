@@ -88,14 +88,22 @@ def role_grid(roles: np.ndarray, title: str = "Head roles") -> go.Figure:
 def head_scatter(coords: np.ndarray, clusters: np.ndarray, L: int, H: int, roles: np.ndarray,
                  explained: np.ndarray | None = None, title: str = "Heads by their statistics") -> go.Figure:
     """2-D map: coords [L*H, 2] (row-major over layer, head), one colour per cluster."""
+    from viz.figures.flow import placed_labels
+
     ll, hh = _grid(L, H)
     role = np.asarray(roles, dtype=object).ravel()
+    names = [f"{layer_name(a)} {head_name(b)}" for a, b in zip(ll, hh)]
+    # only labels that do not touch another (most isolated first); the rest keep their hover: 72 heads in a
+    # cluster piled 24 labels on each other
+    shown = np.zeros(len(names), dtype=bool)
+    shown[placed_labels(coords, names, plot_px=(380, 360))] = True
     traces = []
     for c in np.unique(clusters):
         sel = clusters == c
         traces.append(go.Scatter(
             x=np.round(coords[sel, 0], 4), y=np.round(coords[sel, 1], 4), mode="markers+text",
-            name=f"cluster {c}", text=[f"{layer_name(a)} {head_name(b)}" for a, b in zip(ll[sel], hh[sel])], textposition="top center",
+            name=f"cluster {c}", text=[n if k else "" for n, k in zip(np.asarray(names, dtype=object)[sel], shown[sel])],
+            textposition="top center",
             textfont=dict(size=8), marker=dict(size=11, color=CLUSTER_COLORS[int(c) % len(CLUSTER_COLORS)]),
             customdata=np.stack([ll[sel], hh[sel], role[sel]], axis=1).astype(object),
             hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>%{customdata[2]}"
@@ -104,7 +112,9 @@ def head_scatter(coords: np.ndarray, clusters: np.ndarray, L: int, H: int, roles
     fig = go.Figure(traces)
     fig.update_layout(title=axes.title(title), height=480, margin=dict(l=10, r=10, t=axes.TITLE_MARGIN, b=10),
                       clickmode="event+select",
-                      xaxis=dict(title=f"PC 1 ({100 * ex[0]:.0f}% of variance)", zeroline=False),
+                      xaxis=dict(title=f"PC 1 ({100 * ex[0]:.0f}% of variance)"
+                                 + ("" if shown.all() else f" · {int(shown.sum())} of {len(names)} heads labelled "
+                                    "(hover for all)"), zeroline=False),
                       yaxis=dict(title=f"PC 2 ({100 * ex[1]:.0f}% of variance)", zeroline=False),
                       legend=dict(orientation="h", y=-0.15))
     return fig

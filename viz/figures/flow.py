@@ -197,8 +197,8 @@ def pca_paths_figure(paths: np.ndarray, tokens: list[str], ratio: np.ndarray, ti
     pts = paths.reshape(-1, 2).astype(np.float32)
     text = shown(tokens)
     labelled = placed_labels(paths[-1], text, extent=paths.reshape(-1, 2))
-    if len(labelled) < T:
-        title = f"{title} · {len(labelled)} of {T} tokens labelled (hover for all)"
+    # under the plot, beside PC1: in the title it ran past a half-page chart's edge
+    note = f" · {len(labelled)} of {T} tokens labelled (hover for all)" if len(labelled) < T else ""
     fig = go.Figure([
         go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1),
                    hoverinfo="skip", showlegend=False),
@@ -212,6 +212,6 @@ def pca_paths_figure(paths: np.ndarray, tokens: list[str], ratio: np.ndarray, ti
                    hoverinfo="skip"),
     ])
     fig.update_layout(title=_title(title), height=560, margin=dict(l=10, r=10, t=TITLE_MARGIN, b=10),
-                      xaxis=dict(title=f"PC1 ({ratio[0]:.0%})"),
+                      xaxis=dict(title=f"PC1 ({ratio[0]:.0%}){note}"),
                       yaxis=dict(title=f"PC2 ({ratio[1]:.0%})" if len(ratio) > 1 else "PC2"))
     return fig
