@@ -268,8 +268,19 @@ def draw_figure(page, fig, width: int = 700) -> None:
     page.set_content(f"<div data-testid='stPlotlyChart' style='width:{width}px;height:{height}px'>"
                      f"<div id='fig' style='height:{height}px'></div></div>")
     page.add_script_tag(content=get_plotlyjs())
-    page.evaluate("spec => Plotly.newPlot('fig', spec.data, spec.layout)", json.loads(fig.to_json()))
+    page.evaluate("spec => Plotly.newPlot('fig', spec.data, spec.layout).then(() => null)", json.loads(fig.to_json()))
     page.wait_for_selector("#fig .main-svg")
+    # automatic margins redraw after the first draw (a busy machine measured the ticks before that redraw, past
+    # the edge): wait until every text and plot area has kept its place for 300 ms
+    page.evaluate("() => { window.__drawnAt = null; window.__drawnKey = ''; }")
+    page.wait_for_function("""() => {
+        const key = [...document.querySelectorAll('#fig text, #fig .nsewdrag')]
+            .map(e => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height].map(Math.round); })
+            .join(';');
+        const now = performance.now();
+        if (key !== window.__drawnKey) { window.__drawnKey = key; window.__drawnAt = now; return false; }
+        return now - window.__drawnAt >= 300;
+    }""", timeout=60_000, polling=50)
 
 
 def ink(page, box: list[float], background: int = 235) -> float:

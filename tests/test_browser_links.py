@@ -123,12 +123,14 @@ def test_generate_link(app_url, browser_page):
         page.get_by_role("button", name="▶").click()
         page.wait_for_function(TITLE, arg=f"Step {step}: every layer × head")
     settle(page)
-    point = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point").nth(8 + 3)  # L1 H3
-    point.scroll_into_view_if_needed()
+    grid = page.locator('[data-testid="stPlotlyChart"]').first
+    grid.scroll_into_view_if_needed()
     settle(page)
-    b = point.bounding_box()
-    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
-    page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    plot = grid.locator(".nsewdrag").first.bounding_box()
+    rows = len(grid.locator(".ytick text").all_text_contents())  # every head labelled: 4 layers x 8 heads
+    x, y = plot["x"] + 0.5 * plot["width"], plot["y"] + ((8 + 3 + 0.5) / rows) * plot["height"]  # row L1 H3
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
     page.wait_for_function(TITLE, arg="Layer 1 · head 3, over the context")
     link = copy_link(page)
     assert "step=2" in link and "model=atlas-lm" in link and "the+dog" in link

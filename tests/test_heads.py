@@ -186,7 +186,7 @@ def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monk
     at.session_state["atlas_heads_length"] = 20
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Best induction head: layer 1, head 0 (1.00)" in c.value for c in at.caption)
+    assert any("At 20 random tokens per copy: best induction head L1 H0 (1.00)" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 5  # induction, previous, duplicate, first token, one head's pattern
     at.session_state["atlas_heads_pick"] = (0, 0)  # what a click on a grid cell stores
     at.run()
@@ -195,7 +195,7 @@ def test_head_atlas_page_shows_the_hand_built_induction_head(induction_dir, monk
     at.switch_page("pages/atlas.py")
     at.session_state["model_choice"] = "tiny-bert"
     at.run()
-    assert not at.exception and not any("Best induction head" in c.value for c in at.caption)
+    assert not at.exception and not any("best induction head" in c.value for c in at.caption)
 
 
 @pytest.fixture(scope="module")
