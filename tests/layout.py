@@ -268,7 +268,13 @@ def draw_figure(page, fig, width: int = 700) -> None:
     page.set_content(f"<div data-testid='stPlotlyChart' style='width:{width}px;height:{height}px'>"
                      f"<div id='fig' style='height:{height}px'></div></div>")
     page.add_script_tag(content=get_plotlyjs())
-    page.evaluate("spec => Plotly.newPlot('fig', spec.data, spec.layout).then(() => null)", json.loads(fig.to_json()))
+    import plotly.graph_objects as go
+
+    spec = json.loads(go.Figure(fig).update_layout(template="plotly").to_json())
+    # plotly.py's own template (automatic margins on every axis), whatever the default is now: importing
+    # Streamlit's chart element sets it to an empty "streamlit" one (its theme is applied in the browser), so
+    # after any AppTest in the same process the figure came without automatic margins, ticks past the edge
+    page.evaluate("spec => Plotly.newPlot('fig', spec.data, spec.layout).then(() => null)", spec)
     page.wait_for_selector("#fig .main-svg")
     # automatic margins redraw after the first draw (a busy machine measured the ticks before that redraw, past
     # the edge): wait until every text and plot area has kept its place for 300 ms
