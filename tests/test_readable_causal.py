@@ -60,8 +60,9 @@ def assert_readable(at) -> None:
 
 def test_patching_page_reads_tokens_as_text():
     at = open_page("patching", model_choice="atlas-lm")
-    at.button(key="patch_run").click()
-    at = rerun(at, model_choice="atlas-lm")
+    if not at.button(key="patch_run").disabled:  # disabled when an earlier test left every result in the cache
+        at.button(key="patch_run").click()
+        at = rerun(at, model_choice="atlas-lm")
     assert len(at.get("plotly_chart")) >= 2
     assert "answer '▁are', foil '▁is'" in at.success[0].value  # the default example, keys/key → are/is
     assert_readable(at)
