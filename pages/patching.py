@@ -77,7 +77,10 @@ try:
     task = cache.get_patch_task(*key)
 except PatchError as e:
     ui.stop(str(e), "warning", "✍️")
+
+
 def shown(token: str) -> str:
+    """One token as read (byte-level BPE's Ġ as ▁)."""
     return readable([token])[0]
 
 

@@ -72,6 +72,8 @@ class Reference:
 
 def run(model: str):
     at = open_page("patching", model_choice=model)
+    if at.button(key="patch_run").disabled:  # every result already cached (another test ran this example)
+        return at
     at.button(key="patch_run").click()
     return rerun(at, model_choice=model)
 

@@ -99,7 +99,9 @@ def test_a_clicked_node_shows_what_it_writes_on_a_decoder():
     np.testing.assert_allclose(bars["x"], [v for _, v in w.promoted] + [v for _, v in reversed(w.suppressed)],
                                atol=1e-4)
     np.testing.assert_allclose(chart_spec(at, "routes_dla_fig")["data"][0]["y"], w.head_dla, atol=1e-4)
-    assert any(f"predicts {w.predicted[0]!r}" in c.value for c in at.caption)
+    # shown as read: byte-level BPE's space Ġ as ▁ (written out here for a plain ASCII word)
+    assert any(f"predicts {w.predicted[0].replace('Ġ', '▁')!r}" in c.value for c in at.caption)
+    assert not any("Ġ" in c.value for c in list(at.caption) + list(at.subheader))
     ffn = (0, STACKS.index("decoder"), 2, 5, SITES.index("ffn"), 0)
     at = rerun(at, model_choice="atlas-lm", **dict(zip(PICK, ffn)))
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 10  # the top neurons
