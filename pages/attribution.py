@@ -9,7 +9,7 @@ from viz.app import attribution_view as view
 from viz.app import ui
 from viz.causal.attribution_catalog import DEFAULT_METHODS, IG_STEPS, METHODS, RANDOM_SEEDS, AttributionError
 from viz.causal.attribution_corpus import DEFAULT_MAX_TOKENS, run_corpus
-from viz.core.tokens import readable
+from viz.core.tokens import readable, readable_token
 from viz.figures.attribution import agreement_matrix, normalise, scoreboard, token_detail, token_strips
 from viz.tasks.corpus import corpus_key
 
@@ -41,11 +41,6 @@ if not methods:
     ui.stop("Choose at least one method.", "info", "☝️")
 
 
-def one(token) -> str:
-    """One token as read (byte-level BPE's Ġ as ▁)."""
-    return readable([str(token)])[0]
-
-
 def one_example() -> None:
     opts, labels, default, label = view.choices(name, text, bundle)
     now, before = (name, text), st.session_state.get("attr_position_of")
@@ -65,11 +60,11 @@ def one_example() -> None:
         ui.stop(str(e), "warning", "✍️")
     tokens, labels_m, scores, cand = view.arrays(v)
     tokens = readable(list(tokens))  # as read (Ġ as ▁); the table and the exports keep the raw tokens
-    against = f" against foil **{one(v['foil'])}**" if v["foil"] else ""
+    against = f" against foil **{readable_token(v['foil'])}**" if v["foil"] else ""
     f_name = "logit(target) − logit(foil)" if v["foil"] else "log p(target)"
-    st.markdown(f"Explaining **{one(v['target'])}**{against} at position {v['position']}"
+    st.markdown(f"Explaining **{readable_token(v['target'])}**{against} at position {v['position']}"
                 + (f" of the output {' '.join(readable(list(v['output_tokens'])))}" if v.get("output_tokens") else "")
-                + f" (the model's own top token: {one(v['predicted'])}); f = {f_name} = {v['f']:.4f}.")
+                + f" (the model's own top token: {readable_token(v['predicted'])}); f = {f_name} = {v['f']:.4f}.")
     ig = v.get("integrated_gradients")
     if ig:
         st.caption(f"Integrated gradients: {ig['steps']} Gauss–Legendre steps from the baseline where every "

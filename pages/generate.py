@@ -16,7 +16,7 @@ from viz.figures.encdec import COLORS, attention_bars
 from viz.figures.steps import head_grid, lens_table, levels, next_token_bars, rank_map
 from viz.tasks.generate_lm import MAX_BEAMS, beam_table, decoder_names, max_new_tokens_limit
 from viz.core.models import builtin_names
-from viz.core.tokens import readable
+from viz.core.tokens import readable, readable_token
 
 METHODS = {"greedy": "Greedy", "sample": "Sampling", "beam": "Beam search"}
 
@@ -118,12 +118,12 @@ if n > 1:
     p1.button("◀", key="gen_prev", on_click=move_step, args=(-1, n), help="previous token")
     p3.button("▶", key="gen_next", on_click=move_step, args=(1, n), help="next token")
     t = p2.select_slider("Step", list(range(n)), key="gen_step",
-                         format_func=lambda i: f"{i}: {readable([gen.steps[i].token])[0]}")
+                         format_func=lambda i: f"{i}: {readable_token(gen.steps[i].token)}")
 step = gen.steps[t]
 context = gen.tokens[: step.position]
 L, H = step.attention.shape[:2]
 shown = readable(context) if len(context) <= 24 else ["…"] + readable(context)[-23:]
-st.markdown("Context: " + " ".join(f"`{x}`" for x in shown) + f" → **`{readable([step.token])[0]}`**"
+st.markdown("Context: " + " ".join(f"`{x}`" for x in shown) + f" → **`{readable_token(step.token)}`**"
             + f" (p = {step.prob:.3g}" + (", forced by a generation rule" if step.forced else "") + ")")
 
 st.subheader("What it looked at")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz.core.tokens import readable
+from viz.core.tokens import readable, readable_token
 from viz.app import cache, ui
 from viz.app import patching as job
 from viz.causal.atp import compare
@@ -79,14 +79,9 @@ except PatchError as e:
     ui.stop(str(e), "warning", "✍️")
 
 
-def shown(token: str) -> str:
-    """One token as read (byte-level BPE's Ġ as ▁)."""
-    return readable([token])[0]
-
-
 what = f"at the [MASK] (position {task.answer_position})" if task.kind == "encoder" else "for the next token"
 st.success(f"Both inputs have {len(task.clean_ids)} tokens. {task.metric_name} {what}: **{task.metric_clean:.2f}** "
-           f"clean, **{task.metric_corrupt:.2f}** corrupted (answer '{shown(task.target_token)}', foil '{shown(task.foil_token)}').")
+           f"clean, **{task.metric_corrupt:.2f}** corrupted (answer '{readable_token(task.target_token)}', foil '{readable_token(task.foil_token)}').")
 for note in task.notes:
     st.info(note, icon="ℹ️")
 prefix_text = bundle.tokenizer.decode(task.decoder_ids, skip_special_tokens=True) if task.decoder_ids else ""

@@ -5,7 +5,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from viz.core.tokens import readable
+from viz.core.tokens import readable, readable_token
 from viz.app import cache, routes_cache, ui
 from viz.causal.writes import WritesUnavailable
 from viz.core.errors import CaptureError
@@ -139,17 +139,17 @@ def node_panel(node: tuple) -> None:
         st.info(str(e), icon="ℹ️")
         return
     verb = "reads as" if site == "in" else "promotes and suppresses"
-    st.caption(f"Read through the {w.readout}. The model predicts {readable([w.predicted[0]])[0]!r} at this token.")
+    st.caption(f"Read through the {w.readout}. The model predicts {readable_token(w.predicted[0])!r} at this token.")
     a, b = st.columns(2)
     with a:
-        ui.plot(token_bars([(readable([t])[0], v) for t, v in w.promoted], [(readable([t])[0], v) for t, v in w.suppressed], f"What it {verb}",
+        ui.plot(token_bars([(readable_token(t), v) for t, v in w.promoted], [(readable_token(t), v) for t, v in w.suppressed], f"What it {verb}",
                            "its logits" if site == "in" else "Δ logit, had it not written"),
                 key="routes_writes_fig", stem=f"writes-{site}-L{layer}-{tok}")
         ui.table_download(pd.DataFrame(w.promoted + w.suppressed, columns=["token", "value"]),
                           key="routes_writes_csv", stem=f"writes-{site}-L{layer}-{tok}")
     with b:
         if w.head_dla is not None:
-            ui.plot(head_bars(w.head_dla, f"Each head's direct logit attribution to {readable([w.predicted[0]])[0]!r}", "Δ logit"),
+            ui.plot(head_bars(w.head_dla, f"Each head's direct logit attribution to {readable_token(w.predicted[0])!r}", "Δ logit"),
                     key="routes_dla_fig", stem=f"head-dla-L{layer}-{tok}")
             ui.table_download(pd.DataFrame({"dla": w.head_dla}, index=[f"H{h}" for h in range(len(w.head_dla))]),
                               key="routes_dla_csv", stem=f"head-dla-L{layer}-{tok}")

@@ -103,3 +103,8 @@ def readable(tokens: list[str]) -> list[str]:
                 out[k] = f"{text.strip(SPACE) or text} {k - i + 1}/{j - i + 1}"
         i = j + 1
     return out
+
+
+def readable_token(token: str) -> str:
+    """One token on its own as a reader reads it (a picked answer, a predicted token): `readable([token])[0]`."""
+    return readable([str(token)])[0]
